@@ -1,0 +1,83 @@
+//! The common interface of every recurrent cell and the helper that runs one over a sequence.
+
+use burn::module::{Module, ModuleDisplay};
+use burn::tensor::Tensor;
+
+/// The recurrent state of a cell.
+pub trait CellState: Clone + Send {
+    /// The state's tensors under the names of the reference's parity files (`h`, `c`, `F`,
+    /// `hebb`), each as a rank-3 tensor (`[B, H]` states become `[B, H, 1]`).
+    fn parity_tensors(&self) -> Vec<(&'static str, Tensor<3>)>;
+
+    /// The same state cut from the autodiff graph (truncated backpropagation through time).
+    fn detach(self) -> Self;
+}
+
+/// A recurrent cell: one time step of a network layer with a state carried between steps.
+pub trait RecurrentCell: Module + ModuleDisplay {
+    /// What the cell carries from one step to the next.
+    type State: CellState;
+
+    /// Size of the external input `x_t`.
+    fn input_size(&self) -> usize;
+
+    /// Number of output (hidden) units.
+    fn hidden_size(&self) -> usize;
+
+    /// Number of units the energy is reported for: `H`, or `4H` gate rows for the LSTM.
+    fn energy_units(&self) -> usize {
+        self.hidden_size()
+    }
+
+    /// The all-zero state of a batch, on the device and in the float type of the parameters.
+    fn init_state(&self, batch: usize) -> Self::State;
+
+    /// One step: `input` is `[B, I]`; returns the activated output `[B, H]` and the new state.
+    fn step(&self, input: Tensor<2>, state: Self::State) -> (Tensor<2>, Self::State);
+
+    /// Energy of each unit for the step that `input` and `state` are about to make,
+    /// `[B, energy_units]` (spec §2): computed from the state entering the step, outside the
+    /// autodiff graph, biases and heads excluded.
+    fn energy(&self, input: Tensor<2>, state: &Self::State) -> Tensor<2>;
+}
+
+/// The result of [`run_sequence`].
+#[derive(Clone, Debug)]
+pub struct SequenceOutput<S> {
+    /// Activated output of every step, `[T, B, H]`.
+    pub outputs: Tensor<3>,
+    /// Energy of every unit at every step, `[T, B, energy_units]`, when asked for.
+    pub energy: Option<Tensor<3>>,
+    /// The state after the last step.
+    pub final_state: S,
+}
+
+/// Runs `cell` over a time-major input sequence `[T, B, I]` from `state`.
+pub fn run_sequence<C: RecurrentCell>(
+    cell: &C,
+    inputs: Tensor<3>,
+    state: C::State,
+    with_energy: bool,
+) -> SequenceOutput<C::State> {
+    let [steps, batch, input_size] = inputs.dims();
+    let mut state = state;
+    let mut outputs = Vec::with_capacity(steps);
+    let mut energies = Vec::with_capacity(if with_energy { steps } else { 0 });
+    for step in 0..steps {
+        let input = inputs
+            .clone()
+            .narrow(0, step, 1)
+            .reshape([batch, input_size]);
+        if with_energy {
+            energies.push(cell.energy(input.clone(), &state));
+        }
+        let (output, next) = cell.step(input, state);
+        outputs.push(output);
+        state = next;
+    }
+    SequenceOutput {
+        outputs: Tensor::stack(outputs, 0),
+        energy: with_energy.then(|| Tensor::stack(energies, 0)),
+        final_state: state,
+    }
+}

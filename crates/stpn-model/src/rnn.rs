@@ -1,0 +1,109 @@
+//! The Elman RNN baseline of the associative-retrieval experiment (the reference's
+//! `CustomRNNCell`; spec §1.8): `h_t = tanh(W [x_t ; h_{t-1}] + b)`, every parameter `U(±1/√H)`.
+//! (The reference stores `W` transposed, `[I+H, H]`; here rows are postsynaptic units as for
+//! every other cell.)
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor};
+
+use crate::cell::{CellState, RecurrentCell};
+use crate::init;
+use crate::plasticity::energy_shared;
+
+/// Configuration of an [`Rnn`] layer.
+#[derive(Config, Debug)]
+pub struct RnnConfig {
+    /// Size of the input `I`.
+    pub input_size: usize,
+    /// Number of hidden units `H`.
+    pub hidden_size: usize,
+}
+
+/// The Elman RNN layer.
+#[derive(Module, Debug)]
+pub struct Rnn {
+    /// Weights on `[x_t ; h_{t-1}]`, `[H, I+H]`.
+    pub weight: Param<Tensor<2>>,
+    /// Bias, `[H]`.
+    pub bias: Param<Tensor<1>>,
+    pub input_size: usize,
+    pub hidden_size: usize,
+}
+
+/// State of an [`Rnn`] layer: the previous output `h`, `[B, H]`.
+#[derive(Clone, Debug)]
+pub struct RnnState {
+    pub hidden: Tensor<2>,
+}
+
+impl CellState for RnnState {
+    fn parity_tensors(&self) -> Vec<(&'static str, Tensor<3>)> {
+        vec![("h", self.hidden.clone().unsqueeze_dim(2))]
+    }
+
+    fn detach(self) -> Self {
+        Self {
+            hidden: self.hidden.detach(),
+        }
+    }
+}
+
+impl RnnConfig {
+    /// A layer initialised as in spec §1.8.
+    pub fn init(&self, device: &Device) -> Rnn {
+        let hidden = self.hidden_size;
+        let scale = 1.0 / (hidden as f64).sqrt();
+        Rnn {
+            weight: init::symmetric([hidden, self.input_size + hidden], scale, device),
+            bias: init::symmetric([hidden], scale, device),
+            input_size: self.input_size,
+            hidden_size: hidden,
+        }
+    }
+}
+
+impl RecurrentCell for Rnn {
+    type State = RnnState;
+
+    fn input_size(&self) -> usize {
+        self.input_size
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+
+    fn init_state(&self, batch: usize) -> RnnState {
+        let weight = self.weight.val();
+        RnnState {
+            hidden: Tensor::zeros(
+                [batch, self.hidden_size],
+                (&weight.device(), weight.dtype()),
+            ),
+        }
+    }
+
+    fn step(&self, input: Tensor<2>, state: RnnState) -> (Tensor<2>, RnnState) {
+        let presynaptic = Tensor::cat(vec![input, state.hidden], 1);
+        let hidden = (presynaptic.matmul(self.weight.val().transpose())
+            + self.bias.val().unsqueeze_dim::<2>(0))
+        .tanh();
+        (hidden.clone(), RnnState { hidden })
+    }
+
+    fn energy(&self, input: Tensor<2>, state: &RnnState) -> Tensor<2> {
+        let presynaptic = Tensor::cat(vec![input, state.hidden.clone()], 1).detach();
+        energy_shared(self.weight.val().detach(), presynaptic)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::parity::golden::assert_case;
+
+    #[test]
+    fn parity_rnn_art() {
+        assert_case("rnn_art_s0.json");
+    }
+}

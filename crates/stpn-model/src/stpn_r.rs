@@ -1,0 +1,245 @@
+//! STPNr, the recurrent short-term plasticity neuron layer (paper §3; spec §1.3, §1.5).
+//!
+//! Presynaptic vector `z_t = [x_t ; h_{t-1}]` (input first), efficacy `G = W + F_{t-1}`, row norm
+//! `n = ‖G_i‖₂` per batch element and postsynaptic unit. With the paper's normalisation:
+//!
+//! ```text
+//! a_t = (W z_t + F_{t-1} z_t) / (n + ε) + b          (bias added after normalisation)
+//! h_t = tanh(a_t)
+//! pre:  F_t = clamp(Λ ⊙ F_{t-1}/(n + ε) + Γ ⊙ (h_t ⊗ p_t), ±c)
+//! post: F' = clamp(Λ ⊙ F_{t-1} + Γ ⊙ (h_t ⊗ p_t), ±c),  F_t = F' / (‖W + F'‖ + ε)
+//! ```
+//!
+//! Without normalisation `a_t = (W + F_{t-1}) z_t + b` and `F_t = clamp(Λ ⊙ F_{t-1} + Γ ⊙ (h_t ⊗ p_t))`.
+//! The presynaptic term of the update is `p_t = z_t = [x_t ; h_{t-1}]` (the paper's equation, used
+//! by the maze, Pong and the authors' single-file demo), or `[x_t ; h_t]` as in the reference's
+//! associative-retrieval runner ([`Presynaptic::CurrentHidden`]). Λ and Γ are per synapse
+//! (`[H, I+H]`) or single scalars (the "scalar STP" ablation). ε = 1e-16.
+//!
+//! Initialisation (spec §1.2): `W, b ~ U(±1/√H)`, `Λ ~ U(0, 1)`, `Γ ~ U(±0.001/√H)`; states zero.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor};
+
+use crate::cell::{CellState, RecurrentCell};
+use crate::init;
+use crate::plasticity::{NORM_EPSILON, batched, efficacy_product, energy_batched, outer, row_norm};
+
+/// How the efficacy matrix `W + F` is normalised (spec §1.1 `weight_norm`, `plastic_weight_norm.time`).
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Normalisation {
+    /// No normalisation: `a = (W + F) z + b`.
+    Off,
+    /// Rows of `W + F` normalised in the forward pass, and the stored `F` divided by the same
+    /// norm before its decay (ART, Pong, maze ablations).
+    Pre,
+    /// Rows of `W + F` normalised in the forward pass, and the updated `F` divided by the row norm
+    /// of `W + F_new` (the main maze model).
+    Post,
+}
+
+/// Which hidden state the plastic update sees as presynaptic activity.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Presynaptic {
+    /// `[x_t ; h_{t-1}]`, the vector that drove the neuron (the paper's equation).
+    PreviousHidden,
+    /// `[x_t ; h_t]`, the new hidden state (the reference's associative-retrieval runner).
+    CurrentHidden,
+}
+
+/// Configuration of a [`StpnR`] layer.
+#[derive(Config, Debug)]
+pub struct StpnRConfig {
+    /// Size of the external input `I`.
+    pub input_size: usize,
+    /// Number of hidden units `H`.
+    pub hidden_size: usize,
+    /// Λ and Γ per synapse (`[H, I+H]`); false gives the scalar-STP ablation.
+    #[config(default = true)]
+    pub per_synapse: bool,
+    /// Normalisation of the efficacy matrix.
+    #[config(default = "Normalisation::Pre")]
+    pub normalisation: Normalisation,
+    /// Clamp `c` of the plastic update, `None` for no clamp.
+    #[config(default = "None")]
+    pub clamp: Option<f64>,
+    /// Presynaptic term of the plastic update.
+    #[config(default = "Presynaptic::PreviousHidden")]
+    pub presynaptic: Presynaptic,
+}
+
+/// The recurrent STPN layer; see the module documentation for its equations.
+#[derive(Module, Debug)]
+pub struct StpnR {
+    /// Slow weights `W`, `[H, I+H]`.
+    pub weight: Param<Tensor<2>>,
+    /// Bias `b`, `[H]`.
+    pub bias: Param<Tensor<1>>,
+    /// Decay Λ, `[H, I+H]` or `[1, 1]`.
+    pub lambda: Param<Tensor<2>>,
+    /// Plasticity rate Γ, `[H, I+H]` or `[1, 1]`.
+    pub gamma: Param<Tensor<2>>,
+    #[module(skip)]
+    pub normalisation: Normalisation,
+    #[module(skip)]
+    pub presynaptic: Presynaptic,
+    #[module(skip)]
+    pub clamp: Option<f64>,
+    pub input_size: usize,
+    pub hidden_size: usize,
+}
+
+/// State of a [`StpnR`] layer.
+#[derive(Clone, Debug)]
+pub struct StpnRState {
+    /// `h`, the activated output of the previous step, `[B, H]`.
+    pub hidden: Tensor<2>,
+    /// `F`, the plastic component of every synapse, `[B, H, I+H]`.
+    pub synaptic: Tensor<3>,
+}
+
+impl CellState for StpnRState {
+    fn parity_tensors(&self) -> Vec<(&'static str, Tensor<3>)> {
+        vec![
+            ("h", self.hidden.clone().unsqueeze_dim(2)),
+            ("F", self.synaptic.clone()),
+        ]
+    }
+
+    fn detach(self) -> Self {
+        Self {
+            hidden: self.hidden.detach(),
+            synaptic: self.synaptic.detach(),
+        }
+    }
+}
+
+impl StpnRConfig {
+    /// A layer initialised as in spec §1.2.
+    pub fn init(&self, device: &Device) -> StpnR {
+        let (hidden, presynaptic) = (self.hidden_size, self.input_size + self.hidden_size);
+        let scale = 1.0 / (hidden as f64).sqrt();
+        let plastic_shape = if self.per_synapse {
+            [hidden, presynaptic]
+        } else {
+            [1, 1]
+        };
+        StpnR {
+            weight: init::symmetric([hidden, presynaptic], scale, device),
+            bias: init::symmetric([hidden], scale, device),
+            lambda: init::uniform(plastic_shape, 0.0, 1.0, device),
+            gamma: init::symmetric(plastic_shape, 0.001 * scale, device),
+            normalisation: self.normalisation,
+            presynaptic: self.presynaptic,
+            clamp: self.clamp,
+            input_size: self.input_size,
+            hidden_size: self.hidden_size,
+        }
+    }
+}
+
+impl StpnR {
+    fn clamped(&self, plastic: Tensor<3>) -> Tensor<3> {
+        match self.clamp {
+            Some(limit) => plastic.clamp(-limit, limit),
+            None => plastic,
+        }
+    }
+}
+
+impl RecurrentCell for StpnR {
+    type State = StpnRState;
+
+    fn input_size(&self) -> usize {
+        self.input_size
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+
+    fn init_state(&self, batch: usize) -> StpnRState {
+        let weight = self.weight.val();
+        let options = (&weight.device(), weight.dtype());
+        StpnRState {
+            hidden: Tensor::zeros([batch, self.hidden_size], options.clone()),
+            synaptic: Tensor::zeros(
+                [batch, self.hidden_size, self.input_size + self.hidden_size],
+                options,
+            ),
+        }
+    }
+
+    fn step(&self, input: Tensor<2>, state: StpnRState) -> (Tensor<2>, StpnRState) {
+        let weight = self.weight.val();
+        let presynaptic = Tensor::cat(vec![input.clone(), state.hidden], 1);
+        let drive = efficacy_product(weight.clone(), state.synaptic.clone(), presynaptic.clone());
+        let bias = self.bias.val().unsqueeze_dim::<2>(0);
+
+        let (hidden, decaying) = match self.normalisation {
+            Normalisation::Off => ((drive + bias).tanh(), state.synaptic),
+            Normalisation::Pre | Normalisation::Post => {
+                let denominator = row_norm(batched(weight.clone()) + state.synaptic.clone())
+                    .add_scalar(NORM_EPSILON);
+                let hidden = (drive / denominator.clone().squeeze_dim::<2>(2) + bias).tanh();
+                let decaying = match self.normalisation {
+                    Normalisation::Pre => state.synaptic / denominator,
+                    _ => state.synaptic,
+                };
+                (hidden, decaying)
+            }
+        };
+
+        let update_presynaptic = match self.presynaptic {
+            Presynaptic::PreviousHidden => presynaptic,
+            Presynaptic::CurrentHidden => Tensor::cat(vec![input, hidden.clone()], 1),
+        };
+        let hebbian = outer(hidden.clone(), update_presynaptic);
+        let mut synaptic = self
+            .clamped(batched(self.lambda.val()) * decaying + batched(self.gamma.val()) * hebbian);
+        if self.normalisation == Normalisation::Post {
+            let denominator = row_norm(batched(weight) + synaptic.clone()).add_scalar(NORM_EPSILON);
+            synaptic = synaptic / denominator;
+        }
+        (hidden.clone(), StpnRState { hidden, synaptic })
+    }
+
+    fn energy(&self, input: Tensor<2>, state: &StpnRState) -> Tensor<2> {
+        let presynaptic = Tensor::cat(vec![input, state.hidden.clone()], 1).detach();
+        let efficacy = batched(self.weight.val().detach()) + state.synaptic.clone().detach();
+        let efficacy = match self.normalisation {
+            Normalisation::Off => efficacy,
+            Normalisation::Pre | Normalisation::Post => {
+                let denominator = row_norm(efficacy.clone()).add_scalar(NORM_EPSILON);
+                efficacy / denominator
+            }
+        };
+        energy_batched(efficacy, presynaptic)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::parity::golden::assert_case;
+
+    #[test]
+    fn parity_stpn_r_pre() {
+        assert_case("stpn_r_pre_s0.json");
+    }
+
+    #[test]
+    fn parity_stpn_r_scalar() {
+        assert_case("stpn_r_scalar_s0.json");
+    }
+
+    #[test]
+    fn parity_stpn_r_post_clamp() {
+        assert_case("stpn_r_post_clamp_s0.json");
+    }
+
+    #[test]
+    fn parity_stpn_r_post_clamp_strong() {
+        assert_case("stpn_r_post_clamp_strong_s0.json");
+    }
+}
