@@ -1,0 +1,152 @@
+//! A run directory: the resolved config, metrics appended one row per epoch, checkpoints written
+//! so that an interruption at any moment leaves a usable one, and the summary.
+//!
+//! A checkpoint is a folder (`last/`, `best/`). It is written whole under `NAME.tmp/`, then
+//! swapped in: `NAME/` → `NAME.old/`, `NAME.tmp/` → `NAME/`, `NAME.old/` removed. Each rename is
+//! atomic, so a reader finds `NAME/` or, between two renames, `NAME.old/`.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A run's folder.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates a new run folder; refuses one that already holds a run.
+    pub fn create(path: &Path) -> Result<Self> {
+        if path.join("config.json").exists() {
+            bail!(
+                "{} already holds a run; pass --resume to continue it, or --out to choose another folder",
+                path.display()
+            );
+        }
+        fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing run folder for `--resume`.
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.join("config.json").exists() {
+            bail!(
+                "{} holds no run to resume (no config.json); drop --resume to start one",
+                path.display()
+            );
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Writes `value` as pretty JSON, atomically.
+    pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
+        let text = serde_json::to_string_pretty(value)?;
+        write_atomically(&self.file(name), text.as_bytes())
+    }
+
+    pub fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
+        read_json(&self.file(name))
+    }
+
+    /// Writes a checkpoint folder through `write`, which fills the folder it is given.
+    pub fn write_checkpoint(
+        &self,
+        name: &str,
+        write: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<()> {
+        let target = self.file(name);
+        let staging = self.file(&format!("{name}.tmp"));
+        let previous = self.file(&format!("{name}.old"));
+        if staging.exists() {
+            fs::remove_dir_all(&staging)?;
+        }
+        fs::create_dir_all(&staging)?;
+        write(&staging)
+            .with_context(|| format!("cannot write checkpoint {}", staging.display()))?;
+        if previous.exists() {
+            fs::remove_dir_all(&previous)?;
+        }
+        if target.exists() {
+            fs::rename(&target, &previous)?;
+        }
+        fs::rename(&staging, &target)?;
+        if previous.exists() {
+            fs::remove_dir_all(&previous)?;
+        }
+        Ok(())
+    }
+
+    /// The folder of a complete checkpoint, if there is one.
+    pub fn checkpoint(&self, name: &str) -> Option<PathBuf> {
+        [self.file(name), self.file(&format!("{name}.old"))]
+            .into_iter()
+            .find(|folder| folder.is_dir())
+    }
+}
+
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))
+}
+
+/// Writes a file through a temporary sibling and a rename, so that readers never see half of it.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let staging = path.with_extension("tmp");
+    {
+        let mut file = fs::File::create(&staging)
+            .with_context(|| format!("cannot write {}", staging.display()))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&staging, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A CSV file of one row per epoch.
+pub struct Metrics {
+    path: PathBuf,
+}
+
+impl Metrics {
+    /// Opens `metrics.csv`, keeping only the rows of epochs up to `keep_epochs` (the rows of an
+    /// epoch whose checkpoint was not written are dropped on resume).
+    pub fn open(run: &RunDir, header: &str, keep_epochs: usize) -> Result<Self> {
+        let path = run.file("metrics.csv");
+        let mut kept = vec![header.to_string()];
+        if let Ok(text) = fs::read_to_string(&path) {
+            kept.extend(
+                text.lines()
+                    .skip(1)
+                    .filter(|line| {
+                        line.split(',')
+                            .next()
+                            .and_then(|epoch| epoch.parse::<usize>().ok())
+                            .is_some_and(|epoch| epoch <= keep_epochs)
+                    })
+                    .map(str::to_string),
+            );
+        }
+        write_atomically(&path, (kept.join("\n") + "\n").as_bytes())?;
+        Ok(Self { path })
+    }
+
+    pub fn append(&self, row: &str) -> Result<()> {
+        let mut file = fs::OpenOptions::new().append(true).open(&self.path)?;
+        writeln!(file, "{row}")?;
+        file.sync_data()?;
+        Ok(())
+    }
+}
