@@ -1,6 +1,7 @@
 //! `stpn-bench`: the command line that runs every STPN experiment.
 
 mod art;
+mod report;
 mod run_dir;
 
 use std::path::PathBuf;
@@ -29,6 +30,9 @@ enum Command {
     /// --model, a demonstration of about a minute on a 2-core CPU: STPN h11 (paper equations),
     /// 20 epochs.
     Art(ArtArgs),
+    /// Tables and plots of finished runs.
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// Check the cells against parity cases produced by the authors' PyTorch code: prints the
     /// largest absolute and relative error of outputs, energy, final state, loss and gradients
     /// of every case, and fails if one exceeds its tolerance.
@@ -39,6 +43,20 @@ enum Command {
         /// Run in float32 (the type models train in) even where the backend supports float64.
         #[arg(long)]
         float32: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReportCommand {
+    /// Associative retrieval: a markdown table (mean ± std over seeds of accuracy, energy,
+    /// parameters per model) and SVG plots (accuracy curves, energy vs accuracy).
+    Art {
+        /// Run folders of `stpn-bench art`.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Folder for art.md, art_accuracy.svg and art_energy.svg.
+        #[arg(long, default_value = "docs/results")]
+        out: PathBuf,
     },
 }
 
@@ -198,6 +216,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Art(args) => train_art(cli.backend, &args),
+        Command::Report(ReportCommand::Art { runs, out }) => {
+            let table = report::report_art(&runs, &out)?;
+            print!("{table}");
+            println!("written to {}", out.display());
+            Ok(())
+        }
         Command::Golden { files, float32 } => golden(cli.backend, &files, float32),
     }
 }
