@@ -1,5 +1,15 @@
-//! Environments and data of the STPN experiments.
+//! Environments and data of the STPN experiments, behind a small API that follows Gymnasium's
+//! conventions ([`env`]).
 //!
 //! - [`art`]: the associative retrieval task (spec §3.1).
+//! - [`maze`]: Miconi's grid maze (spec §4.1).
+//! - [`familiarity`]: the continual familiarity stream of HebbFF (spec §6.1).
 
 pub mod art;
+pub mod env;
+pub mod familiarity;
+pub mod maze;
+
+pub use env::{
+    Env, EpisodeStats, Info, RecordEpisodeStatistics, Space, Step, SyncVectorEnv, TimeLimit,
+};

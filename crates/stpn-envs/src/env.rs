@@ -1,0 +1,268 @@
+//! A small environment API that follows Gymnasium's conventions (1.x): `reset(seed)` returns the
+//! first observation and an info; `step(action)` returns observation, reward, `terminated` (the
+//! task ended: a terminal state) and `truncated` (cut short from outside, e.g. by a time limit)
+//! and an info. Recurrent or plastic state (STPN's `h` and `F`) belongs to the agent, never to
+//! the environment.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// The set of valid observations or actions.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Space {
+    /// `{0, 1, …, n − 1}`.
+    Discrete(usize),
+    /// A box of `shape` with elementwise bounds (flattened row-major).
+    Box {
+        low: Vec<f64>,
+        high: Vec<f64>,
+        shape: Vec<usize>,
+    },
+}
+
+impl Space {
+    /// A box with the same bounds everywhere.
+    pub fn uniform_box(low: f64, high: f64, shape: Vec<usize>) -> Self {
+        let size = shape.iter().product();
+        Space::Box {
+            low: vec![low; size],
+            high: vec![high; size],
+            shape,
+        }
+    }
+
+    /// Number of discrete values, or number of box elements.
+    pub fn size(&self) -> usize {
+        match self {
+            Space::Discrete(n) => *n,
+            Space::Box { shape, .. } => shape.iter().product(),
+        }
+    }
+}
+
+/// The return and length of a finished episode.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpisodeStats {
+    pub episode_return: f64,
+    pub length: usize,
+}
+
+/// What comes with an observation besides the reward.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Info<O> {
+    /// Set on the step that ends an episode when [`RecordEpisodeStatistics`] wraps the env.
+    pub episode: Option<EpisodeStats>,
+    /// Set by [`SyncVectorEnv`] on the step that ends an episode: the last observation of the
+    /// finished episode (the returned observation is already the new episode's first).
+    pub final_observation: Option<O>,
+}
+
+impl<O> Info<O> {
+    pub fn empty() -> Self {
+        Self {
+            episode: None,
+            final_observation: None,
+        }
+    }
+}
+
+/// The result of one step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step<O> {
+    pub observation: O,
+    pub reward: f64,
+    pub terminated: bool,
+    pub truncated: bool,
+    pub info: Info<O>,
+}
+
+impl<O> Step<O> {
+    /// Whether the episode is over (terminated or truncated).
+    pub fn done(&self) -> bool {
+        self.terminated || self.truncated
+    }
+}
+
+/// An environment.
+pub trait Env: Send {
+    type Observation: Clone + Send;
+    type Action;
+
+    /// Starts an episode. With a seed the environment's generator is reseeded first (same seed,
+    /// same trajectory); without, it continues.
+    fn reset(&mut self, seed: Option<u64>) -> (Self::Observation, Info<Self::Observation>);
+
+    /// Advances one step. Calling it after an episode ended and before `reset` is an error of the
+    /// caller; environments may panic.
+    fn step(&mut self, action: &Self::Action) -> Step<Self::Observation>;
+
+    fn observation_space(&self) -> Space;
+    fn action_space(&self) -> Space;
+}
+
+/// The generator an environment draws from: seeded by `reset(Some(seed))`, otherwise continued.
+/// Before any seeded reset it is seeded with 0, so that an env is deterministic by default.
+#[derive(Clone, Debug)]
+pub struct EnvRng(pub ChaCha8Rng);
+
+impl Default for EnvRng {
+    fn default() -> Self {
+        Self(ChaCha8Rng::seed_from_u64(0))
+    }
+}
+
+impl EnvRng {
+    pub fn reseed(&mut self, seed: Option<u64>) {
+        if let Some(seed) = seed {
+            self.0 = ChaCha8Rng::seed_from_u64(seed);
+        }
+    }
+}
+
+/// Ends episodes after `max_steps` steps by setting `truncated` (unless the episode terminated
+/// on that step).
+pub struct TimeLimit<E> {
+    pub env: E,
+    pub max_steps: usize,
+    elapsed: usize,
+}
+
+impl<E: Env> TimeLimit<E> {
+    pub fn new(env: E, max_steps: usize) -> Self {
+        Self {
+            env,
+            max_steps,
+            elapsed: 0,
+        }
+    }
+}
+
+impl<E: Env> Env for TimeLimit<E> {
+    type Observation = E::Observation;
+    type Action = E::Action;
+
+    fn reset(&mut self, seed: Option<u64>) -> (E::Observation, Info<E::Observation>) {
+        self.elapsed = 0;
+        self.env.reset(seed)
+    }
+
+    fn step(&mut self, action: &E::Action) -> Step<E::Observation> {
+        let mut step = self.env.step(action);
+        self.elapsed += 1;
+        if self.elapsed >= self.max_steps && !step.terminated {
+            step.truncated = true;
+        }
+        step
+    }
+
+    fn observation_space(&self) -> Space {
+        self.env.observation_space()
+    }
+
+    fn action_space(&self) -> Space {
+        self.env.action_space()
+    }
+}
+
+/// Reports the return and length of each episode in `info.episode` on its last step.
+pub struct RecordEpisodeStatistics<E> {
+    pub env: E,
+    episode_return: f64,
+    length: usize,
+}
+
+impl<E: Env> RecordEpisodeStatistics<E> {
+    pub fn new(env: E) -> Self {
+        Self {
+            env,
+            episode_return: 0.0,
+            length: 0,
+        }
+    }
+}
+
+impl<E: Env> Env for RecordEpisodeStatistics<E> {
+    type Observation = E::Observation;
+    type Action = E::Action;
+
+    fn reset(&mut self, seed: Option<u64>) -> (E::Observation, Info<E::Observation>) {
+        self.episode_return = 0.0;
+        self.length = 0;
+        self.env.reset(seed)
+    }
+
+    fn step(&mut self, action: &E::Action) -> Step<E::Observation> {
+        let mut step = self.env.step(action);
+        self.episode_return += step.reward;
+        self.length += 1;
+        if step.done() {
+            step.info.episode = Some(EpisodeStats {
+                episode_return: self.episode_return,
+                length: self.length,
+            });
+        }
+        step
+    }
+
+    fn observation_space(&self) -> Space {
+        self.env.observation_space()
+    }
+
+    fn action_space(&self) -> Space {
+        self.env.action_space()
+    }
+}
+
+/// Several copies of an environment stepped together, with automatic reset.
+///
+/// Convention ("same-step" auto-reset, as RLlib and Stable-Baselines3): on the step that ends an
+/// episode, the env is reset at once, the returned observation is the **first observation of the
+/// new episode**, `reward`, `terminated` and `truncated` are those of the finished episode's last
+/// step, and the finished episode's last observation is in `info.final_observation` (bootstrap a
+/// truncated episode's value from it). Env `i` is seeded with `seed + i` by [`SyncVectorEnv::reset`].
+pub struct SyncVectorEnv<E> {
+    pub envs: Vec<E>,
+}
+
+impl<E: Env> SyncVectorEnv<E> {
+    pub fn new(envs: Vec<E>) -> Self {
+        assert!(!envs.is_empty(), "a vector env needs at least one env");
+        Self { envs }
+    }
+
+    pub fn len(&self) -> usize {
+        self.envs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.envs.is_empty()
+    }
+
+    /// Resets every env, env `i` with `seed + i` when a seed is given.
+    pub fn reset(&mut self, seed: Option<u64>) -> Vec<E::Observation> {
+        self.envs
+            .iter_mut()
+            .enumerate()
+            .map(|(index, env)| env.reset(seed.map(|seed| seed + index as u64)).0)
+            .collect()
+    }
+
+    /// Steps every env with its action; see the type's documentation for what a finished
+    /// episode returns.
+    pub fn step(&mut self, actions: &[E::Action]) -> Vec<Step<E::Observation>> {
+        assert_eq!(actions.len(), self.envs.len(), "one action per env");
+        self.envs
+            .iter_mut()
+            .zip(actions)
+            .map(|(env, action)| {
+                let mut step = env.step(action);
+                if step.done() {
+                    let (first, _) = env.reset(None);
+                    let last = std::mem::replace(&mut step.observation, first);
+                    step.info.final_observation = Some(last);
+                }
+                step
+            })
+            .collect()
+    }
+}
