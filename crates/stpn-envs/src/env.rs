@@ -266,3 +266,112 @@ impl<E: Env> SyncVectorEnv<E> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts up from the seed; terminates when the count reaches 3.
+    struct Counter {
+        start: u64,
+        count: u64,
+    }
+
+    impl Env for Counter {
+        type Observation = u64;
+        type Action = ();
+
+        fn reset(&mut self, seed: Option<u64>) -> (u64, Info<u64>) {
+            if let Some(seed) = seed {
+                self.start = seed;
+            }
+            self.count = 0;
+            (self.start, Info::empty())
+        }
+
+        fn step(&mut self, _: &()) -> Step<u64> {
+            self.count += 1;
+            Step {
+                observation: self.start + self.count,
+                reward: 1.0,
+                terminated: self.count == 3,
+                truncated: false,
+                info: Info::empty(),
+            }
+        }
+
+        fn observation_space(&self) -> Space {
+            Space::Discrete(usize::MAX)
+        }
+
+        fn action_space(&self) -> Space {
+            Space::Discrete(1)
+        }
+    }
+
+    fn counter() -> Counter {
+        Counter { start: 0, count: 0 }
+    }
+
+    #[test]
+    fn time_limit_truncates_unless_terminated() {
+        let mut env = TimeLimit::new(counter(), 2);
+        env.reset(Some(10));
+        assert!(!env.step(&()).done());
+        let step = env.step(&());
+        assert!(step.truncated && !step.terminated);
+        let mut env = TimeLimit::new(counter(), 3);
+        env.reset(None);
+        env.step(&());
+        env.step(&());
+        let step = env.step(&());
+        assert!(
+            step.terminated && !step.truncated,
+            "termination wins over the limit"
+        );
+    }
+
+    /// The same-step auto-reset convention: the step that ends an episode returns the new
+    /// episode's first observation, the last one in `info.final_observation`, and the finished
+    /// episode's reward and flags.
+    #[test]
+    fn vector_env_resets_on_the_same_step() {
+        let mut envs = SyncVectorEnv::new(vec![
+            RecordEpisodeStatistics::new(TimeLimit::new(counter(), 10)),
+            RecordEpisodeStatistics::new(TimeLimit::new(counter(), 2)),
+        ]);
+        assert_eq!(envs.reset(Some(100)), vec![100, 101]);
+        let first = envs.step(&[(), ()]);
+        assert_eq!(first[0].observation, 101);
+        assert_eq!(first[1].observation, 102);
+        assert!(
+            first
+                .iter()
+                .all(|step| !step.done() && step.info.final_observation.is_none())
+        );
+
+        let second = envs.step(&[(), ()]);
+        // env 1 hit its time limit: truncated, observation of the new episode, last one in info
+        assert!(second[1].truncated && !second[1].terminated);
+        assert_eq!(
+            second[1].observation, 101,
+            "new episode starts again from its seed"
+        );
+        assert_eq!(second[1].info.final_observation, Some(103));
+        assert_eq!(second[1].reward, 1.0);
+        assert_eq!(
+            second[1].info.episode,
+            Some(EpisodeStats {
+                episode_return: 2.0,
+                length: 2
+            })
+        );
+
+        let third = envs.step(&[(), ()]);
+        assert!(third[0].terminated);
+        assert_eq!(third[0].observation, 100);
+        assert_eq!(third[0].info.final_observation, Some(103));
+        assert_eq!(third[0].info.episode.unwrap().length, 3);
+        assert_eq!(third[1].observation, 102, "env 1 continues its new episode");
+    }
+}
