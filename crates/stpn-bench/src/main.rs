@@ -1,6 +1,7 @@
 //! `stpn-bench`: the command line that runs every STPN experiment.
 
 mod art;
+mod perf;
 mod report;
 mod run_dir;
 
@@ -30,6 +31,33 @@ enum Command {
     /// --model, a demonstration of about a minute on a 2-core CPU: STPN h11 (paper equations),
     /// 20 epochs.
     Art(ArtArgs),
+    /// Milliseconds per STPN training step and peak memory, for the cases of the paper's
+    /// experiments (art_h11, art_h64, pong_core, maze), on every compiled CPU backend.
+    Perf {
+        /// Cases to run (default: all).
+        #[arg(long, value_delimiter = ',')]
+        cases: Vec<String>,
+        /// Backends (default: every compiled CPU backend).
+        #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
+        backends: Vec<Backend>,
+        /// Paths: `ops` (op by op, the reference path).
+        #[arg(long, value_delimiter = ',', default_value = "ops")]
+        paths: Vec<String>,
+        /// Timed steps per measurement (default 20; 3 for the maze).
+        #[arg(long)]
+        repeats: Option<usize>,
+        /// One JSON object per line (case, backend, path, ms_per_step, peak_rss_mb, ...).
+        #[arg(long)]
+        json: bool,
+    },
+    /// One measurement of `perf` (run by `perf` in a process of its own).
+    #[command(hide = true)]
+    PerfWorker {
+        case: String,
+        path: String,
+        #[arg(long, default_value_t = 20)]
+        repeats: usize,
+    },
     /// Tables and plots of finished runs.
     #[command(subcommand)]
     Report(ReportCommand),
@@ -216,6 +244,25 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Art(args) => train_art(cli.backend, &args),
+        Command::Perf {
+            cases,
+            backends,
+            paths,
+            repeats,
+            json,
+        } => {
+            let backends = if backends.is_empty() {
+                Backend::compiled_cpu()
+            } else {
+                backends
+            };
+            perf::run(&cases, &backends, &paths, repeats, json)
+        }
+        Command::PerfWorker {
+            case,
+            path,
+            repeats,
+        } => perf::worker(&case, cli.backend, &path, repeats),
         Command::Report(ReportCommand::Art { runs, out }) => {
             let table = report::report_art(&runs, &out)?;
             print!("{table}");
