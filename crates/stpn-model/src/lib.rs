@@ -22,6 +22,7 @@ pub mod art_net;
 pub mod backend;
 pub mod cell;
 pub mod fast_weights;
+pub mod fused;
 pub mod hebbff;
 pub mod init;
 pub mod lstm;
