@@ -40,8 +40,8 @@ enum Command {
         /// Backends (default: every compiled CPU backend).
         #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
         backends: Vec<Backend>,
-        /// Paths: `ops` (op by op, the reference path).
-        #[arg(long, value_delimiter = ',', default_value = "ops")]
+        /// Paths: `fused` (the hand-written kernel) and `ops` (op by op, the reference).
+        #[arg(long, value_delimiter = ',', default_value = "fused,ops")]
         paths: Vec<String>,
         /// Timed steps per measurement (default 20; 3 for the maze).
         #[arg(long)]

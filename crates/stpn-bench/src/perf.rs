@@ -115,8 +115,8 @@ fn peak_rss_mb() -> f64 {
 
 /// Runs one measurement in this process (the child side).
 pub fn measure(case: &Case, backend: Backend, path: &str, repeats: usize) -> Result<Measurement> {
-    if path != "ops" {
-        bail!("path `{path}` is not available yet; the op-by-op path is `ops`");
+    if path != "ops" && path != "fused" {
+        bail!("unknown path `{path}`; choose ops (op by op) or fused");
     }
     let device = backend.device()?.autodiff();
     device.seed(0);
@@ -124,6 +124,7 @@ pub fn measure(case: &Case, backend: Backend, path: &str, repeats: usize) -> Res
     let cell = StpnRConfig::new(case.input, case.hidden)
         .with_normalisation(case.normalisation)
         .with_clamp(case.clamp)
+        .with_fused(path == "fused")
         .init(&device);
     let mut network = ArtNetConfig::new()
         .with_output_size(classes)

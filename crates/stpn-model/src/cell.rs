@@ -35,6 +35,12 @@ pub trait RecurrentCell: Module + ModuleDisplay {
     /// One step: `input` is `[B, I]`; returns the activated output `[B, H]` and the new state.
     fn step(&self, input: Tensor<2>, state: Self::State) -> (Tensor<2>, Self::State);
 
+    /// Runs a whole sequence `[T, B, I]` from `state`: the outputs `[T, B, H]` and the final
+    /// state. Step by step unless the cell has a faster (fused) path.
+    fn forward_sequence(&self, inputs: Tensor<3>, state: Self::State) -> (Tensor<3>, Self::State) {
+        step_by_step(self, inputs, state)
+    }
+
     /// Energy of each unit for the step that `input` and `state` are about to make,
     /// `[B, energy_units]` (spec §2): computed from the state entering the step, outside the
     /// autodiff graph, biases and heads excluded.
@@ -52,32 +58,62 @@ pub struct SequenceOutput<S> {
     pub final_state: S,
 }
 
-/// Runs `cell` over a time-major input sequence `[T, B, I]` from `state`.
+/// The op-by-op path of [`RecurrentCell::forward_sequence`]: [`RecurrentCell::step`] in a loop.
+pub fn step_by_step<C: RecurrentCell + ?Sized>(
+    cell: &C,
+    inputs: Tensor<3>,
+    state: C::State,
+) -> (Tensor<3>, C::State) {
+    let [steps, batch, input_size] = inputs.dims();
+    let mut state = state;
+    let mut outputs = Vec::with_capacity(steps);
+    for step in 0..steps {
+        let input = inputs
+            .clone()
+            .narrow(0, step, 1)
+            .reshape([batch, input_size]);
+        let (output, next) = cell.step(input, state);
+        outputs.push(output);
+        state = next;
+    }
+    (Tensor::stack(outputs, 0), state)
+}
+
+/// Runs `cell` over a time-major input sequence `[T, B, I]` from `state`. With energy, the
+/// energy of every step is computed from the state entering it, which the step-by-step path
+/// provides; without, the cell's own [`RecurrentCell::forward_sequence`] runs (fused where the
+/// cell has a fused path).
 pub fn run_sequence<C: RecurrentCell>(
     cell: &C,
     inputs: Tensor<3>,
     state: C::State,
     with_energy: bool,
 ) -> SequenceOutput<C::State> {
+    if !with_energy {
+        let (outputs, final_state) = cell.forward_sequence(inputs, state);
+        return SequenceOutput {
+            outputs,
+            energy: None,
+            final_state,
+        };
+    }
     let [steps, batch, input_size] = inputs.dims();
     let mut state = state;
     let mut outputs = Vec::with_capacity(steps);
-    let mut energies = Vec::with_capacity(if with_energy { steps } else { 0 });
+    let mut energies = Vec::with_capacity(steps);
     for step in 0..steps {
         let input = inputs
             .clone()
             .narrow(0, step, 1)
             .reshape([batch, input_size]);
-        if with_energy {
-            energies.push(cell.energy(input.clone(), &state));
-        }
+        energies.push(cell.energy(input.clone(), &state));
         let (output, next) = cell.step(input, state);
         outputs.push(output);
         state = next;
     }
     SequenceOutput {
         outputs: Tensor::stack(outputs, 0),
-        energy: with_energy.then(|| Tensor::stack(energies, 0)),
+        energy: Some(Tensor::stack(energies, 0)),
         final_state: state,
     }
 }

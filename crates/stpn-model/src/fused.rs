@@ -632,6 +632,19 @@ pub fn backward<F: Float + Send + Sync>(
     gradients
 }
 
+impl crate::StpnR {
+    /// The kernel's view of this layer's options.
+    pub fn kernel_config(&self) -> KernelConfig {
+        KernelConfig {
+            input_size: self.input_size,
+            hidden_size: self.hidden_size,
+            normalisation: self.normalisation,
+            presynaptic: self.presynaptic,
+            clamp: self.clamp,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -689,7 +702,10 @@ mod tests {
         parameters.insert("bias".to_string(), random(&mut rng, units, 1.0));
         // Scalar plasticity gets a large rate, so that the clamp is reached in those cases too.
         let (lambda, gamma) = if per_synapse {
-            (random(&mut rng, plastic, 1.0), random(&mut rng, plastic, 1.0))
+            (
+                random(&mut rng, plastic, 1.0),
+                random(&mut rng, plastic, 1.0),
+            )
         } else {
             (vec![0.9], vec![1.5])
         };

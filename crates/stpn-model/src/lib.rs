@@ -23,6 +23,7 @@ pub mod backend;
 pub mod cell;
 pub mod fast_weights;
 pub mod fused;
+pub mod fused_op;
 pub mod hebbff;
 pub mod init;
 pub mod lstm;

@@ -332,6 +332,17 @@ pub fn run_case_in(
     device: &Device,
     precision: Precision,
 ) -> Result<ParityReport, ParityError> {
+    run_case_with(case, device, precision, false)
+}
+
+/// [`run_case_in`], with STPNr cells on their fused path when `fused_stpn` (float32 only: the
+/// kernel computes in float32).
+pub fn run_case_with(
+    case: &ParityCase,
+    device: &Device,
+    precision: Precision,
+    fused_stpn: bool,
+) -> Result<ParityReport, ParityError> {
     let device = device.clone().autodiff();
     let dtype = if precision == Precision::Highest && device.supports_dtype(FloatDType::F64) {
         DType::F64
@@ -367,7 +378,8 @@ pub fn run_case_in(
                 .with_per_synapse(case.flag_bool("per_synapse", true)?)
                 .with_normalisation(normalisation)
                 .with_clamp(case.flag_f64("clamp")?)
-                .with_presynaptic(presynaptic);
+                .with_presynaptic(presynaptic)
+                .with_fused(fused_stpn);
             observe(case, &inputs, config.init(&inputs.device))?
         }
         "stpn_f" => {
@@ -454,12 +466,15 @@ fn observe<C: RecurrentCell>(
             inputs.dtype,
         )
         .map_err(parameter_error)?;
-        let output = network.forward(x, true);
+        // Energy comes from the step-by-step path; outputs and gradients from the cell's own
+        // sequence path (fused where enabled).
+        let energy = network.forward(x.clone(), true).energy_per_step;
+        let output = network.forward(x, false);
         let loss = (output.logits.clone() * inputs.tensor::<2>(&case.field("loss_weights")?)).sum();
         let gradients = loss.backward();
         Ok(Observed {
             outputs: values(output.logits),
-            energy: values(output.energy_per_step.expect("energy was asked for")),
+            energy: values(energy.expect("energy was asked for")),
             final_state: state_values(&output.final_state),
             loss: values(loss)[0],
             gradients: named_gradients(&network, &gradients)
@@ -477,14 +492,14 @@ fn observe<C: RecurrentCell>(
             inputs.dtype,
         )
         .map_err(parameter_error)?;
-        let state = cell.init_state(batch);
-        let sequence = run_sequence(&cell, x, state, true);
+        let energy = run_sequence(&cell, x.clone(), cell.init_state(batch), true).energy;
+        let sequence = run_sequence(&cell, x, cell.init_state(batch), false);
         let loss =
             (sequence.outputs.clone() * inputs.tensor::<3>(&case.field("loss_weights")?)).sum();
         let gradients = loss.backward();
         Ok(Observed {
             outputs: values(sequence.outputs),
-            energy: values(sequence.energy.expect("energy was asked for")),
+            energy: values(energy.expect("energy was asked for")),
             final_state: state_values(&sequence.final_state),
             loss: values(loss)[0],
             gradients: named_gradients(&cell, &gradients),

@@ -67,6 +67,10 @@ pub struct StpnRConfig {
     /// Presynaptic term of the plastic update.
     #[config(default = "Presynaptic::PreviousHidden")]
     pub presynaptic: Presynaptic,
+    /// Run whole sequences with the fused kernel ([`crate::fused_op`]) where it is available
+    /// (flex and ndarray, float32); the op-by-op path otherwise.
+    #[config(default = false)]
+    pub fused: bool,
 }
 
 /// The recurrent STPN layer; see the module documentation for its equations.
@@ -86,6 +90,7 @@ pub struct StpnR {
     pub presynaptic: Presynaptic,
     #[module(skip)]
     pub clamp: Option<f64>,
+    pub fused: bool,
     pub input_size: usize,
     pub hidden_size: usize,
 }
@@ -133,6 +138,7 @@ impl StpnRConfig {
             normalisation: self.normalisation,
             presynaptic: self.presynaptic,
             clamp: self.clamp,
+            fused: self.fused,
             input_size: self.input_size,
             hidden_size: self.hidden_size,
         }
@@ -168,6 +174,18 @@ impl RecurrentCell for StpnR {
                 [batch, self.hidden_size, self.input_size + self.hidden_size],
                 options,
             ),
+        }
+    }
+
+    fn forward_sequence(&self, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, StpnRState) {
+        let weight = self.weight.val();
+        if self.fused
+            && weight.dtype() == burn::tensor::DType::F32
+            && crate::fused_op::available(&weight)
+        {
+            crate::fused_op::run(self, inputs, state)
+        } else {
+            crate::cell::step_by_step(self, inputs, state)
         }
     }
 
