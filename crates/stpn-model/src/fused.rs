@@ -121,7 +121,24 @@ impl<F: Float + Send + Sync> Kernel<'_, F> {
         self.config.normalisation != Normalisation::Off
     }
 
-    /// One step for one batch element: writes `h_t` and `F_t`, returns the trace for backward.
+    /// A trace with room for one step, reused from step to step.
+    fn trace(&self) -> StepTrace<F> {
+        let units = self.config.hidden_size;
+        let width = self.config.presynaptic_size();
+        StepTrace {
+            drive: vec![F::zero(); units],
+            norm: vec![F::one(); units],
+            denominator: vec![F::one(); units],
+            hidden: vec![F::zero(); units],
+            update_presynaptic: vec![F::zero(); width],
+            presynaptic: vec![F::zero(); width],
+            unclamped: vec![F::zero(); units * width],
+            post_norm: vec![F::one(); units],
+        }
+    }
+
+    /// One step for one batch element: writes `h_t` and `F_t`, and into `trace` what the
+    /// backward of the step needs.
     fn step(
         &self,
         input: &[F],
@@ -129,26 +146,16 @@ impl<F: Float + Send + Sync> Kernel<'_, F> {
         synaptic_prev: &[F],
         hidden: &mut [F],
         synaptic: &mut [F],
-    ) -> StepTrace<F> {
+        trace: &mut StepTrace<F>,
+    ) {
         let (inputs, units) = (self.config.input_size, self.config.hidden_size);
         let width = inputs + units;
         let weight = self.parameters.weight;
         let epsilon = constant::<F>(crate::plasticity::NORM_EPSILON);
         let floor = constant::<F>(1e-30);
-        let mut presynaptic = Vec::with_capacity(width);
-        presynaptic.extend_from_slice(input);
-        presynaptic.extend_from_slice(hidden_prev);
+        trace.presynaptic[..inputs].copy_from_slice(input);
+        trace.presynaptic[inputs..].copy_from_slice(hidden_prev);
 
-        let mut trace = StepTrace {
-            drive: vec![F::zero(); units],
-            norm: vec![F::one(); units],
-            denominator: vec![F::one(); units],
-            hidden: vec![F::zero(); units],
-            update_presynaptic: Vec::new(),
-            presynaptic,
-            unclamped: vec![F::zero(); units * width],
-            post_norm: vec![F::one(); units],
-        };
         for unit in 0..units {
             let row = unit * width;
             let (mut drive, mut squares) = (F::zero(), F::zero());
@@ -169,10 +176,15 @@ impl<F: Float + Send + Sync> Kernel<'_, F> {
             trace.hidden[unit] = preactivation.tanh();
         }
         hidden.copy_from_slice(&trace.hidden);
-        trace.update_presynaptic = match self.config.presynaptic {
-            Presynaptic::PreviousHidden => trace.presynaptic.clone(),
-            Presynaptic::CurrentHidden => [input, &trace.hidden[..]].concat(),
-        };
+        match self.config.presynaptic {
+            Presynaptic::PreviousHidden => {
+                trace.update_presynaptic.copy_from_slice(&trace.presynaptic)
+            }
+            Presynaptic::CurrentHidden => {
+                trace.update_presynaptic[..inputs].copy_from_slice(input);
+                trace.update_presynaptic[inputs..].copy_from_slice(&trace.hidden);
+            }
+        }
         let limit = self.config.clamp.map(constant::<F>);
         for unit in 0..units {
             let row = unit * width;
@@ -204,7 +216,6 @@ impl<F: Float + Send + Sync> Kernel<'_, F> {
                 }
             }
         }
-        trace
     }
 
     /// Backward of one step for one batch element. `grad_hidden` and `grad_synaptic` are the
@@ -213,8 +224,7 @@ impl<F: Float + Send + Sync> Kernel<'_, F> {
     #[allow(clippy::too_many_arguments)]
     fn step_backward(
         &self,
-        input: &[F],
-        hidden_prev: &[F],
+        trace: &StepTrace<F>,
         synaptic_prev: &[F],
         grad_hidden: &[F],
         grad_synaptic: &[F],
@@ -227,15 +237,6 @@ impl<F: Float + Send + Sync> Kernel<'_, F> {
         let width = inputs + units;
         let weight = self.parameters.weight;
         let epsilon = constant::<F>(crate::plasticity::NORM_EPSILON);
-        let mut scratch_hidden = vec![F::zero(); units];
-        let mut scratch_synaptic = vec![F::zero(); units * width];
-        let trace = self.step(
-            input,
-            hidden_prev,
-            synaptic_prev,
-            &mut scratch_hidden,
-            &mut scratch_synaptic,
-        );
         let limit = self.config.clamp.map(constant::<F>);
 
         let mut grad_h = grad_hidden.to_vec();
@@ -418,6 +419,7 @@ pub fn forward<F: Float + Send + Sync>(
                         let mut outputs = vec![F::zero(); steps * count * units];
                         let mut hidden_out = vec![F::zero(); count * units];
                         let mut synaptic_out = vec![F::zero(); count * units * width];
+                        let mut trace = kernel.trace();
                         for (local, element) in range.clone().enumerate() {
                             let mut hidden =
                                 sequence.hidden[element * units..(element + 1) * units].to_vec();
@@ -434,6 +436,7 @@ pub fn forward<F: Float + Send + Sync>(
                                     &synaptic,
                                     &mut next_hidden,
                                     &mut next_synaptic,
+                                    &mut trace,
                                 );
                                 std::mem::swap(&mut hidden, &mut next_hidden);
                                 std::mem::swap(&mut synaptic, &mut next_synaptic);
@@ -509,6 +512,11 @@ pub fn backward<F: Float + Send + Sync>(
                     let mut grad_synaptic0 = vec![F::zero(); count * units * width];
                     let mut scratch_hidden = vec![F::zero(); units];
                     let mut scratch_synaptic = vec![F::zero(); units * width];
+                    // Per segment: the state entering every step and every step's trace.
+                    let mut traces: Vec<StepTrace<F>> =
+                        (0..interval).map(|_| kernel.trace()).collect();
+                    let mut segment_hidden = vec![vec![F::zero(); units]; interval + 1];
+                    let mut segment_synaptic = vec![vec![F::zero(); units * width]; interval + 1];
                     for (local, element) in range.clone().enumerate() {
                         let input_at = |step: usize| {
                             let offset = (step * batch + element) * inputs;
@@ -531,6 +539,7 @@ pub fn backward<F: Float + Send + Sync>(
                                 &synaptic,
                                 &mut scratch_hidden,
                                 &mut scratch_synaptic,
+                                &mut traces[0],
                             );
                             std::mem::swap(&mut hidden, &mut scratch_hidden);
                             std::mem::swap(&mut synaptic, &mut scratch_synaptic);
@@ -550,22 +559,22 @@ pub fn backward<F: Float + Send + Sync>(
                         {
                             let start = segment * interval;
                             let end = (start + interval).min(steps);
-                            let mut states = vec![(hidden0.clone(), synaptic0.clone())];
-                            for step in start..end - 1 {
-                                let (hidden, synaptic) = states.last().unwrap();
-                                let (mut next_hidden, mut next_synaptic) =
-                                    (vec![F::zero(); units], vec![F::zero(); units * width]);
+                            segment_hidden[0].copy_from_slice(hidden0);
+                            segment_synaptic[0].copy_from_slice(synaptic0);
+                            for offset in 0..end - start {
+                                let (before_h, after_h) = segment_hidden.split_at_mut(offset + 1);
+                                let (before_f, after_f) = segment_synaptic.split_at_mut(offset + 1);
                                 kernel.step(
-                                    input_at(step),
-                                    hidden,
-                                    synaptic,
-                                    &mut next_hidden,
-                                    &mut next_synaptic,
+                                    input_at(start + offset),
+                                    &before_h[offset],
+                                    &before_f[offset],
+                                    &mut after_h[0],
+                                    &mut after_f[0],
+                                    &mut traces[offset],
                                 );
-                                states.push((next_hidden, next_synaptic));
                             }
                             for step in (start..end).rev() {
-                                let (hidden_prev, synaptic_prev) = &states[step - start];
+                                let synaptic_prev = &segment_synaptic[step - start];
                                 let out = (step * batch + element) * units;
                                 for unit in 0..units {
                                     grad_hidden[unit] =
@@ -574,8 +583,7 @@ pub fn backward<F: Float + Send + Sync>(
                                 let grad_input = &mut grad_inputs[(step * count + local) * inputs
                                     ..(step * count + local + 1) * inputs];
                                 kernel.step_backward(
-                                    input_at(step),
-                                    hidden_prev,
+                                    &traces[step - start],
                                     synaptic_prev,
                                     &grad_hidden,
                                     &grad_synaptic,
