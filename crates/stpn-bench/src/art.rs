@@ -91,6 +91,14 @@ pub struct ArtConfig {
     pub data_seed: u64,
 }
 
+/// The name of a model or an equation set as configs spell it (`stpn_r`, `reference`).
+pub fn name_of(value: impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        other => format!("{other:?}"),
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -154,14 +162,12 @@ impl ArtConfig {
 
     /// A short name: `stpn_r-h11-reference-s0`.
     pub fn run_name(&self) -> String {
-        let model = serde_json::to_value(self.model).unwrap();
         let scalar = if self.per_synapse { "" } else { "-scalar" };
-        let equations = serde_json::to_value(self.equations).unwrap();
         format!(
             "{}{scalar}-h{}-{}-s{}",
-            model.as_str().unwrap(),
+            name_of(self.model),
             self.hidden_size,
-            equations.as_str().unwrap(),
+            name_of(self.equations),
             self.seed
         )
     }

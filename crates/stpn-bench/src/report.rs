@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use plotters::prelude::*;
 
-use crate::art::{ArtConfig, Summary};
+use crate::art::{ArtConfig, Summary, name_of};
 use crate::run_dir::read_json;
 
 /// One finished run.
@@ -19,14 +19,12 @@ struct Run {
 }
 
 fn label(summary: &Summary) -> String {
-    let model = serde_json::to_value(summary.model).unwrap();
     let scalar = if summary.per_synapse { "" } else { " scalar" };
-    let equations = serde_json::to_value(summary.equations).unwrap();
     format!(
         "{}{scalar} h{} ({})",
-        model.as_str().unwrap(),
+        name_of(summary.model),
         summary.hidden_size,
-        equations.as_str().unwrap()
+        name_of(summary.equations)
     )
 }
 

@@ -64,19 +64,38 @@ pub fn step_by_step<C: RecurrentCell + ?Sized>(
     inputs: Tensor<3>,
     state: C::State,
 ) -> (Tensor<3>, C::State) {
+    let sequence = unroll(cell, inputs, state, false);
+    (sequence.outputs, sequence.final_state)
+}
+
+/// [`RecurrentCell::step`] over every step, with the energy of each step when asked for.
+fn unroll<C: RecurrentCell + ?Sized>(
+    cell: &C,
+    inputs: Tensor<3>,
+    state: C::State,
+    with_energy: bool,
+) -> SequenceOutput<C::State> {
     let [steps, batch, input_size] = inputs.dims();
     let mut state = state;
     let mut outputs = Vec::with_capacity(steps);
+    let mut energies = Vec::with_capacity(if with_energy { steps } else { 0 });
     for step in 0..steps {
         let input = inputs
             .clone()
             .narrow(0, step, 1)
             .reshape([batch, input_size]);
+        if with_energy {
+            energies.push(cell.energy(input.clone(), &state));
+        }
         let (output, next) = cell.step(input, state);
         outputs.push(output);
         state = next;
     }
-    (Tensor::stack(outputs, 0), state)
+    SequenceOutput {
+        outputs: Tensor::stack(outputs, 0),
+        energy: with_energy.then(|| Tensor::stack(energies, 0)),
+        final_state: state,
+    }
 }
 
 /// Runs `cell` over a time-major input sequence `[T, B, I]` from `state`. With energy, the
@@ -89,31 +108,13 @@ pub fn run_sequence<C: RecurrentCell>(
     state: C::State,
     with_energy: bool,
 ) -> SequenceOutput<C::State> {
-    if !with_energy {
-        let (outputs, final_state) = cell.forward_sequence(inputs, state);
-        return SequenceOutput {
-            outputs,
-            energy: None,
-            final_state,
-        };
+    if with_energy {
+        return unroll(cell, inputs, state, true);
     }
-    let [steps, batch, input_size] = inputs.dims();
-    let mut state = state;
-    let mut outputs = Vec::with_capacity(steps);
-    let mut energies = Vec::with_capacity(steps);
-    for step in 0..steps {
-        let input = inputs
-            .clone()
-            .narrow(0, step, 1)
-            .reshape([batch, input_size]);
-        energies.push(cell.energy(input.clone(), &state));
-        let (output, next) = cell.step(input, state);
-        outputs.push(output);
-        state = next;
-    }
+    let (outputs, final_state) = cell.forward_sequence(inputs, state);
     SequenceOutput {
-        outputs: Tensor::stack(outputs, 0),
-        energy: Some(Tensor::stack(energies, 0)),
-        final_state: state,
+        outputs,
+        energy: None,
+        final_state,
     }
 }
