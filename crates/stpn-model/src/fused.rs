@@ -98,23 +98,111 @@ struct StepTrace<F> {
 struct Kernel<'a, F> {
     config: KernelConfig,
     parameters: Parameters<'a, F>,
+    /// Λ and Γ of one row: the parameters' own rows, or the scalar repeated along a row.
+    lambda_row: Vec<F>,
+    gamma_row: Vec<F>,
 }
 
-impl<F: Float + Send + Sync> Kernel<'_, F> {
-    fn lambda(&self, index: usize) -> F {
-        self.parameters.lambda[if self.parameters.lambda.len() == 1 {
-            0
-        } else {
-            index
-        }]
+/// Sums `Σ (w + f)·z` and `Σ (w + f)²` over a row, in independent lanes so that the compiler
+/// vectorises the loop (float addition is not reassociated otherwise).
+#[inline(always)]
+fn drive_and_squares<F: Float>(weight: &[F], synaptic: &[F], presynaptic: &[F]) -> (F, F) {
+    const LANES: usize = 8;
+    let mut drive = [F::zero(); LANES];
+    let mut squares = [F::zero(); LANES];
+    let (w_chunks, f_chunks, z_chunks) = (
+        weight.chunks_exact(LANES),
+        synaptic.chunks_exact(LANES),
+        presynaptic.chunks_exact(LANES),
+    );
+    let (w_rest, f_rest, z_rest) = (
+        w_chunks.remainder(),
+        f_chunks.remainder(),
+        z_chunks.remainder(),
+    );
+    for ((w, f), z) in w_chunks.zip(f_chunks).zip(z_chunks) {
+        for lane in 0..LANES {
+            let efficacy = w[lane] + f[lane];
+            drive[lane] = drive[lane] + efficacy * z[lane];
+            squares[lane] = squares[lane] + efficacy * efficacy;
+        }
+    }
+    let (mut drive_sum, mut squares_sum) = (F::zero(), F::zero());
+    for lane in 0..LANES {
+        drive_sum = drive_sum + drive[lane];
+        squares_sum = squares_sum + squares[lane];
+    }
+    for ((w, f), z) in w_rest.iter().zip(f_rest).zip(z_rest) {
+        let efficacy = *w + *f;
+        drive_sum = drive_sum + efficacy * *z;
+        squares_sum = squares_sum + efficacy * efficacy;
+    }
+    (drive_sum, squares_sum)
+}
+
+/// `Σ a·b` in independent lanes.
+#[inline(always)]
+fn dot<F: Float>(a: &[F], b: &[F]) -> F {
+    const LANES: usize = 8;
+    let mut sums = [F::zero(); LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for lane in 0..LANES {
+            sums[lane] = sums[lane] + a[lane] * b[lane];
+        }
+    }
+    let mut sum = sums.iter().fold(F::zero(), |total, lane| total + *lane);
+    for (a, b) in a_rest.iter().zip(b_rest) {
+        sum = sum + *a * *b;
+    }
+    sum
+}
+
+/// Buffers of one step's backward, reused from step to step.
+struct BackwardScratch<F> {
+    grad_hidden: Vec<F>,
+    grad_update_presynaptic: Vec<F>,
+    grad_presynaptic: Vec<F>,
+    grad_denominator: Vec<F>,
+    /// The gradient reaching `F'` (after the clamp's mask) of one row.
+    grad_row: Vec<F>,
+    /// `F_{t-1} / scale` of one row.
+    decaying_row: Vec<F>,
+}
+
+impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
+    fn new(config: KernelConfig, parameters: Parameters<'a, F>) -> Self {
+        let width = config.presynaptic_size();
+        let broadcast = |values: &[F]| {
+            if values.len() == 1 {
+                vec![values[0]; width]
+            } else {
+                Vec::new()
+            }
+        };
+        Self {
+            lambda_row: broadcast(parameters.lambda),
+            gamma_row: broadcast(parameters.gamma),
+            config,
+            parameters,
+        }
     }
 
-    fn gamma(&self, index: usize) -> F {
-        self.parameters.gamma[if self.parameters.gamma.len() == 1 {
-            0
+    fn rows(&self, unit: usize) -> (&[F], &[F]) {
+        let width = self.config.presynaptic_size();
+        let range = unit * width..(unit + 1) * width;
+        let lambda = if self.lambda_row.is_empty() {
+            &self.parameters.lambda[range.clone()]
         } else {
-            index
-        }]
+            &self.lambda_row[..]
+        };
+        let gamma = if self.gamma_row.is_empty() {
+            &self.parameters.gamma[range]
+        } else {
+            &self.gamma_row[..]
+        };
+        (lambda, gamma)
     }
 
     fn normalised(&self) -> bool {
@@ -137,6 +225,19 @@ impl<F: Float + Send + Sync> Kernel<'_, F> {
         }
     }
 
+    fn scratch(&self) -> BackwardScratch<F> {
+        let units = self.config.hidden_size;
+        let width = self.config.presynaptic_size();
+        BackwardScratch {
+            grad_hidden: vec![F::zero(); units],
+            grad_update_presynaptic: vec![F::zero(); width],
+            grad_presynaptic: vec![F::zero(); width],
+            grad_denominator: vec![F::zero(); units],
+            grad_row: vec![F::zero(); width],
+            decaying_row: vec![F::zero(); width],
+        }
+    }
+
     /// One step for one batch element: writes `h_t` and `F_t`, and into `trace` what the
     /// backward of the step needs.
     fn step(
@@ -155,15 +256,13 @@ impl<F: Float + Send + Sync> Kernel<'_, F> {
         let floor = constant::<F>(1e-30);
         trace.presynaptic[..inputs].copy_from_slice(input);
         trace.presynaptic[inputs..].copy_from_slice(hidden_prev);
-
         for unit in 0..units {
-            let row = unit * width;
-            let (mut drive, mut squares) = (F::zero(), F::zero());
-            for j in 0..width {
-                let efficacy = weight[row + j] + synaptic_prev[row + j];
-                drive = drive + efficacy * trace.presynaptic[j];
-                squares = squares + efficacy * efficacy;
-            }
+            let row = unit * width..(unit + 1) * width;
+            let (drive, squares) = drive_and_squares(
+                &weight[row.clone()],
+                &synaptic_prev[row],
+                &trace.presynaptic,
+            );
             trace.drive[unit] = drive;
             let preactivation = if self.normalised() {
                 let norm = (squares + floor).sqrt();
@@ -187,40 +286,43 @@ impl<F: Float + Send + Sync> Kernel<'_, F> {
         }
         let limit = self.config.clamp.map(constant::<F>);
         for unit in 0..units {
-            let row = unit * width;
-            let scale = if self.config.normalisation == Normalisation::Pre {
-                trace.denominator[unit]
+            let row = unit * width..(unit + 1) * width;
+            let inverse_scale = if self.config.normalisation == Normalisation::Pre {
+                F::one() / trace.denominator[unit]
             } else {
                 F::one()
             };
-            let mut squares = F::zero();
+            let (lambda, gamma) = self.rows(unit);
+            let post = trace.hidden[unit];
+            let unclamped = &mut trace.unclamped[row.clone()];
+            let previous = &synaptic_prev[row.clone()];
             for j in 0..width {
-                let index = row + j;
-                let value = self.lambda(index) * (synaptic_prev[index] / scale)
-                    + self.gamma(index) * trace.hidden[unit] * trace.update_presynaptic[j];
-                trace.unclamped[index] = value;
-                let clamped = match limit {
-                    Some(limit) => value.max(-limit).min(limit),
-                    None => value,
-                };
-                synaptic[index] = clamped;
-                let efficacy = weight[index] + clamped;
-                squares = squares + efficacy * efficacy;
+                unclamped[j] = lambda[j] * (previous[j] * inverse_scale)
+                    + gamma[j] * post * trace.update_presynaptic[j];
+            }
+            let out = &mut synaptic[row.clone()];
+            out.copy_from_slice(unclamped);
+            if let Some(limit) = limit {
+                for value in out.iter_mut() {
+                    *value = value.max(-limit).min(limit);
+                }
             }
             if self.config.normalisation == Normalisation::Post {
+                let (_, squares) =
+                    drive_and_squares(&weight[row.clone()], out, &trace.update_presynaptic);
                 let norm = (squares + floor).sqrt();
                 trace.post_norm[unit] = norm;
-                let denominator = norm + epsilon;
-                for value in &mut synaptic[row..row + width] {
-                    *value = *value / denominator;
+                let inverse = F::one() / (norm + epsilon);
+                for value in out.iter_mut() {
+                    *value = *value * inverse;
                 }
             }
         }
     }
 
-    /// Backward of one step for one batch element. `grad_hidden` and `grad_synaptic` are the
-    /// gradients with respect to `h_t` and `F_t`; returns those with respect to `h_{t-1}` and
-    /// `F_{t-1}`, writes the input's, and accumulates the parameters'.
+    /// Backward of one step for one batch element (`trace` from its forward). `grad_hidden` and
+    /// `grad_synaptic` are the gradients with respect to `h_t` and `F_t`; writes those with
+    /// respect to `h_{t-1}`, `F_{t-1}` and the input, and accumulates the parameters'.
     #[allow(clippy::too_many_arguments)]
     fn step_backward(
         &self,
@@ -232,98 +334,141 @@ impl<F: Float + Send + Sync> Kernel<'_, F> {
         grad_hidden_prev: &mut [F],
         grad_synaptic_prev: &mut [F],
         grads: &mut ParameterGradients<F>,
+        scratch: &mut BackwardScratch<F>,
     ) {
         let (inputs, units) = (self.config.input_size, self.config.hidden_size);
         let width = inputs + units;
         let weight = self.parameters.weight;
         let epsilon = constant::<F>(crate::plasticity::NORM_EPSILON);
         let limit = self.config.clamp.map(constant::<F>);
-
-        let mut grad_h = grad_hidden.to_vec();
-        let mut grad_update_presynaptic = vec![F::zero(); width];
-        let mut grad_denominator = vec![F::zero(); units];
-        grad_synaptic_prev.iter_mut().for_each(|g| *g = F::zero());
-        let scalar_lambda = self.parameters.lambda.len() == 1;
-        let scalar_gamma = self.parameters.gamma.len() == 1;
+        let scalar_lambda = !self.lambda_row.is_empty();
+        let scalar_gamma = !self.gamma_row.is_empty();
+        scratch.grad_hidden.copy_from_slice(grad_hidden);
+        scratch
+            .grad_update_presynaptic
+            .iter_mut()
+            .for_each(|g| *g = F::zero());
+        scratch
+            .grad_denominator
+            .iter_mut()
+            .for_each(|g| *g = F::zero());
 
         // The plastic update, row by row.
-        let mut grad_clamped = vec![F::zero(); width];
         for unit in 0..units {
-            let row = unit * width;
-            let clamp = |value: F| match limit {
-                Some(limit) => value.max(-limit).min(limit),
-                None => value,
-            };
+            let row = unit * width..(unit + 1) * width;
+            let unclamped = &trace.unclamped[row.clone()];
+            let grad_out = &grad_synaptic[row.clone()];
+            let grad_row = &mut scratch.grad_row;
             if self.config.normalisation == Normalisation::Post {
-                // F_t = F'' / (‖W + F''‖ + ε)
+                // F_t = F'' / (‖W + F''‖ + ε), F'' = clamp(F')
                 let norm = trace.post_norm[unit];
                 let denominator = norm + epsilon;
+                let clamp = |value: F| match limit {
+                    Some(limit) => value.max(-limit).min(limit),
+                    None => value,
+                };
                 let mut weighted = F::zero();
                 for j in 0..width {
-                    weighted = weighted + grad_synaptic[row + j] * clamp(trace.unclamped[row + j]);
+                    weighted = weighted + grad_out[j] * clamp(unclamped[j]);
                 }
                 let through_norm = weighted / (denominator * denominator * norm);
+                let weight_row = &weight[row.clone()];
+                let grad_weight = &mut grads.weight[row.clone()];
                 for j in 0..width {
-                    let index = row + j;
-                    let efficacy = weight[index] + clamp(trace.unclamped[index]);
-                    grad_clamped[j] = grad_synaptic[index] / denominator - efficacy * through_norm;
-                    grads.weight[index] = grads.weight[index] - efficacy * through_norm;
+                    let efficacy = weight_row[j] + clamp(unclamped[j]);
+                    grad_row[j] = grad_out[j] / denominator - efficacy * through_norm;
+                    grad_weight[j] = grad_weight[j] - efficacy * through_norm;
                 }
             } else {
-                grad_clamped.copy_from_slice(&grad_synaptic[row..row + width]);
+                grad_row.copy_from_slice(grad_out);
             }
-            let scale = if self.config.normalisation == Normalisation::Pre {
+            if let Some(limit) = limit {
+                for j in 0..width {
+                    if unclamped[j] < -limit || unclamped[j] > limit {
+                        grad_row[j] = F::zero();
+                    }
+                }
+            }
+            let pre = self.config.normalisation == Normalisation::Pre;
+            let scale = if pre {
                 trace.denominator[unit]
             } else {
                 F::one()
             };
+            let inverse_scale = F::one() / scale;
+            let previous = &synaptic_prev[row.clone()];
+            for j in 0..width {
+                scratch.decaying_row[j] = previous[j] * inverse_scale;
+            }
+            let (lambda, gamma) = self.rows(unit);
+            let post = trace.hidden[unit];
+            let presynaptic = &trace.update_presynaptic;
+            // Λ and Γ
+            if scalar_lambda {
+                grads.lambda[0] = grads.lambda[0] + dot(grad_row, &scratch.decaying_row);
+            } else {
+                let grad_lambda = &mut grads.lambda[row.clone()];
+                for j in 0..width {
+                    grad_lambda[j] = grad_lambda[j] + grad_row[j] * scratch.decaying_row[j];
+                }
+            }
+            if scalar_gamma {
+                grads.gamma[0] = grads.gamma[0] + dot(grad_row, presynaptic) * post;
+            } else {
+                let grad_gamma = &mut grads.gamma[row.clone()];
+                for j in 0..width {
+                    grad_gamma[j] = grad_gamma[j] + grad_row[j] * post * presynaptic[j];
+                }
+            }
+            // Through Γ ⊙ (h ⊗ p): to h_t and to p.
+            let mut grad_post = F::zero();
+            for j in 0..width {
+                let grad_hebbian = grad_row[j] * gamma[j];
+                grad_post = grad_post + grad_hebbian * presynaptic[j];
+                scratch.grad_update_presynaptic[j] =
+                    scratch.grad_update_presynaptic[j] + grad_hebbian * post;
+            }
+            scratch.grad_hidden[unit] = scratch.grad_hidden[unit] + grad_post;
+            // Through Λ ⊙ F/scale: to F_{t-1} and to the scale.
+            let grad_previous = &mut grad_synaptic_prev[row.clone()];
             let mut grad_scale = F::zero();
             for j in 0..width {
-                let index = row + j;
-                let value = trace.unclamped[index];
-                let passes = limit.is_none_or(|limit| value >= -limit && value <= limit);
-                let grad = if passes { grad_clamped[j] } else { F::zero() };
-                let decaying = synaptic_prev[index] / scale;
-                let hebbian = trace.hidden[unit] * trace.update_presynaptic[j];
-                grads.lambda[if scalar_lambda { 0 } else { index }] =
-                    grads.lambda[if scalar_lambda { 0 } else { index }] + grad * decaying;
-                grads.gamma[if scalar_gamma { 0 } else { index }] =
-                    grads.gamma[if scalar_gamma { 0 } else { index }] + grad * hebbian;
-                let grad_decaying = grad * self.lambda(index);
-                let grad_hebbian = grad * self.gamma(index);
-                grad_h[unit] = grad_h[unit] + grad_hebbian * trace.update_presynaptic[j];
-                grad_update_presynaptic[j] =
-                    grad_update_presynaptic[j] + grad_hebbian * trace.hidden[unit];
-                grad_synaptic_prev[index] = grad_synaptic_prev[index] + grad_decaying / scale;
-                grad_scale = grad_scale - grad_decaying * synaptic_prev[index] / (scale * scale);
+                let grad_decaying = grad_row[j] * lambda[j];
+                grad_previous[j] = grad_decaying * inverse_scale;
+                grad_scale = grad_scale - grad_decaying * scratch.decaying_row[j];
             }
-            if self.config.normalisation == Normalisation::Pre {
-                grad_denominator[unit] = grad_denominator[unit] + grad_scale;
+            if pre {
+                scratch.grad_denominator[unit] = grad_scale * inverse_scale;
             }
         }
 
-        let mut grad_presynaptic = vec![F::zero(); width];
+        scratch
+            .grad_presynaptic
+            .iter_mut()
+            .for_each(|g| *g = F::zero());
         match self.config.presynaptic {
-            Presynaptic::PreviousHidden => {
-                grad_presynaptic.copy_from_slice(&grad_update_presynaptic)
-            }
+            Presynaptic::PreviousHidden => scratch
+                .grad_presynaptic
+                .copy_from_slice(&scratch.grad_update_presynaptic),
             Presynaptic::CurrentHidden => {
-                grad_presynaptic[..inputs].copy_from_slice(&grad_update_presynaptic[..inputs]);
+                scratch.grad_presynaptic[..inputs]
+                    .copy_from_slice(&scratch.grad_update_presynaptic[..inputs]);
                 for unit in 0..units {
-                    grad_h[unit] = grad_h[unit] + grad_update_presynaptic[inputs + unit];
+                    scratch.grad_hidden[unit] =
+                        scratch.grad_hidden[unit] + scratch.grad_update_presynaptic[inputs + unit];
                 }
             }
         }
 
         // The neuron: h = tanh(drive / (‖G‖ + ε) + b), G = W + F_{t-1}.
         for unit in 0..units {
-            let row = unit * width;
+            let row = unit * width..(unit + 1) * width;
             let hidden = trace.hidden[unit];
-            let grad_preactivation = grad_h[unit] * (F::one() - hidden * hidden);
+            let grad_preactivation = scratch.grad_hidden[unit] * (F::one() - hidden * hidden);
             grads.bias[unit] = grads.bias[unit] + grad_preactivation;
             let (grad_drive, grad_norm) = if self.normalised() {
                 let denominator = trace.denominator[unit];
-                let grad_denominator = grad_denominator[unit]
+                let grad_denominator = scratch.grad_denominator[unit]
                     - grad_preactivation * trace.drive[unit] / (denominator * denominator);
                 (
                     grad_preactivation / denominator,
@@ -332,17 +477,21 @@ impl<F: Float + Send + Sync> Kernel<'_, F> {
             } else {
                 (grad_preactivation, F::zero())
             };
+            let weight_row = &weight[row.clone()];
+            let previous = &synaptic_prev[row.clone()];
+            let grad_weight = &mut grads.weight[row.clone()];
+            let grad_previous = &mut grad_synaptic_prev[row];
+            let presynaptic = &trace.presynaptic;
             for j in 0..width {
-                let index = row + j;
-                let efficacy = weight[index] + synaptic_prev[index];
-                let grad_efficacy = grad_drive * trace.presynaptic[j] + grad_norm * efficacy;
-                grads.weight[index] = grads.weight[index] + grad_efficacy;
-                grad_synaptic_prev[index] = grad_synaptic_prev[index] + grad_efficacy;
-                grad_presynaptic[j] = grad_presynaptic[j] + grad_drive * efficacy;
+                let efficacy = weight_row[j] + previous[j];
+                let grad_efficacy = grad_drive * presynaptic[j] + grad_norm * efficacy;
+                grad_weight[j] = grad_weight[j] + grad_efficacy;
+                grad_previous[j] = grad_previous[j] + grad_efficacy;
+                scratch.grad_presynaptic[j] = scratch.grad_presynaptic[j] + grad_drive * efficacy;
             }
         }
-        grad_input.copy_from_slice(&grad_presynaptic[..inputs]);
-        grad_hidden_prev.copy_from_slice(&grad_presynaptic[inputs..]);
+        grad_input.copy_from_slice(&scratch.grad_presynaptic[..inputs]);
+        grad_hidden_prev.copy_from_slice(&scratch.grad_presynaptic[inputs..]);
     }
 }
 
@@ -405,7 +554,7 @@ pub fn forward<F: Float + Send + Sync>(
     parameters: Parameters<'_, F>,
     sequence: Sequence<'_, F>,
 ) -> ForwardOutput<F> {
-    let kernel = Kernel { config, parameters };
+    let kernel = Kernel::new(config, parameters);
     let (units, width) = (config.hidden_size, config.presynaptic_size());
     let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
     let results: Vec<(std::ops::Range<usize>, Vec<F>, Vec<F>, Vec<F>)> =
@@ -488,7 +637,7 @@ pub fn backward<F: Float + Send + Sync>(
     grad_final_hidden: Option<&[F]>,
     grad_final_synaptic: Option<&[F]>,
 ) -> Gradients<F> {
-    let kernel = Kernel { config, parameters };
+    let kernel = Kernel::new(config, parameters);
     let (units, width) = (config.hidden_size, config.presynaptic_size());
     let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
     let interval = checkpoint_interval(steps);
@@ -513,6 +662,7 @@ pub fn backward<F: Float + Send + Sync>(
                     let mut scratch_hidden = vec![F::zero(); units];
                     let mut scratch_synaptic = vec![F::zero(); units * width];
                     // Per segment: the state entering every step and every step's trace.
+                    let mut scratch = kernel.scratch();
                     let mut traces: Vec<StepTrace<F>> =
                         (0..interval).map(|_| kernel.trace()).collect();
                     let mut segment_hidden = vec![vec![F::zero(); units]; interval + 1];
@@ -591,6 +741,7 @@ pub fn backward<F: Float + Send + Sync>(
                                     &mut grad_hidden_prev,
                                     &mut grad_synaptic_prev,
                                     &mut grads,
+                                    &mut scratch,
                                 );
                                 std::mem::swap(&mut grad_hidden, &mut grad_hidden_prev);
                                 std::mem::swap(&mut grad_synaptic, &mut grad_synaptic_prev);
