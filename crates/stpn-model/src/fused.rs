@@ -57,6 +57,9 @@ pub struct ForwardOutput<F> {
     pub outputs: Vec<F>,
     pub hidden: Vec<F>,
     pub synaptic: Vec<F>,
+    /// The state `[h ; F]` entering every ⌈√T⌉-th step, `[B, checkpoints, H + H·P]`: what
+    /// [`backward`] starts from, so that it need not run the forward again.
+    pub checkpoints: Vec<F>,
 }
 
 /// Gradients of the backward pass, each in the layout of what it is the gradient of.
@@ -557,60 +560,71 @@ pub fn forward<F: Float + Send + Sync>(
     let kernel = Kernel::new(config, parameters);
     let (units, width) = (config.hidden_size, config.presynaptic_size());
     let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
-    let results: Vec<(std::ops::Range<usize>, Vec<F>, Vec<F>, Vec<F>)> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = chunks(batch)
-                .into_iter()
-                .map(|range| {
-                    let kernel = &kernel;
-                    scope.spawn(move || {
-                        let count = range.len();
-                        let mut outputs = vec![F::zero(); steps * count * units];
-                        let mut hidden_out = vec![F::zero(); count * units];
-                        let mut synaptic_out = vec![F::zero(); count * units * width];
-                        let mut trace = kernel.trace();
-                        for (local, element) in range.clone().enumerate() {
-                            let mut hidden =
-                                sequence.hidden[element * units..(element + 1) * units].to_vec();
-                            let mut synaptic = sequence.synaptic
-                                [element * units * width..(element + 1) * units * width]
-                                .to_vec();
-                            let mut next_hidden = vec![F::zero(); units];
-                            let mut next_synaptic = vec![F::zero(); units * width];
-                            for step in 0..steps {
-                                let offset = (step * batch + element) * inputs;
-                                kernel.step(
-                                    &sequence.inputs[offset..offset + inputs],
-                                    &hidden,
-                                    &synaptic,
-                                    &mut next_hidden,
-                                    &mut next_synaptic,
-                                    &mut trace,
-                                );
-                                std::mem::swap(&mut hidden, &mut next_hidden);
-                                std::mem::swap(&mut synaptic, &mut next_synaptic);
-                                let out = (step * count + local) * units;
-                                outputs[out..out + units].copy_from_slice(&hidden);
+    let interval = checkpoint_interval(steps);
+    let state_size = units + units * width;
+    let per_element = steps.div_ceil(interval) * state_size;
+    type Part<F> = (std::ops::Range<usize>, Vec<F>, Vec<F>, Vec<F>, Vec<F>);
+    let results: Vec<Part<F>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks(batch)
+            .into_iter()
+            .map(|range| {
+                let kernel = &kernel;
+                scope.spawn(move || {
+                    let count = range.len();
+                    let mut outputs = vec![F::zero(); steps * count * units];
+                    let mut hidden_out = vec![F::zero(); count * units];
+                    let mut synaptic_out = vec![F::zero(); count * units * width];
+                    let mut checkpoints = Vec::with_capacity(count * per_element);
+                    let mut trace = kernel.trace();
+                    for (local, element) in range.clone().enumerate() {
+                        let mut hidden =
+                            sequence.hidden[element * units..(element + 1) * units].to_vec();
+                        let mut synaptic = sequence.synaptic
+                            [element * units * width..(element + 1) * units * width]
+                            .to_vec();
+                        let mut next_hidden = vec![F::zero(); units];
+                        let mut next_synaptic = vec![F::zero(); units * width];
+                        for step in 0..steps {
+                            if step % interval == 0 {
+                                checkpoints.extend_from_slice(&hidden);
+                                checkpoints.extend_from_slice(&synaptic);
                             }
-                            hidden_out[local * units..(local + 1) * units].copy_from_slice(&hidden);
-                            synaptic_out[local * units * width..(local + 1) * units * width]
-                                .copy_from_slice(&synaptic);
+                            let offset = (step * batch + element) * inputs;
+                            kernel.step(
+                                &sequence.inputs[offset..offset + inputs],
+                                &hidden,
+                                &synaptic,
+                                &mut next_hidden,
+                                &mut next_synaptic,
+                                &mut trace,
+                            );
+                            std::mem::swap(&mut hidden, &mut next_hidden);
+                            std::mem::swap(&mut synaptic, &mut next_synaptic);
+                            let out = (step * count + local) * units;
+                            outputs[out..out + units].copy_from_slice(&hidden);
                         }
-                        (range, outputs, hidden_out, synaptic_out)
-                    })
+                        hidden_out[local * units..(local + 1) * units].copy_from_slice(&hidden);
+                        synaptic_out[local * units * width..(local + 1) * units * width]
+                            .copy_from_slice(&synaptic);
+                    }
+                    (range, outputs, hidden_out, synaptic_out, checkpoints)
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|handle| handle.join().expect("kernel thread"))
-                .collect()
-        });
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("kernel thread"))
+            .collect()
+    });
     let mut output = ForwardOutput {
         outputs: vec![F::zero(); steps * batch * units],
         hidden: vec![F::zero(); batch * units],
         synaptic: vec![F::zero(); batch * units * width],
+        checkpoints: vec![F::zero(); batch * per_element],
     };
-    for (range, outputs, hidden, synaptic) in results {
+    for (range, outputs, hidden, synaptic, checkpoints) in results {
+        output.checkpoints[range.start * per_element..range.end * per_element]
+            .copy_from_slice(&checkpoints);
         let count = range.len();
         for step in 0..steps {
             let source = step * count * units;
@@ -628,11 +642,14 @@ pub fn forward<F: Float + Send + Sync>(
 /// Backpropagation through the whole sequence: the gradients of a loss with respect to the
 /// parameters, the inputs and the initial state, given its gradients with respect to every
 /// output (`[T, B, H]`) and to the final state (`None`: zero). States are recomputed from
-/// checkpoints every ⌈√T⌉ steps.
+/// checkpoints every ⌈√T⌉ steps: those of [`ForwardOutput::checkpoints`] when given, otherwise
+/// from a forward pass of its own.
+#[allow(clippy::too_many_arguments)]
 pub fn backward<F: Float + Send + Sync>(
     config: KernelConfig,
     parameters: Parameters<'_, F>,
     sequence: Sequence<'_, F>,
+    checkpoints: Option<&[F]>,
     grad_outputs: &[F],
     grad_final_hidden: Option<&[F]>,
     grad_final_synaptic: Option<&[F]>,
@@ -641,6 +658,8 @@ pub fn backward<F: Float + Send + Sync>(
     let (units, width) = (config.hidden_size, config.presynaptic_size());
     let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
     let interval = checkpoint_interval(steps);
+    let state_size = units + units * width;
+    let per_element = steps.div_ceil(interval) * state_size;
     type Part<F> = (
         std::ops::Range<usize>,
         ParameterGradients<F>,
@@ -672,28 +691,38 @@ pub fn backward<F: Float + Send + Sync>(
                             let offset = (step * batch + element) * inputs;
                             &sequence.inputs[offset..offset + inputs]
                         };
-                        // Forward, keeping the state entering every `interval`-th step.
-                        let mut checkpoints = Vec::with_capacity(steps.div_ceil(interval));
-                        let mut hidden =
-                            sequence.hidden[element * units..(element + 1) * units].to_vec();
-                        let mut synaptic = sequence.synaptic
-                            [element * units * width..(element + 1) * units * width]
-                            .to_vec();
-                        for step in 0..steps {
-                            if step % interval == 0 {
-                                checkpoints.push((hidden.clone(), synaptic.clone()));
+                        // The state entering every `interval`-th step: given, or from a forward.
+                        let element_checkpoints = match checkpoints {
+                            Some(all) => {
+                                all[element * per_element..(element + 1) * per_element].to_vec()
                             }
-                            kernel.step(
-                                input_at(step),
-                                &hidden,
-                                &synaptic,
-                                &mut scratch_hidden,
-                                &mut scratch_synaptic,
-                                &mut traces[0],
-                            );
-                            std::mem::swap(&mut hidden, &mut scratch_hidden);
-                            std::mem::swap(&mut synaptic, &mut scratch_synaptic);
-                        }
+                            None => {
+                                let mut own = Vec::with_capacity(per_element);
+                                let mut hidden = sequence.hidden
+                                    [element * units..(element + 1) * units]
+                                    .to_vec();
+                                let mut synaptic = sequence.synaptic
+                                    [element * units * width..(element + 1) * units * width]
+                                    .to_vec();
+                                for step in 0..steps {
+                                    if step % interval == 0 {
+                                        own.extend_from_slice(&hidden);
+                                        own.extend_from_slice(&synaptic);
+                                    }
+                                    kernel.step(
+                                        input_at(step),
+                                        &hidden,
+                                        &synaptic,
+                                        &mut scratch_hidden,
+                                        &mut scratch_synaptic,
+                                        &mut traces[0],
+                                    );
+                                    std::mem::swap(&mut hidden, &mut scratch_hidden);
+                                    std::mem::swap(&mut synaptic, &mut scratch_synaptic);
+                                }
+                                own
+                            }
+                        };
                         // Backward, segment by segment from the last.
                         let mut grad_hidden = grad_final_hidden
                             .map_or(vec![F::zero(); units], |g| {
@@ -705,12 +734,15 @@ pub fn backward<F: Float + Send + Sync>(
                             });
                         let mut grad_hidden_prev = vec![F::zero(); units];
                         let mut grad_synaptic_prev = vec![F::zero(); units * width];
-                        for (segment, (hidden0, synaptic0)) in checkpoints.iter().enumerate().rev()
+                        for (segment, state) in element_checkpoints
+                            .chunks_exact(state_size)
+                            .enumerate()
+                            .rev()
                         {
                             let start = segment * interval;
                             let end = (start + interval).min(steps);
-                            segment_hidden[0].copy_from_slice(hidden0);
-                            segment_synaptic[0].copy_from_slice(synaptic0);
+                            segment_hidden[0].copy_from_slice(&state[..units]);
+                            segment_synaptic[0].copy_from_slice(&state[units..]);
                             for offset in 0..end - start {
                                 let (before_h, after_h) = segment_hidden.split_at_mut(offset + 1);
                                 let (before_f, after_f) = segment_synaptic.split_at_mut(offset + 1);
@@ -946,10 +978,22 @@ mod tests {
             config,
             kernel_parameters,
             sequence_in,
+            Some(&forward.checkpoints),
             &grad_outputs,
             Some(&grad_hidden),
             Some(&grad_synaptic),
         );
+        // Without the forward's checkpoints the backward makes its own: the same numbers.
+        let recomputed = backward(
+            config,
+            kernel_parameters,
+            sequence_in,
+            None,
+            &grad_outputs,
+            Some(&grad_hidden),
+            Some(&grad_synaptic),
+        );
+        assert_eq!(recomputed, gradients);
 
         let label =
             format!("{normalisation:?} {presynaptic:?} per_synapse={per_synapse} clamp={clamp:?}");

@@ -39,6 +39,8 @@ struct Saved<Device> {
     inputs: Vec<f32>,
     hidden: Vec<f32>,
     synaptic: Vec<f32>,
+    /// The forward's checkpoints ([`crate::fused::ForwardOutput::checkpoints`]).
+    checkpoints: Vec<f32>,
     device: Device,
 }
 
@@ -102,6 +104,7 @@ impl<B: Backend> Backward<B, 7> for StpnRBackward {
             saved.config,
             saved.parameters(),
             saved.sequence(),
+            Some(&saved.checkpoints),
             &packed[..outputs_end],
             Some(&packed[outputs_end..hidden_end]),
             Some(&packed[hidden_end..]),
@@ -193,6 +196,7 @@ where
                 inputs: saved.inputs.clone(),
                 hidden: saved.hidden.clone(),
                 synaptic: saved.synaptic.clone(),
+                checkpoints: saved.checkpoints.clone(),
                 device,
             },
             output,
@@ -251,9 +255,14 @@ pub fn run(cell: &StpnR, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, St
         inputs: host(&tensors.inputs),
         hidden: host(&tensors.hidden),
         synaptic: host(&tensors.synaptic),
+        checkpoints: Vec::new(),
         device: (),
     };
     let result = forward(saved.config, saved.parameters(), saved.sequence());
+    let saved = Saved {
+        checkpoints: result.checkpoints,
+        ..saved
+    };
     let mut packed = result.outputs;
     packed.extend_from_slice(&result.hidden);
     packed.extend_from_slice(&result.synaptic);
