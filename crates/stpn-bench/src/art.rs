@@ -362,16 +362,14 @@ fn train<C: RecurrentCell>(
         final_val_energy: f64::NAN,
         train_seconds: 0.0,
     };
-    if resume {
-        if let Some(folder) = run.checkpoint("last") {
-            model = model
-                .try_load_file(folder.join("model.bpk"))
-                .with_context(|| format!("cannot load the model of {}", folder.display()))?;
-            optimizer = optimizer
-                .load(folder.join("optimizer.bpk"))
-                .with_context(|| format!("cannot load the optimizer of {}", folder.display()))?;
-            state = crate::run_dir::read_json(&folder.join("state.json"))?;
-        }
+    if let Some(folder) = run.checkpoint("last").filter(|_| resume) {
+        model = model
+            .try_load_file(folder.join("model.bpk"))
+            .with_context(|| format!("cannot load the model of {}", folder.display()))?;
+        optimizer = optimizer
+            .load(folder.join("optimizer.bpk"))
+            .with_context(|| format!("cannot load the optimizer of {}", folder.display()))?;
+        state = crate::run_dir::read_json(&folder.join("state.json"))?;
     }
     let metrics = Metrics::open(run, METRICS_HEADER, state.epoch)?;
 

@@ -200,8 +200,8 @@ pub fn run(
     if !json {
         println!("machine: {}; one process per measurement", machine());
         println!(
-            "{:<10} {:<8} {:<6} {:>12} {:>10} {:>14}  {}",
-            "case", "backend", "path", "ms/step", "min ms", "peak RSS MiB", "repeats"
+            "{:<10} {:<8} {:<6} {:>12} {:>10} {:>14}  repeats",
+            "case", "backend", "path", "ms/step", "min ms", "peak RSS MiB"
         );
     }
     for case in &selected {

@@ -27,7 +27,7 @@ const CENTRE: (usize, usize) = (SIZE / 2, SIZE / 2);
 /// Whether `(row, column)` is a wall of the maze.
 pub fn is_wall(row: usize, column: usize) -> bool {
     let border = row == 0 || column == 0 || row == SIZE - 1 || column == SIZE - 1;
-    let pillar = row % 2 == 0 && column % 2 == 0 && (row, column) != CENTRE;
+    let pillar = row.is_multiple_of(2) && column.is_multiple_of(2) && (row, column) != CENTRE;
     border || pillar
 }
 

@@ -59,7 +59,7 @@ pub struct SequenceOutput<S> {
 }
 
 /// The op-by-op path of [`RecurrentCell::forward_sequence`]: [`RecurrentCell::step`] in a loop.
-pub fn step_by_step<C: RecurrentCell + ?Sized>(
+pub fn step_by_step<C: RecurrentCell>(
     cell: &C,
     inputs: Tensor<3>,
     state: C::State,
@@ -69,7 +69,7 @@ pub fn step_by_step<C: RecurrentCell + ?Sized>(
 }
 
 /// [`RecurrentCell::step`] over every step, with the energy of each step when asked for.
-fn unroll<C: RecurrentCell + ?Sized>(
+fn unroll<C: RecurrentCell>(
     cell: &C,
     inputs: Tensor<3>,
     state: C::State,

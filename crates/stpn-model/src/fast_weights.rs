@@ -169,7 +169,7 @@ impl RecurrentCell for FastWeights {
         let weight = self.weight.val();
         let options = (&weight.device(), weight.dtype());
         FastWeightsState {
-            hidden: Tensor::zeros([batch, self.hidden_size], options.clone()),
+            hidden: Tensor::zeros([batch, self.hidden_size], options),
             fast_weights: Tensor::zeros([batch, self.hidden_size, self.hidden_size], options),
         }
     }

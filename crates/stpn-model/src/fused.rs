@@ -400,8 +400,8 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
             };
             let inverse_scale = F::one() / scale;
             let previous = &synaptic_prev[row.clone()];
-            for j in 0..width {
-                scratch.decaying_row[j] = previous[j] * inverse_scale;
+            for (decaying, previous) in scratch.decaying_row.iter_mut().zip(previous) {
+                *decaying = *previous * inverse_scale;
             }
             let (lambda, gamma) = self.rows(unit);
             let post = trace.hidden[unit];
@@ -927,13 +927,13 @@ mod tests {
         )
         .unwrap();
         let tensor3 = |data: &[f64], shape: [usize; 3]| {
-            Tensor::<3>::from_data(TensorData::new(data.to_vec(), shape), options.clone())
+            Tensor::<3>::from_data(TensorData::new(data.to_vec(), shape), options)
         };
         let x_tensor = tensor3(&x, [steps, batch, inputs]).require_grad();
         let state = StpnRState {
             hidden: Tensor::<2>::from_data(
                 TensorData::new(hidden0.clone(), [batch, units]),
-                options.clone(),
+                options,
             )
             .require_grad(),
             synaptic: tensor3(&synaptic0, [batch, units, width]).require_grad(),
@@ -943,7 +943,7 @@ mod tests {
             + (sequence.final_state.hidden.clone()
                 * Tensor::<2>::from_data(
                     TensorData::new(grad_hidden.clone(), [batch, units]),
-                    options.clone(),
+                    options,
                 ))
             .sum()
             + (sequence.final_state.synaptic.clone()

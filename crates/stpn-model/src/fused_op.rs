@@ -44,6 +44,26 @@ struct Saved<Device> {
     device: Device,
 }
 
+impl Saved<()> {
+    /// The same values, for the backward node on `device` (moved, not copied).
+    fn on<Device>(self, device: Device) -> Saved<Device> {
+        Saved {
+            config: self.config,
+            steps: self.steps,
+            batch: self.batch,
+            weight: self.weight,
+            bias: self.bias,
+            lambda: self.lambda,
+            gamma: self.gamma,
+            inputs: self.inputs,
+            hidden: self.hidden,
+            synaptic: self.synaptic,
+            checkpoints: self.checkpoints,
+            device,
+        }
+    }
+}
+
 impl<Device> Saved<Device> {
     fn parameters(&self) -> Parameters<'_, f32> {
         Parameters {
@@ -146,7 +166,7 @@ struct OpInputs {
 fn try_autodiff<B: Backend, C: CheckpointStrategy>(
     tensors: &OpInputs,
     packed: &[f32],
-    saved: &Saved<()>,
+    saved: &mut Option<Saved<()>>,
 ) -> Option<Tensor<1>>
 where
     DispatchTensor: DispatchKindConversion<Autodiff<B, C>>,
@@ -184,23 +204,10 @@ where
         ],
     );
     let output = match prepared.compute_bound().stateful() {
-        OpsKind::Tracked(prepared) => prepared.finish(
-            Saved {
-                config: saved.config,
-                steps: saved.steps,
-                batch: saved.batch,
-                weight: saved.weight.clone(),
-                bias: saved.bias.clone(),
-                lambda: saved.lambda.clone(),
-                gamma: saved.gamma.clone(),
-                inputs: saved.inputs.clone(),
-                hidden: saved.hidden.clone(),
-                synaptic: saved.synaptic.clone(),
-                checkpoints: saved.checkpoints.clone(),
-                device,
-            },
-            output,
-        ),
+        OpsKind::Tracked(prepared) => {
+            let saved = saved.take().expect("the node is registered once");
+            prepared.finish(saved.on(device), output)
+        }
         OpsKind::UnTracked(prepared) => prepared.finish(output),
     };
     Some(Tensor::from_primitive::<Autodiff<B, C>>(output))
@@ -259,10 +266,10 @@ pub fn run(cell: &StpnR, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, St
         device: (),
     };
     let result = forward(saved.config, saved.parameters(), saved.sequence());
-    let saved = Saved {
+    let mut saved = Some(Saved {
         checkpoints: result.checkpoints,
         ..saved
-    };
+    });
     let mut packed = result.outputs;
     packed.extend_from_slice(&result.hidden);
     packed.extend_from_slice(&result.synaptic);
@@ -288,11 +295,13 @@ pub fn run(cell: &StpnR, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, St
         {
             node = node
                 .or_else(|| {
-                    try_autodiff::<burn::backend::Flex, NoCheckpointing>(&tensors, &packed, &saved)
+                    try_autodiff::<burn::backend::Flex, NoCheckpointing>(
+                        &tensors, &packed, &mut saved,
+                    )
                 })
                 .or_else(|| {
                     try_autodiff::<burn::backend::Flex, BalancedCheckpointing>(
-                        &tensors, &packed, &saved,
+                        &tensors, &packed, &mut saved,
                     )
                 });
         }
@@ -301,12 +310,12 @@ pub fn run(cell: &StpnR, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, St
             node = node
                 .or_else(|| {
                     try_autodiff::<burn::backend::NdArray, NoCheckpointing>(
-                        &tensors, &packed, &saved,
+                        &tensors, &packed, &mut saved,
                     )
                 })
                 .or_else(|| {
                     try_autodiff::<burn::backend::NdArray, BalancedCheckpointing>(
-                        &tensors, &packed, &saved,
+                        &tensors, &packed, &mut saved,
                     )
                 });
         }

@@ -97,7 +97,7 @@ impl RecurrentCell for Lstm {
         let weight = self.weight.val();
         let options = (&weight.device(), weight.dtype());
         LstmState {
-            hidden: Tensor::zeros([batch, self.hidden_size], options.clone()),
+            hidden: Tensor::zeros([batch, self.hidden_size], options),
             cell: Tensor::zeros([batch, self.hidden_size], options),
         }
     }

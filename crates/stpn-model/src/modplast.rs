@@ -119,7 +119,7 @@ impl RecurrentCell for Modplast {
         let weight = self.w_in.val();
         let options = (&weight.device(), weight.dtype());
         ModplastState {
-            hidden: Tensor::zeros([batch, self.hidden_size], options.clone()),
+            hidden: Tensor::zeros([batch, self.hidden_size], options),
             hebbian: Tensor::zeros([batch, self.hidden_size, self.hidden_size], options),
         }
     }

@@ -578,7 +578,7 @@ fn compare(
     if let Some(name) = observed
         .gradients
         .keys()
-        .find(|name| !case.json["grads"].get(name.as_str()).is_some())
+        .find(|name| case.json["grads"].get(name.as_str()).is_none())
     {
         return Err(case.error(format!("the file has no gradient for parameter `{name}`")));
     }

@@ -169,7 +169,7 @@ impl RecurrentCell for StpnR {
         let weight = self.weight.val();
         let options = (&weight.device(), weight.dtype());
         StpnRState {
-            hidden: Tensor::zeros([batch, self.hidden_size], options.clone()),
+            hidden: Tensor::zeros([batch, self.hidden_size], options),
             synaptic: Tensor::zeros(
                 [batch, self.hidden_size, self.input_size + self.hidden_size],
                 options,
