@@ -137,7 +137,7 @@ impl ArtArgs {
                 art::ArtConfig::paper(model, self.hidden.expect("clap requires it"))
             }
             (None, None) => {
-                // The README's demonstration: about 70 s on a 2-core CPU, validation accuracy ~0.99.
+                // The README's demonstration: about a minute on a 2-core CPU, validation accuracy ~0.99.
                 let mut config = art::ArtConfig::paper(art::ArtModel::StpnR, 11);
                 config.equations = art::Equations::Paper;
                 config.epochs = 20;

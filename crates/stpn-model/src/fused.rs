@@ -912,11 +912,13 @@ mod tests {
         // Reference: the op-by-op cell under autodiff.
         let device = Backend::Flex.device().unwrap().autodiff();
         let options = (&device, DType::F64);
+        // The reference is the op-by-op cell.
         let cell = StpnRConfig::new(inputs, units)
             .with_per_synapse(per_synapse)
             .with_normalisation(normalisation)
             .with_presynaptic(presynaptic)
             .with_clamp(clamp)
+            .with_fused(false)
             .init(&device);
         let cell = load_named(
             cell,

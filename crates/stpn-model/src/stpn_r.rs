@@ -68,8 +68,8 @@ pub struct StpnRConfig {
     #[config(default = "Presynaptic::PreviousHidden")]
     pub presynaptic: Presynaptic,
     /// Run whole sequences with the fused kernel ([`crate::fused_op`]) where it is available
-    /// (flex and ndarray, float32); the op-by-op path otherwise.
-    #[config(default = false)]
+    /// (flex and ndarray, float32); the op-by-op path (the reference) otherwise.
+    #[config(default = true)]
     pub fused: bool,
 }
 
