@@ -69,6 +69,10 @@ pub struct ArtConfig {
     pub per_synapse: bool,
     #[serde(default = "reference")]
     pub equations: Equations,
+    /// STPNr on its fused kernel (false: the op-by-op reference path, which the proof runs and
+    /// the first sweep used).
+    #[serde(default = "yes")]
+    pub fused: bool,
     #[serde(default = "default_epochs")]
     pub epochs: usize,
     #[serde(default = "default_batch_size")]
@@ -256,6 +260,7 @@ pub fn run(
         ArtModel::StpnR => train_with!(
             StpnRConfig::new(symbols, hidden)
                 .with_per_synapse(config.per_synapse)
+                .with_fused(config.fused)
                 .with_presynaptic(if reference {
                     Presynaptic::CurrentHidden
                 } else {

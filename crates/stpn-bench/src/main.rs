@@ -105,6 +105,9 @@ struct ArtArgs {
     /// Equations of the plastic cells: the reference runner's or the paper's.
     #[arg(long, value_enum)]
     equations: Option<art::Equations>,
+    /// Run STPNr op by op (the reference path) instead of on its fused kernel.
+    #[arg(long)]
+    ops: bool,
     /// Number of epochs.
     #[arg(long)]
     epochs: Option<usize>,
@@ -149,6 +152,9 @@ impl ArtArgs {
         }
         if let Some(equations) = self.equations {
             config.equations = equations;
+        }
+        if self.ops {
+            config.fused = false;
         }
         if let Some(epochs) = self.epochs {
             config.epochs = epochs;
