@@ -303,6 +303,13 @@ fn batch_tensors(examples: &[Example], device: &Device) -> (Tensor<3>, Tensor<1,
     (inputs, targets)
 }
 
+/// How many of the batch's logits `[B, O]` put their maximum on the target class.
+fn correct_predictions(logits: Tensor<2>, targets: Tensor<1, Int>) -> i64 {
+    let [batch, _] = logits.dims();
+    let predictions = logits.argmax(1).reshape([batch]);
+    predictions.equal(targets).int().sum().into_scalar::<i64>()
+}
+
 /// Accuracy and energy of `model` on `examples`, in batches of `batch_size`; with
 /// `full_batches_only` the last partial batch is left out (the reference's test loader).
 pub fn evaluate<C: RecurrentCell>(
@@ -320,8 +327,7 @@ pub fn evaluate<C: RecurrentCell>(
         }
         let (inputs, targets) = batch_tensors(chunk, &device);
         let output = model.forward(inputs, true);
-        let predictions = output.logits.argmax(1).reshape([chunk.len()]);
-        correct += predictions.equal(targets).int().sum().into_scalar::<i64>();
+        correct += correct_predictions(output.logits, targets);
         energy += output
             .energy_per_step
             .expect("energy was asked for")
@@ -405,9 +411,8 @@ fn train<C: RecurrentCell>(
         for (step, chunk) in data.train.chunks_exact(config.batch_size).enumerate() {
             let (inputs, targets) = batch_tensors(chunk, device);
             let output = model.forward(inputs, false);
-            let predictions = output.logits.clone().argmax(1).reshape([chunk.len()]);
-            let loss = loss_function.forward(output.logits, targets.clone());
-            correct += predictions.equal(targets).int().sum().into_scalar::<i64>();
+            correct += correct_predictions(output.logits.clone(), targets.clone());
+            let loss = loss_function.forward(output.logits, targets);
             loss_sum += loss.clone().into_scalar::<f64>();
             let gradients = GradientsParams::from_grads(loss.backward(), &model);
             model = optimizer.step(config.learning_rate, model, gradients);

@@ -846,7 +846,7 @@ mod tests {
 
     use super::*;
     use crate::cell::run_sequence;
-    use crate::params::{load_named, named_gradients};
+    use crate::params::{host_values, load_named, named_gradients};
     use crate::{Backend, StpnRConfig, StpnRState};
 
     fn random(rng: &mut ChaCha8Rng, count: usize, scale: f64) -> Vec<f64> {
@@ -865,14 +865,6 @@ mod tests {
             .zip(reference)
             .fold(0f64, |m, (a, b)| m.max((a - b).abs()))
             / scale
-    }
-
-    fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f64> {
-        tensor
-            .into_data()
-            .convert::<f64>()
-            .try_to_vec::<f64>()
-            .unwrap()
     }
 
     /// The fused kernel against the op-by-op cell, in float64, for one option combination:
@@ -1000,16 +992,20 @@ mod tests {
         let label =
             format!("{normalisation:?} {presynaptic:?} per_synapse={per_synapse} clamp={clamp:?}");
         let comparisons = [
-            ("outputs", forward.outputs.clone(), values(sequence.outputs)),
+            (
+                "outputs",
+                forward.outputs.clone(),
+                host_values::<f64, _>(sequence.outputs),
+            ),
             (
                 "final h",
                 forward.hidden.clone(),
-                values(sequence.final_state.hidden),
+                host_values::<f64, _>(sequence.final_state.hidden),
             ),
             (
                 "final F",
                 forward.synaptic.clone(),
-                values(sequence.final_state.synaptic),
+                host_values::<f64, _>(sequence.final_state.synaptic),
             ),
             (
                 "grad weight",
@@ -1034,17 +1030,17 @@ mod tests {
             (
                 "grad inputs",
                 gradients.inputs.clone(),
-                values(x_tensor.grad(&autodiff).unwrap()),
+                host_values::<f64, _>(x_tensor.grad(&autodiff).unwrap()),
             ),
             (
                 "grad h0",
                 gradients.hidden.clone(),
-                values(state.hidden.grad(&autodiff).unwrap()),
+                host_values::<f64, _>(state.hidden.grad(&autodiff).unwrap()),
             ),
             (
                 "grad F0",
                 gradients.synaptic.clone(),
-                values(state.synaptic.grad(&autodiff).unwrap()),
+                host_values::<f64, _>(state.synaptic.grad(&autodiff).unwrap()),
             ),
         ];
         for (what, ours, reference) in comparisons {

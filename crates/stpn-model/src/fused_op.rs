@@ -24,6 +24,7 @@ use burn::backend::{
 use burn::tensor::{Tensor, TensorData};
 
 use crate::fused::{KernelConfig, Parameters, Sequence, backward, forward};
+use crate::params::host_values;
 use crate::{StpnR, StpnRState};
 
 /// Everything the backward needs, captured by the forward (host copies, float32).
@@ -162,6 +163,19 @@ struct OpInputs {
     gamma: Tensor<2>,
 }
 
+impl OpInputs {
+    /// Whether any input lives on an autodiff device (the others then enter as constants).
+    fn is_autodiff(&self) -> bool {
+        self.inputs.is_autodiff()
+            || self.hidden.is_autodiff()
+            || self.synaptic.is_autodiff()
+            || self.weight.is_autodiff()
+            || self.bias.is_autodiff()
+            || self.lambda.is_autodiff()
+            || self.gamma.is_autodiff()
+    }
+}
+
 /// Registers the node on `Autodiff<B, C>` if the tensors live there.
 fn try_autodiff<B: Backend, C: CheckpointStrategy>(
     tensors: &OpInputs,
@@ -213,13 +227,6 @@ where
     Some(Tensor::from_primitive::<Autodiff<B, C>>(output))
 }
 
-fn host<const D: usize>(tensor: &Tensor<D>) -> Vec<f32> {
-    tensor
-        .to_data()
-        .try_into_vec_as::<f32>()
-        .expect("float tensor data")
-}
-
 /// Whether the fused op can run on tensors of this device: the CPU backends, with or without
 /// autodiff.
 pub fn available(tensor: &Tensor<2>) -> bool {
@@ -255,13 +262,13 @@ pub fn run(cell: &StpnR, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, St
         config: cell.kernel_config(),
         steps,
         batch,
-        weight: host(&tensors.weight),
-        bias: host(&tensors.bias),
-        lambda: host(&tensors.lambda),
-        gamma: host(&tensors.gamma),
-        inputs: host(&tensors.inputs),
-        hidden: host(&tensors.hidden),
-        synaptic: host(&tensors.synaptic),
+        weight: host_values(tensors.weight.clone()),
+        bias: host_values(tensors.bias.clone()),
+        lambda: host_values(tensors.lambda.clone()),
+        gamma: host_values(tensors.gamma.clone()),
+        inputs: host_values(tensors.inputs.clone()),
+        hidden: host_values(tensors.hidden.clone()),
+        synaptic: host_values(tensors.synaptic.clone()),
         checkpoints: Vec::new(),
         device: (),
     };
@@ -274,12 +281,7 @@ pub fn run(cell: &StpnR, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, St
     packed.extend_from_slice(&result.hidden);
     packed.extend_from_slice(&result.synaptic);
 
-    let autodiff = [&tensors.weight, &tensors.hidden]
-        .iter()
-        .any(|t| t.is_autodiff())
-        || tensors.inputs.is_autodiff()
-        || tensors.synaptic.is_autodiff();
-    let packed: Tensor<1> = if autodiff {
+    let packed: Tensor<1> = if tensors.is_autodiff() {
         // Inputs made outside autodiff enter as constants.
         let tensors = OpInputs {
             inputs: tensors.inputs.autodiff(),
@@ -345,13 +347,9 @@ mod tests {
     use burn::tensor::{Distribution, Tensor};
 
     use crate::cell::{RecurrentCell, step_by_step};
-    use crate::params::named_gradients;
+    use crate::params::{host_values, named_gradients};
     use crate::parity::{ParityCase, Precision, golden, run_case_with};
     use crate::{Backend, Normalisation, Presynaptic, StpnR, StpnRConfig, StpnRState};
-
-    fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
-        tensor.into_data().try_into_vec_as::<f32>().unwrap()
-    }
 
     fn assert_close(ours: Vec<f32>, reference: Vec<f32>, what: &str) {
         let scale = reference.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
@@ -405,8 +403,14 @@ mod tests {
                 )
             })
             .collect();
-        found.push(("h0".into(), values(state.hidden.grad(&autodiff).unwrap())));
-        found.push(("F0".into(), values(state.synaptic.grad(&autodiff).unwrap())));
+        found.push((
+            "h0".into(),
+            host_values::<f32, _>(state.hidden.grad(&autodiff).unwrap()),
+        ));
+        found.push((
+            "F0".into(),
+            host_values::<f32, _>(state.synaptic.grad(&autodiff).unwrap()),
+        ));
         found
     }
 
@@ -498,10 +502,14 @@ mod tests {
         let (fused, fused_state) = cell.forward_sequence(inputs.clone(), cell.init_state(2));
         assert!(!fused.is_autodiff());
         let (reference, reference_state) = step_by_step(&cell, inputs, cell.init_state(2));
-        assert_close(values(fused), values(reference), "outputs");
         assert_close(
-            values(fused_state.synaptic),
-            values(reference_state.synaptic),
+            host_values::<f32, _>(fused),
+            host_values::<f32, _>(reference),
+            "outputs",
+        );
+        assert_close(
+            host_values::<f32, _>(fused_state.synaptic),
+            host_values::<f32, _>(reference_state.synaptic),
             "F",
         );
     }

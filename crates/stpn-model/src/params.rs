@@ -14,14 +14,20 @@ pub struct NamedValues {
     pub values: Vec<f64>,
 }
 
+/// A tensor's values on the host, row-major, converted to `E`.
+pub fn host_values<E: burn::tensor::Element, const D: usize>(tensor: Tensor<D>) -> Vec<E> {
+    tensor
+        .into_data()
+        .try_into_vec_as::<E>()
+        .expect("readable tensor data")
+}
+
 fn flat_values<const D: usize>(tensor: Tensor<D>) -> NamedValues {
     let shape = tensor.dims().to_vec();
-    let values = tensor
-        .into_data()
-        .convert::<f64>()
-        .try_to_vec::<f64>()
-        .expect("float tensor data");
-    NamedValues { shape, values }
+    NamedValues {
+        shape,
+        values: host_values(tensor),
+    }
 }
 
 #[derive(Default)]

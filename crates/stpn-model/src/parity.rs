@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::art_net::{ArtNet, ArtNetConfig};
 use crate::cell::{CellState, RecurrentCell, run_sequence};
-use crate::params::{LoadError, NamedValues, load_named, named_gradients};
+use crate::params::{LoadError, NamedValues, host_values, load_named, named_gradients};
 use crate::{
     FastWeightsConfig, HebbFfConfig, LstmConfig, ModplastConfig, Normalisation, Presynaptic,
     RnnConfig, StpnFConfig, StpnRConfig,
@@ -288,14 +288,6 @@ struct Observed {
     gradients: BTreeMap<String, Option<NamedValues>>,
 }
 
-fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f64> {
-    tensor
-        .into_data()
-        .convert::<f64>()
-        .try_to_vec::<f64>()
-        .expect("float tensor data")
-}
-
 struct Inputs {
     dtype: DType,
     device: Device,
@@ -473,10 +465,10 @@ fn observe<C: RecurrentCell>(
         let loss = (output.logits.clone() * inputs.tensor::<2>(&case.field("loss_weights")?)).sum();
         let gradients = loss.backward();
         Ok(Observed {
-            outputs: values(output.logits),
-            energy: values(energy.expect("energy was asked for")),
+            outputs: host_values::<f64, _>(output.logits),
+            energy: host_values::<f64, _>(energy.expect("energy was asked for")),
             final_state: state_values(&output.final_state),
-            loss: values(loss)[0],
+            loss: host_values::<f64, _>(loss)[0],
             gradients: named_gradients(&network, &gradients)
                 .into_iter()
                 .map(|(path, gradient)| (rename(&path), gradient))
@@ -498,10 +490,10 @@ fn observe<C: RecurrentCell>(
             (sequence.outputs.clone() * inputs.tensor::<3>(&case.field("loss_weights")?)).sum();
         let gradients = loss.backward();
         Ok(Observed {
-            outputs: values(sequence.outputs),
-            energy: values(energy.expect("energy was asked for")),
+            outputs: host_values::<f64, _>(sequence.outputs),
+            energy: host_values::<f64, _>(energy.expect("energy was asked for")),
             final_state: state_values(&sequence.final_state),
-            loss: values(loss)[0],
+            loss: host_values::<f64, _>(loss)[0],
             gradients: named_gradients(&cell, &gradients),
         })
     }
@@ -511,7 +503,7 @@ fn state_values<S: CellState>(state: &S) -> BTreeMap<String, Vec<f64>> {
     state
         .parity_tensors()
         .into_iter()
-        .map(|(name, tensor)| (name.to_string(), values(tensor)))
+        .map(|(name, tensor)| (name.to_string(), host_values::<f64, _>(tensor)))
         .collect()
 }
 
