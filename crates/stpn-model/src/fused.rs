@@ -12,7 +12,7 @@
 
 use num_traits::Float;
 
-use crate::stpn_r::{Normalisation, Presynaptic};
+use crate::stpn_r::{Activation, Normalisation, Presynaptic};
 
 /// The options of the cell the kernel computes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,11 +22,36 @@ pub struct KernelConfig {
     pub normalisation: Normalisation,
     pub presynaptic: Presynaptic,
     pub clamp: Option<f64>,
+    /// `h_{t-1}` is part of the presynaptic vector (false: the input alone).
+    pub recurrent: bool,
+    pub activation: Activation,
 }
 
 impl KernelConfig {
-    fn presynaptic_size(&self) -> usize {
-        self.input_size + self.hidden_size
+    /// `P`, the length of the presynaptic vector: `I + H`, or `I` when not recurrent.
+    pub fn presynaptic_size(&self) -> usize {
+        self.input_size + if self.recurrent { self.hidden_size } else { 0 }
+    }
+}
+
+impl Activation {
+    fn apply<F: Float>(self, preactivation: F) -> F {
+        match self {
+            Activation::Tanh => preactivation.tanh(),
+            // The same form as `plasticity::sigmoid`, so that both paths round alike.
+            Activation::Sigmoid => {
+                let half = constant::<F>(0.5);
+                (F::one() + (preactivation * half).tanh()) * half
+            }
+        }
+    }
+
+    /// The derivative, from the activation's output.
+    fn derivative<F: Float>(self, output: F) -> F {
+        match self {
+            Activation::Tanh => F::one() - output * output,
+            Activation::Sigmoid => output * (F::one() - output),
+        }
     }
 }
 
@@ -253,12 +278,14 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
         trace: &mut StepTrace<F>,
     ) {
         let (inputs, units) = (self.config.input_size, self.config.hidden_size);
-        let width = inputs + units;
+        let width = self.config.presynaptic_size();
         let weight = self.parameters.weight;
         let epsilon = constant::<F>(crate::plasticity::NORM_EPSILON);
         let floor = constant::<F>(1e-30);
         trace.presynaptic[..inputs].copy_from_slice(input);
-        trace.presynaptic[inputs..].copy_from_slice(hidden_prev);
+        if self.config.recurrent {
+            trace.presynaptic[inputs..].copy_from_slice(hidden_prev);
+        }
         for unit in 0..units {
             let row = unit * width..(unit + 1) * width;
             let (drive, squares) = drive_and_squares(
@@ -275,17 +302,15 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
             } else {
                 drive + self.parameters.bias[unit]
             };
-            trace.hidden[unit] = preactivation.tanh();
+            trace.hidden[unit] = self.config.activation.apply(preactivation);
         }
         hidden.copy_from_slice(&trace.hidden);
         match self.config.presynaptic {
-            Presynaptic::PreviousHidden => {
-                trace.update_presynaptic.copy_from_slice(&trace.presynaptic)
-            }
-            Presynaptic::CurrentHidden => {
+            Presynaptic::CurrentHidden if self.config.recurrent => {
                 trace.update_presynaptic[..inputs].copy_from_slice(input);
                 trace.update_presynaptic[inputs..].copy_from_slice(&trace.hidden);
             }
+            _ => trace.update_presynaptic.copy_from_slice(&trace.presynaptic),
         }
         let limit = self.config.clamp.map(constant::<F>);
         for unit in 0..units {
@@ -340,7 +365,7 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
         scratch: &mut BackwardScratch<F>,
     ) {
         let (inputs, units) = (self.config.input_size, self.config.hidden_size);
-        let width = inputs + units;
+        let width = self.config.presynaptic_size();
         let weight = self.parameters.weight;
         let epsilon = constant::<F>(crate::plasticity::NORM_EPSILON);
         let limit = self.config.clamp.map(constant::<F>);
@@ -450,10 +475,7 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
             .iter_mut()
             .for_each(|g| *g = F::zero());
         match self.config.presynaptic {
-            Presynaptic::PreviousHidden => scratch
-                .grad_presynaptic
-                .copy_from_slice(&scratch.grad_update_presynaptic),
-            Presynaptic::CurrentHidden => {
+            Presynaptic::CurrentHidden if self.config.recurrent => {
                 scratch.grad_presynaptic[..inputs]
                     .copy_from_slice(&scratch.grad_update_presynaptic[..inputs]);
                 for unit in 0..units {
@@ -461,13 +483,17 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
                         scratch.grad_hidden[unit] + scratch.grad_update_presynaptic[inputs + unit];
                 }
             }
+            _ => scratch
+                .grad_presynaptic
+                .copy_from_slice(&scratch.grad_update_presynaptic),
         }
 
-        // The neuron: h = tanh(drive / (‖G‖ + ε) + b), G = W + F_{t-1}.
+        // The neuron: h = φ(drive / (‖G‖ + ε) + b), G = W + F_{t-1}.
         for unit in 0..units {
             let row = unit * width..(unit + 1) * width;
             let hidden = trace.hidden[unit];
-            let grad_preactivation = scratch.grad_hidden[unit] * (F::one() - hidden * hidden);
+            let grad_preactivation =
+                scratch.grad_hidden[unit] * self.config.activation.derivative(hidden);
             grads.bias[unit] = grads.bias[unit] + grad_preactivation;
             let (grad_drive, grad_norm) = if self.normalised() {
                 let denominator = trace.denominator[unit];
@@ -494,7 +520,11 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
             }
         }
         grad_input.copy_from_slice(&scratch.grad_presynaptic[..inputs]);
-        grad_hidden_prev.copy_from_slice(&scratch.grad_presynaptic[inputs..]);
+        if self.config.recurrent {
+            grad_hidden_prev.copy_from_slice(&scratch.grad_presynaptic[inputs..]);
+        } else {
+            grad_hidden_prev.iter_mut().for_each(|g| *g = F::zero());
+        }
     }
 }
 
@@ -832,6 +862,8 @@ impl crate::StpnR {
             normalisation: self.normalisation,
             presynaptic: self.presynaptic,
             clamp: self.clamp,
+            recurrent: self.recurrent,
+            activation: self.activation,
         }
     }
 }
@@ -874,10 +906,12 @@ mod tests {
         presynaptic: Presynaptic,
         per_synapse: bool,
         clamp: Option<f64>,
+        recurrent: bool,
+        activation: Activation,
         seed: u64,
     ) {
         let (inputs, units, batch, steps) = (3, 4, 3, 7);
-        let width = inputs + units;
+        let width = inputs + if recurrent { units } else { 0 };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let plastic = if per_synapse { units * width } else { 1 };
         let mut parameters = BTreeMap::new();
@@ -910,6 +944,8 @@ mod tests {
             .with_normalisation(normalisation)
             .with_presynaptic(presynaptic)
             .with_clamp(clamp)
+            .with_recurrent(recurrent)
+            .with_activation(activation)
             .with_fused(false)
             .init(&device);
         let cell = load_named(
@@ -953,6 +989,8 @@ mod tests {
             normalisation,
             presynaptic,
             clamp,
+            recurrent,
+            activation,
         };
         let kernel_parameters = Parameters {
             weight: &parameters["weight"],
@@ -989,8 +1027,10 @@ mod tests {
         );
         assert_eq!(recomputed, gradients);
 
-        let label =
-            format!("{normalisation:?} {presynaptic:?} per_synapse={per_synapse} clamp={clamp:?}");
+        let label = format!(
+            "{normalisation:?} {presynaptic:?} per_synapse={per_synapse} clamp={clamp:?} \
+             recurrent={recurrent} {activation:?}"
+        );
         let comparisons = [
             (
                 "outputs",
@@ -1035,7 +1075,14 @@ mod tests {
             (
                 "grad h0",
                 gradients.hidden.clone(),
-                host_values::<f64, _>(state.hidden.grad(&autodiff).unwrap()),
+                // Without recurrence h0 reaches nothing: no gradient in the graph.
+                state.hidden.grad(&autodiff).map_or_else(
+                    || {
+                        assert!(!recurrent, "{label}: h0 has no gradient");
+                        vec![0.0; batch * units]
+                    },
+                    host_values::<f64, _>,
+                ),
             ),
             (
                 "grad F0",
@@ -1063,8 +1110,20 @@ mod tests {
             for presynaptic in [Presynaptic::PreviousHidden, Presynaptic::CurrentHidden] {
                 for per_synapse in [true, false] {
                     for clamp in [None, Some(0.3)] {
-                        seed += 1;
-                        check(normalisation, presynaptic, per_synapse, clamp, seed);
+                        for recurrent in [true, false] {
+                            for activation in [Activation::Tanh, Activation::Sigmoid] {
+                                seed += 1;
+                                check(
+                                    normalisation,
+                                    presynaptic,
+                                    per_synapse,
+                                    clamp,
+                                    recurrent,
+                                    activation,
+                                    seed,
+                                );
+                            }
+                        }
                     }
                 }
             }

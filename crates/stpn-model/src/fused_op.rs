@@ -87,8 +87,7 @@ impl<Device> Saved<Device> {
 
     fn sizes(&self) -> (usize, usize, usize) {
         let units = self.config.hidden_size;
-        let width = self.config.input_size + units;
-        (units, width, self.config.input_size)
+        (units, self.config.presynaptic_size(), self.config.input_size)
     }
 }
 
@@ -248,7 +247,7 @@ pub fn available(tensor: &Tensor<2>) -> bool {
 /// outputs `[T, B, H]` and the final state, all differentiable on an autodiff device.
 pub fn run(cell: &StpnR, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, StpnRState) {
     let [steps, batch, _] = inputs.dims();
-    let (units, width) = (cell.hidden_size, cell.input_size + cell.hidden_size);
+    let (units, width) = (cell.hidden_size, cell.kernel_config().presynaptic_size());
     let tensors = OpInputs {
         inputs,
         hidden: state.hidden,

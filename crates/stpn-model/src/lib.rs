@@ -45,4 +45,4 @@ pub use modplast::{Modplast, ModplastConfig, ModplastState};
 pub use plasticity::SynapticState;
 pub use rnn::{Rnn, RnnConfig};
 pub use stpn_f::{StpnF, StpnFConfig};
-pub use stpn_r::{Normalisation, Presynaptic, StpnR, StpnRConfig, StpnRState};
+pub use stpn_r::{Activation, Normalisation, Presynaptic, StpnR, StpnRConfig, StpnRState};

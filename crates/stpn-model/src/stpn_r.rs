@@ -16,6 +16,12 @@
 //! associative-retrieval runner ([`Presynaptic::CurrentHidden`]). Λ and Γ are per synapse
 //! (`[H, I+H]`) or single scalars (the "scalar STP" ablation). ε = 1e-16.
 //!
+//! Two options serve the familiarity code of spec §6.2, whose networks are this layer with
+//! other presynaptic vectors and activations: `recurrent: false` drops `h_{t-1}` from `z_t`
+//! (its feedforward "STPNfNet": bias and stored-`F` normalisation as here, unlike [`crate::StpnF`],
+//! the STPLayers cell), and [`Activation::Sigmoid`] gives Tyulmankov's HebbNet
+//! (`h = σ((W + A) x + b)`, `A ← λA + η h ⊗ x`) with `Normalisation::Off` and scalar Λ, Γ.
+//!
 //! Initialisation (spec §1.2): `W, b ~ U(±1/√H)`, `Λ ~ U(0, 1)`, `Γ ~ U(±0.001/√H)`; states zero.
 
 use burn::config::Config;
@@ -24,7 +30,9 @@ use burn::tensor::{Device, Tensor};
 
 use crate::cell::{CellState, RecurrentCell};
 use crate::init;
-use crate::plasticity::{NORM_EPSILON, batched, efficacy_product, energy_batched, outer, row_norm};
+use crate::plasticity::{
+    NORM_EPSILON, batched, efficacy_product, energy_batched, outer, row_norm, sigmoid,
+};
 
 /// How the efficacy matrix `W + F` is normalised (spec §1.1 `weight_norm`, `plastic_weight_norm.time`).
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -48,6 +56,24 @@ pub enum Presynaptic {
     CurrentHidden,
 }
 
+/// The neuron's nonlinearity `h = φ(a)`.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `tanh`, every STPN of the paper.
+    Tanh,
+    /// The logistic function, Tyulmankov's HebbNet.
+    Sigmoid,
+}
+
+impl Activation {
+    fn tensor(self, preactivation: Tensor<2>) -> Tensor<2> {
+        match self {
+            Activation::Tanh => preactivation.tanh(),
+            Activation::Sigmoid => sigmoid(preactivation),
+        }
+    }
+}
+
 /// Configuration of a [`StpnR`] layer.
 #[derive(Config, Debug)]
 pub struct StpnRConfig {
@@ -67,6 +93,12 @@ pub struct StpnRConfig {
     /// Presynaptic term of the plastic update.
     #[config(default = "Presynaptic::PreviousHidden")]
     pub presynaptic: Presynaptic,
+    /// `h_{t-1}` is part of the presynaptic vector `z_t`; false: `z_t = x_t` (spec §6.2).
+    #[config(default = true)]
+    pub recurrent: bool,
+    /// The neuron's nonlinearity.
+    #[config(default = "Activation::Tanh")]
+    pub activation: Activation,
     /// Run whole sequences with the fused kernel ([`crate::fused_op`]) where it is available
     /// (flex and ndarray, float32); the op-by-op path (the reference) otherwise.
     #[config(default = true)]
@@ -76,18 +108,21 @@ pub struct StpnRConfig {
 /// The recurrent STPN layer; see the module documentation for its equations.
 #[derive(Module, Debug)]
 pub struct StpnR {
-    /// Slow weights `W`, `[H, I+H]`.
+    /// Slow weights `W`, `[H, P]` (`P = I + H`, or `I` when not recurrent).
     pub weight: Param<Tensor<2>>,
     /// Bias `b`, `[H]`.
     pub bias: Param<Tensor<1>>,
-    /// Decay Λ, `[H, I+H]` or `[1, 1]`.
+    /// Decay Λ, `[H, P]` or `[1, 1]`.
     pub lambda: Param<Tensor<2>>,
-    /// Plasticity rate Γ, `[H, I+H]` or `[1, 1]`.
+    /// Plasticity rate Γ, `[H, P]` or `[1, 1]`.
     pub gamma: Param<Tensor<2>>,
     #[module(skip)]
     pub normalisation: Normalisation,
     #[module(skip)]
     pub presynaptic: Presynaptic,
+    pub recurrent: bool,
+    #[module(skip)]
+    pub activation: Activation,
     #[module(skip)]
     pub clamp: Option<f64>,
     pub fused: bool,
@@ -100,7 +135,7 @@ pub struct StpnR {
 pub struct StpnRState {
     /// `h`, the activated output of the previous step, `[B, H]`.
     pub hidden: Tensor<2>,
-    /// `F`, the plastic component of every synapse, `[B, H, I+H]`.
+    /// `F`, the plastic component of every synapse, `[B, H, P]`.
     pub synaptic: Tensor<3>,
 }
 
@@ -123,7 +158,8 @@ impl CellState for StpnRState {
 impl StpnRConfig {
     /// A layer initialised as in spec §1.2.
     pub fn init(&self, device: &Device) -> StpnR {
-        let (hidden, presynaptic) = (self.hidden_size, self.input_size + self.hidden_size);
+        let hidden = self.hidden_size;
+        let presynaptic = self.input_size + if self.recurrent { hidden } else { 0 };
         let scale = 1.0 / (hidden as f64).sqrt();
         let plastic_shape = if self.per_synapse {
             [hidden, presynaptic]
@@ -137,6 +173,8 @@ impl StpnRConfig {
             gamma: init::symmetric(plastic_shape, 0.001 * scale, device),
             normalisation: self.normalisation,
             presynaptic: self.presynaptic,
+            recurrent: self.recurrent,
+            activation: self.activation,
             clamp: self.clamp,
             fused: self.fused,
             input_size: self.input_size,
@@ -146,6 +184,20 @@ impl StpnRConfig {
 }
 
 impl StpnR {
+    /// `P`, the length of the presynaptic vector.
+    pub fn presynaptic_size(&self) -> usize {
+        self.input_size + if self.recurrent { self.hidden_size } else { 0 }
+    }
+
+    /// `z_t`: `[x_t ; h_{t-1}]`, or `x_t` when not recurrent.
+    fn presynaptic_vector(&self, input: Tensor<2>, hidden: Tensor<2>) -> Tensor<2> {
+        if self.recurrent {
+            Tensor::cat(vec![input, hidden], 1)
+        } else {
+            input
+        }
+    }
+
     fn clamped(&self, plastic: Tensor<3>) -> Tensor<3> {
         match self.clamp {
             Some(limit) => plastic.clamp(-limit, limit),
@@ -171,7 +223,7 @@ impl RecurrentCell for StpnR {
         StpnRState {
             hidden: Tensor::zeros([batch, self.hidden_size], options),
             synaptic: Tensor::zeros(
-                [batch, self.hidden_size, self.input_size + self.hidden_size],
+                [batch, self.hidden_size, self.presynaptic_size()],
                 options,
             ),
         }
@@ -191,16 +243,18 @@ impl RecurrentCell for StpnR {
 
     fn step(&self, input: Tensor<2>, state: StpnRState) -> (Tensor<2>, StpnRState) {
         let weight = self.weight.val();
-        let presynaptic = Tensor::cat(vec![input.clone(), state.hidden], 1);
+        let presynaptic = self.presynaptic_vector(input.clone(), state.hidden);
         let drive = efficacy_product(weight.clone(), state.synaptic.clone(), presynaptic.clone());
         let bias = self.bias.val().unsqueeze_dim::<2>(0);
 
         let (hidden, decaying) = match self.normalisation {
-            Normalisation::Off => ((drive + bias).tanh(), state.synaptic),
+            Normalisation::Off => (self.activation.tensor(drive + bias), state.synaptic),
             Normalisation::Pre | Normalisation::Post => {
                 let denominator = row_norm(batched(weight.clone()) + state.synaptic.clone())
                     .add_scalar(NORM_EPSILON);
-                let hidden = (drive / denominator.clone().squeeze_dim::<2>(2) + bias).tanh();
+                let hidden = self
+                    .activation
+                    .tensor(drive / denominator.clone().squeeze_dim::<2>(2) + bias);
                 let decaying = match self.normalisation {
                     Normalisation::Pre => state.synaptic / denominator,
                     _ => state.synaptic,
@@ -210,8 +264,8 @@ impl RecurrentCell for StpnR {
         };
 
         let update_presynaptic = match self.presynaptic {
+            Presynaptic::CurrentHidden => self.presynaptic_vector(input, hidden.clone()),
             Presynaptic::PreviousHidden => presynaptic,
-            Presynaptic::CurrentHidden => Tensor::cat(vec![input, hidden.clone()], 1),
         };
         let hebbian = outer(hidden.clone(), update_presynaptic);
         let mut synaptic = self
@@ -224,7 +278,9 @@ impl RecurrentCell for StpnR {
     }
 
     fn energy(&self, input: Tensor<2>, state: &StpnRState) -> Tensor<2> {
-        let presynaptic = Tensor::cat(vec![input, state.hidden.clone()], 1).detach();
+        let presynaptic = self
+            .presynaptic_vector(input, state.hidden.clone())
+            .detach();
         let efficacy = batched(self.weight.val().detach()) + state.synaptic.clone().detach();
         let efficacy = match self.normalisation {
             Normalisation::Off => efficacy,
