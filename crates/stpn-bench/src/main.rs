@@ -1,6 +1,7 @@
 //! `stpn-bench`: the command line that runs every STPN experiment.
 
 mod art;
+mod familiarity;
 mod perf;
 mod report;
 mod run_dir;
@@ -31,6 +32,9 @@ enum Command {
     /// --model, a demonstration of about a minute on a 2-core CPU: STPN h11 (paper equations),
     /// 20 epochs.
     Art(ArtArgs),
+    /// Train a network on the continual familiarity task (Tyulmankov et al. 2022; spec §6):
+    /// 5 000-item streams, full backpropagation through time, then the generalisation curve.
+    Familiarity(FamiliarityArgs),
     /// Milliseconds per STPN training step and peak memory, for the cases of the paper's
     /// experiments (art_h11, art_h64, pong_core, maze), on every compiled CPU backend.
     Perf {
@@ -86,6 +90,135 @@ enum ReportCommand {
         #[arg(long, default_value = "docs/results")]
         out: PathBuf,
     },
+    /// Familiarity: a markdown table of the runs and SVG plots (generalisation curves,
+    /// training accuracy).
+    Familiarity {
+        /// Run folders of `stpn-bench familiarity`.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Folder for familiarity.md, familiarity_generalisation.svg, familiarity_training.svg.
+        #[arg(long, default_value = "docs/results")]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct FamiliarityArgs {
+    /// A config file (JSON, the fields of a run's config.json) instead of --net/--mode/--repeat.
+    #[arg(long, conflicts_with_all = ["net", "mode", "repeat"])]
+    config: Option<PathBuf>,
+    /// Network (spec §6.2), at the paper's size unless --hidden is given.
+    #[arg(long, value_enum, default_value = "hebbnet")]
+    net: familiarity::FamiliarityModel,
+    /// `dat`: one fixed training stream; `inf`: a fresh stream every step.
+    #[arg(long, value_enum, default_value = "inf")]
+    mode: familiarity::Mode,
+    /// Repeat interval R.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Training steps (default: the paper's, 3 000 dat, 1 600 inf at R 3, 3 500 inf at R 6).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Hidden size (default: the paper's, ~10.2k parameters).
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Items per stream (default 5 000).
+    #[arg(long)]
+    items: Option<usize>,
+    /// Run the plastic networks op by op (the reference path) instead of on the fused kernel.
+    #[arg(long)]
+    ops: bool,
+    /// Seed of the initialisation.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Seed of the streams.
+    #[arg(long)]
+    data_seed: Option<u64>,
+    /// Run folder (default: runs/familiarity/<net>-h<H>-<mode>-r<R>-s<seed>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the interrupted run in --out from its last checkpoint (--steps may extend it).
+    #[arg(long, requires = "out")]
+    resume: bool,
+    /// No progress bar (for scripts).
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl FamiliarityArgs {
+    fn config(&self) -> Result<familiarity::FamiliarityConfig> {
+        let mut config = match &self.config {
+            Some(path) => familiarity::load_config(path)?,
+            None => familiarity::FamiliarityConfig::paper(self.net, self.mode, self.repeat),
+        };
+        if let Some(steps) = self.steps {
+            config.train_steps = steps;
+        }
+        if let Some(hidden) = self.hidden {
+            config.hidden_size = hidden;
+        }
+        if let Some(items) = self.items {
+            config.items = items;
+        }
+        if self.ops {
+            config.fused = false;
+        }
+        if let Some(seed) = self.seed {
+            config.seed = seed;
+        }
+        if let Some(seed) = self.data_seed {
+            config.data_seed = seed;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn train_familiarity(backend: Backend, args: &FamiliarityArgs) -> Result<()> {
+    let (config, run) = if args.resume {
+        let out = args.out.as_ref().expect("clap requires it");
+        let run = run_dir::RunDir::open(out)?;
+        let mut config: familiarity::FamiliarityConfig = run.read_json("config.json")?;
+        if let Some(steps) = args.steps {
+            config.train_steps = steps;
+            run.write_json("config.json", &config)?;
+        }
+        (config, run)
+    } else {
+        let config = args.config()?;
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| familiarity::default_out(&config));
+        let run = run_dir::RunDir::create(&out)?;
+        run.write_json("config.json", &config)?;
+        (config, run)
+    };
+    if !args.quiet {
+        println!(
+            "familiarity: {} on {backend}, {} steps of {} items -> {}",
+            config.run_name(),
+            config.train_steps,
+            config.items,
+            run.path.display()
+        );
+    }
+    let summary = familiarity::run(&config, &run, backend, args.resume, args.quiet)?;
+    println!(
+        "{}: {} params, {} steps ({:.2} s/step), train_acc {:.4}, test_acc {:.4} (TPR {:.3}, FPR {:.3}) at R {}, detected up to R {}  [{}]",
+        config.run_name(),
+        summary.params,
+        summary.train_steps,
+        summary.seconds_per_step,
+        summary.final_train_acc,
+        summary.test_acc,
+        summary.test_tpr,
+        summary.test_fpr,
+        summary.repeat,
+        summary.max_repeat_detected,
+        run.file("summary.json").display()
+    );
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -250,6 +383,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Art(args) => train_art(cli.backend, &args),
+        Command::Familiarity(args) => train_familiarity(cli.backend, &args),
         Command::Perf {
             cases,
             backends,
@@ -271,6 +405,12 @@ fn run(cli: Cli) -> Result<()> {
         } => perf::worker(&case, cli.backend, &path, repeats),
         Command::Report(ReportCommand::Art { runs, out }) => {
             let table = report::report_art(&runs, &out)?;
+            print!("{table}");
+            println!("written to {}", out.display());
+            Ok(())
+        }
+        Command::Report(ReportCommand::Familiarity { runs, out }) => {
+            let table = report::report_familiarity(&runs, &out)?;
             print!("{table}");
             println!("written to {}", out.display());
             Ok(())

@@ -1,5 +1,5 @@
-//! `stpn-bench report art RUN_DIR...`: the table and plots of a sweep, from the run folders'
-//! `config.json`, `metrics.csv` and `summary.json`.
+//! `stpn-bench report art|familiarity RUN_DIR...`: the table and plots of a sweep, from the run
+//! folders' `config.json`, `metrics.csv` and `summary.json`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -224,6 +224,197 @@ fn plot_energy(groups: &BTreeMap<String, Vec<Run>>, path: &Path) -> Result<()> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Familiarity: a table of the runs (test accuracy and rates at the training interval, the
+/// longest interval still detected, parameters, time) and `familiarity_generalisation.svg`
+/// (accuracy against the test interval, one line per run) and `familiarity_training.svg`.
+pub fn report_familiarity(folders: &[PathBuf], out: &Path) -> Result<String> {
+    use crate::familiarity::Summary as FamiliaritySummary;
+    let mut runs = Vec::new();
+    for folder in folders {
+        let summary: FamiliaritySummary = read_json(&folder.join("summary.json"))
+            .with_context(|| format!("{} is not a finished familiarity run", folder.display()))?;
+        let metrics = std::fs::read_to_string(folder.join("metrics.csv"))
+            .with_context(|| format!("cannot read {}/metrics.csv", folder.display()))?;
+        let curve: Vec<(f64, f64)> = metrics
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(',').collect();
+                Some((fields.first()?.parse().ok()?, fields.get(2)?.parse().ok()?))
+            })
+            .collect();
+        runs.push((summary, curve));
+    }
+    if runs.is_empty() {
+        bail!("no runs given");
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut table = String::new();
+    writeln!(
+        table,
+        "| network | hidden | params | mode | R | steps | test acc | TPR | FPR | longest R detected | train min |"
+    )?;
+    writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+    for (summary, _) in &runs {
+        writeln!(
+            table,
+            "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {:.1} |",
+            name_of(summary.net),
+            summary.hidden_size,
+            summary.params,
+            name_of(summary.mode),
+            summary.repeat,
+            summary.train_steps,
+            summary.test_acc,
+            summary.test_tpr,
+            summary.test_fpr,
+            summary.max_repeat_detected,
+            summary.train_seconds / 60.0
+        )?;
+    }
+    std::fs::write(out.join("familiarity.md"), &table)?;
+    let label = |summary: &FamiliaritySummary| {
+        format!(
+            "{} ({}, R={})",
+            name_of(summary.net),
+            name_of(summary.mode),
+            summary.repeat
+        )
+    };
+    let curves: Vec<_> = runs
+        .iter()
+        .map(|(summary, _)| (label(summary), summary.generalisation.clone()))
+        .collect();
+    plot_generalisation(
+        &curves,
+        "Familiarity: accuracy on fresh streams against the test interval",
+        &out.join("familiarity_generalisation.svg"),
+    )?;
+    let training: Vec<_> = runs
+        .iter()
+        .map(|(summary, curve)| (label(summary), curve.clone()))
+        .collect();
+    plot_training(&training, &out.join("familiarity_training.svg"))?;
+    Ok(table)
+}
+
+/// Accuracy against the test interval (log scale), one line per curve, with the chance level
+/// 2/3; a single curve also gets its true- and false-positive rates.
+pub fn plot_generalisation(
+    curves: &[(String, Vec<crate::familiarity::GeneralisationPoint>)],
+    title: &str,
+    path: &Path,
+) -> Result<()> {
+    let longest = curves
+        .iter()
+        .flat_map(|(_, curve)| curve.iter().map(|point| point.repeat))
+        .max()
+        .unwrap_or(2)
+        .max(2) as f64;
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((1f64..longest * 1.1).log_scale(), 0f64..1f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("test interval R")
+        .y_desc("fraction")
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(
+            [(1.0, 2.0 / 3.0), (longest * 1.1, 2.0 / 3.0)],
+            BLACK.mix(0.4),
+        ))?
+        .label("chance (always novel)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
+    let single = curves.len() == 1;
+    for (index, (name, curve)) in curves.iter().enumerate() {
+        let mut series: Vec<(String, Vec<(f64, f64)>)> = vec![(
+            if single { format!("{name}: accuracy") } else { name.clone() },
+            curve
+                .iter()
+                .map(|point| (point.repeat as f64, point.score.accuracy))
+                .collect(),
+        )];
+        if single {
+            series.push((
+                "true-positive rate".into(),
+                curve
+                    .iter()
+                    .map(|point| (point.repeat as f64, point.score.true_positive_rate))
+                    .collect(),
+            ));
+            series.push((
+                "false-positive rate".into(),
+                curve
+                    .iter()
+                    .map(|point| (point.repeat as f64, point.score.false_positive_rate))
+                    .collect(),
+            ));
+        }
+        for (offset, (label, points)) in series.into_iter().enumerate() {
+            let style = color(index + offset).stroke_width(2);
+            chart
+                .draw_series(LineSeries::new(points.clone(), style))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            chart.draw_series(
+                points
+                    .into_iter()
+                    .map(|point| Circle::new(point, 3, color(index + offset).filled())),
+            )?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Training accuracy (mean of each logged window) against the step, one line per run.
+fn plot_training(runs: &[(String, Vec<(f64, f64)>)], path: &Path) -> Result<()> {
+    let steps = runs
+        .iter()
+        .flat_map(|(_, curve)| curve.iter().map(|point| point.0))
+        .fold(2f64, f64::max);
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Familiarity: training accuracy", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..steps, 0.5f64..1f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("training step (one stream of 5 000 items)")
+        .y_desc("training accuracy")
+        .draw()?;
+    for (index, (name, curve)) in runs.iter().enumerate() {
+        let style = color(index).stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(curve.clone(), style))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;

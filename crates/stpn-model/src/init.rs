@@ -36,3 +36,16 @@ pub fn constant<const D: usize>(
 ) -> Param<Tensor<D>> {
     Param::from_tensor(Tensor::full(shape, value, device))
 }
+
+/// A trainable parameter drawn from `N(0, std²)`, the familiarity networks' initialisation.
+pub fn normal<const D: usize>(
+    shape: impl Into<Shape>,
+    std: f64,
+    device: &Device,
+) -> Param<Tensor<D>> {
+    Param::from_tensor(Tensor::random(
+        shape,
+        Distribution::Normal(0.0, std),
+        device,
+    ))
+}

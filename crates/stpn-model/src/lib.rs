@@ -15,12 +15,16 @@
 //! | [`Modplast`] backpropamine (Miconi et al.) | `modplast.rs` | spec §1.9 |
 //! | [`Lstm`], [`Rnn`] | `lstm.rs`, `rnn.rs` | spec §1.8 |
 //!
+//! [`ArtNet`] and [`FamiliarityNet`] (`familiarity_net.rs`, spec §6.2) wrap a cell with the readout of
+//! their task.
+//!
 //! Weight matrices are stored as in the paper, rows = postsynaptic units, columns = presynaptic
 //! inputs (for recurrent cells the input first, then the previous hidden state).
 
 pub mod art_net;
 pub mod backend;
 pub mod cell;
+pub mod familiarity_net;
 pub mod fast_weights;
 pub mod fused;
 pub mod fused_op;
@@ -38,6 +42,7 @@ pub mod stpn_r;
 pub use art_net::{ArtNet, ArtNetConfig};
 pub use backend::{Backend, BackendError};
 pub use cell::{CellState, RecurrentCell, SequenceOutput, run_sequence};
+pub use familiarity_net::{FamiliarityNet, FamiliarityNetConfig};
 pub use fast_weights::{FastWeights, FastWeightsConfig, FastWeightsState};
 pub use hebbff::{HebbFf, HebbFfConfig};
 pub use lstm::{Lstm, LstmConfig, LstmState};

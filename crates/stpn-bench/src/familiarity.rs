@@ -1,0 +1,623 @@
+//! The continual familiarity experiment (Tyulmankov et al. 2022, as the STPN authors run it;
+//! spec §6): a network reads a stream of 5 000 random ±1 items of dimension 100 and answers, at
+//! every item, whether it appeared `R` items earlier.
+//!
+//! Training follows the reference (`script_simple.py`): Adam (lr 1e-3), one gradient step per
+//! stream with backpropagation through all 5 000 steps, batch of one stream, binary cross-entropy
+//! averaged over the steps. Mode `dat` trains on one fixed stream (3 000 steps) and scores a fixed
+//! validation stream; mode `inf` draws a fresh stream for every step (1 600 steps at R = 3, 3 500
+//! at R = 6). Every `log_every` steps the mean training loss and accuracy of those steps and the
+//! validation loss and accuracy go to `metrics.csv`, and the run is checkpointed.
+//!
+//! After training: accuracy, true-positive and false-positive rates on fresh streams at the
+//! training interval (`test_*`) and at test intervals R = 1, 2, 3, … growing ×1.3 until the
+//! true-positive rate falls to the false-positive rate (`generalisation.csv`,
+//! `generalisation.svg`). Every stream has its own seed, derived from `data_seed`, the purpose
+//! and the step, so runs resume exactly and every network sees the same streams.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use stpn_envs::familiarity::FamiliarityStream;
+use stpn_model::familiarity_net::{hebbnet_cell, stpn_cell};
+use stpn_model::{Backend, FamiliarityNet, FamiliarityNetConfig, LstmConfig, RecurrentCell, StpnR};
+
+use crate::run_dir::{Metrics, RunDir};
+
+/// The networks of spec §6.2.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum FamiliarityModel {
+    /// Tyulmankov's HebbNet: sigmoid units, A ← λA + η h xᵀ, scalar λ ∈ [0, 1] and η.
+    Hebbnet,
+    /// Feedforward STPN, scalar Λ and Γ.
+    Ustpnf,
+    /// Feedforward STPN, Λ and Γ per synapse.
+    Stpnf,
+    /// Recurrent STPN, scalar Λ and Γ.
+    Ustpnr,
+    /// Recurrent STPN, Λ and Γ per synapse.
+    Stpnr,
+    /// LSTM.
+    Lstm,
+}
+
+impl FamiliarityModel {
+    pub const ALL: [FamiliarityModel; 6] = [
+        Self::Hebbnet,
+        Self::Ustpnf,
+        Self::Stpnf,
+        Self::Ustpnr,
+        Self::Stpnr,
+        Self::Lstm,
+    ];
+
+    /// The reference README's sizes, about 10.2k parameters each (spec §6.3).
+    pub fn paper_hidden_size(self) -> usize {
+        match self {
+            Self::Hebbnet | Self::Ustpnf => 100,
+            Self::Stpnf => 34,
+            Self::Ustpnr => 62,
+            Self::Stpnr => 27,
+            Self::Lstm => 21,
+        }
+    }
+}
+
+/// How training streams are drawn.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// One fixed training stream (and a fixed validation stream).
+    Dat,
+    /// A fresh stream for every step.
+    Inf,
+}
+
+/// One familiarity run. Every field but `net`, `mode` and `repeat` has the paper's value as its
+/// default.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamiliarityConfig {
+    pub net: FamiliarityModel,
+    pub hidden_size: usize,
+    pub mode: Mode,
+    /// `R`, the interval after which an item repeats.
+    pub repeat: usize,
+    /// Gradient steps (one per stream).
+    pub train_steps: usize,
+    /// Items per stream, `T` (the length of backpropagation through time).
+    #[serde(default = "default_items")]
+    pub items: usize,
+    /// Item dimension `d`.
+    #[serde(default = "default_dimension")]
+    pub dimension: usize,
+    /// Probability `P` that an item repeats the one `R` steps earlier.
+    #[serde(default = "default_probability")]
+    pub probability: f64,
+    #[serde(default = "default_learning_rate")]
+    pub learning_rate: f64,
+    /// Steps between two metric rows and checkpoints.
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
+    /// Plastic networks on the fused kernel (false: op by op, ~100× slower at T = 5 000).
+    #[serde(default = "yes")]
+    pub fused: bool,
+    /// Seed of the initialisation.
+    #[serde(default)]
+    pub seed: u64,
+    /// Seed of every stream.
+    #[serde(default)]
+    pub data_seed: u64,
+}
+
+fn default_items() -> usize {
+    5000
+}
+fn default_dimension() -> usize {
+    100
+}
+fn default_probability() -> f64 {
+    0.5
+}
+fn default_learning_rate() -> f64 {
+    1e-3
+}
+fn default_log_every() -> usize {
+    10
+}
+fn yes() -> bool {
+    true
+}
+
+impl FamiliarityConfig {
+    /// The paper's settings: 3 000 steps in `dat` mode; 1 600 (R ≤ 3) or 3 500 (R ≥ 6) in `inf`.
+    pub fn paper(net: FamiliarityModel, mode: Mode, repeat: usize) -> Self {
+        let train_steps = match mode {
+            Mode::Dat => 3000,
+            Mode::Inf if repeat >= 6 => 3500,
+            Mode::Inf => 1600,
+        };
+        Self {
+            net,
+            hidden_size: net.paper_hidden_size(),
+            mode,
+            repeat,
+            train_steps,
+            items: default_items(),
+            dimension: default_dimension(),
+            probability: default_probability(),
+            learning_rate: default_learning_rate(),
+            log_every: default_log_every(),
+            fused: true,
+            seed: 0,
+            data_seed: 0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.repeat == 0 || self.repeat >= self.items {
+            bail!(
+                "repeat interval {} must be between 1 and the stream length {}",
+                self.repeat,
+                self.items
+            );
+        }
+        if self.hidden_size == 0 || self.dimension == 0 || self.train_steps == 0 {
+            bail!("hidden size, dimension and train steps must be positive");
+        }
+        if !(0.0..=1.0).contains(&self.probability) {
+            bail!("repeat probability {} is not in [0, 1]", self.probability);
+        }
+        if self.log_every == 0 {
+            bail!("log_every must be positive");
+        }
+        Ok(())
+    }
+
+    /// `hebbnet-h100-inf-r3-s0`.
+    pub fn run_name(&self) -> String {
+        format!(
+            "{}-h{}-{}-r{}-s{}",
+            crate::art::name_of(self.net),
+            self.hidden_size,
+            crate::art::name_of(self.mode),
+            self.repeat,
+            self.seed
+        )
+    }
+
+    fn stream(&self, purpose: Purpose, index: u64, repeat: usize) -> FamiliarityStream {
+        FamiliarityStream::generate(
+            self.items,
+            self.dimension,
+            repeat,
+            self.probability,
+            stream_seed(self.data_seed, purpose, index),
+        )
+    }
+}
+
+/// What a stream is for; part of its seed, so that no two purposes share a stream.
+#[derive(Clone, Copy)]
+enum Purpose {
+    Train = 1,
+    Validation = 2,
+    Test = 3,
+    Generalisation = 4,
+}
+
+/// SplitMix64 of the data seed, the purpose and an index.
+fn stream_seed(data_seed: u64, purpose: Purpose, index: u64) -> u64 {
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    mix(mix(mix(data_seed) ^ purpose as u64) ^ index)
+}
+
+/// Accuracy and the rates of answering "familiar", on one stream.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Score {
+    pub loss: f64,
+    pub accuracy: f64,
+    /// P(answer familiar | familiar).
+    pub true_positive_rate: f64,
+    /// P(answer familiar | novel).
+    pub false_positive_rate: f64,
+}
+
+/// One point of the generalisation curve.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GeneralisationPoint {
+    pub repeat: usize,
+    #[serde(flatten)]
+    pub score: Score,
+}
+
+/// What `summary.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub net: FamiliarityModel,
+    pub hidden_size: usize,
+    pub params: usize,
+    pub mode: Mode,
+    pub repeat: usize,
+    pub train_steps: usize,
+    pub items: usize,
+    pub seed: u64,
+    pub data_seed: u64,
+    pub backend: String,
+    /// Mean training loss and accuracy of the last `log_every` steps.
+    pub final_train_loss: f64,
+    pub final_train_acc: f64,
+    pub final_val_acc: f64,
+    /// On a fresh stream at the training interval.
+    pub test_acc: f64,
+    pub test_loss: f64,
+    pub test_tpr: f64,
+    pub test_fpr: f64,
+    /// The largest test interval with a true-positive rate above the false-positive rate.
+    pub max_repeat_detected: usize,
+    pub generalisation: Vec<GeneralisationPoint>,
+    pub train_seconds: f64,
+    pub seconds_per_step: f64,
+}
+
+/// Progress saved with every checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TrainingState {
+    step: usize,
+    final_train_loss: f64,
+    final_train_acc: f64,
+    final_val_acc: f64,
+    train_seconds: f64,
+}
+
+pub const METRICS_HEADER: &str = "step,train_loss,train_acc,val_loss,val_acc,seconds";
+
+/// Trains (or resumes) a run and returns its summary.
+pub fn run(
+    config: &FamiliarityConfig,
+    run: &RunDir,
+    backend: Backend,
+    resume: bool,
+    quiet: bool,
+) -> Result<Summary> {
+    let device = backend.device()?.autodiff();
+    device.seed(config.seed);
+    let (input, hidden, fused) = (config.dimension, config.hidden_size, config.fused);
+    let readout = FamiliarityNetConfig::new();
+    let plastic = |cell: StpnR| readout.init(cell, &device);
+    type Plastic = FamiliarityNet<StpnR>;
+    let train_with = |model: Plastic, constrain: fn(Plastic) -> Plastic| {
+        train(
+            model, constrain, config, run, backend, resume, quiet, &device,
+        )
+    };
+    let unconstrained: fn(Plastic) -> Plastic = std::convert::identity;
+    match config.net {
+        FamiliarityModel::Hebbnet => train_with(
+            plastic(hebbnet_cell(input, hidden, fused, &device)),
+            Plastic::with_decay_clamped,
+        ),
+        FamiliarityModel::Ustpnf => train_with(
+            plastic(stpn_cell(input, hidden, false, false, fused, &device)),
+            unconstrained,
+        ),
+        FamiliarityModel::Stpnf => train_with(
+            plastic(stpn_cell(input, hidden, false, true, fused, &device)),
+            unconstrained,
+        ),
+        FamiliarityModel::Ustpnr => train_with(
+            plastic(stpn_cell(input, hidden, true, false, fused, &device)),
+            unconstrained,
+        ),
+        FamiliarityModel::Stpnr => train_with(
+            plastic(stpn_cell(input, hidden, true, true, fused, &device)),
+            unconstrained,
+        ),
+        FamiliarityModel::Lstm => train(
+            readout.init(LstmConfig::new(input, hidden).init(&device), &device),
+            |model| model,
+            config,
+            run,
+            backend,
+            resume,
+            quiet,
+            &device,
+        ),
+    }
+}
+
+/// The stream as a batch of one, `[T, 1, d]`, and its labels `[T, 1]`.
+fn stream_tensors(stream: &FamiliarityStream, device: &Device) -> (Tensor<3>, Tensor<2>) {
+    let steps = stream.len();
+    let items = Tensor::from_data(
+        TensorData::new(stream.items.clone(), [steps, 1, stream.dimension]),
+        device,
+    );
+    let labels: Vec<f32> = stream.labels.iter().map(|&label| label as f32).collect();
+    let labels = Tensor::from_data(TensorData::new(labels, [steps, 1]), device);
+    (items, labels)
+}
+
+/// Binary cross-entropy of `σ(logits)` against `labels`, averaged, in the stable form
+/// `max(z, 0) − y z + log(1 + e^{−|z|})`.
+fn binary_cross_entropy(logits: Tensor<2>, labels: Tensor<2>) -> Tensor<1> {
+    let softplus = logits.clone().clamp_min(0.0) + logits.clone().abs().neg().exp().log1p();
+    (softplus - labels * logits).mean()
+}
+
+/// Loss, accuracy and rates of the logits `[T, 1]` of one stream.
+fn score(logits: Tensor<2>, stream: &FamiliarityStream, loss: f64) -> Score {
+    let answers = stpn_model::params::host_values::<f32, _>(logits);
+    let (mut hits, mut familiar, mut false_alarms, mut novel) = (0usize, 0usize, 0usize, 0usize);
+    for (answer, &label) in answers.iter().zip(&stream.labels) {
+        let says_familiar = *answer > 0.0;
+        if label == 1 {
+            familiar += 1;
+            hits += says_familiar as usize;
+        } else {
+            novel += 1;
+            false_alarms += says_familiar as usize;
+        }
+    }
+    let correct = hits + (novel - false_alarms);
+    Score {
+        loss,
+        accuracy: correct as f64 / stream.len().max(1) as f64,
+        true_positive_rate: hits as f64 / familiar.max(1) as f64,
+        false_positive_rate: false_alarms as f64 / novel.max(1) as f64,
+    }
+}
+
+/// Scores `model` (without autodiff) on `stream`.
+pub fn evaluate<C: RecurrentCell>(model: &FamiliarityNet<C>, stream: &FamiliarityStream) -> Score {
+    let device = model.readout_weight.val().device();
+    let (items, labels) = stream_tensors(stream, &device);
+    let logits = model.forward(items);
+    let loss = binary_cross_entropy(logits.clone(), labels).into_scalar::<f64>();
+    score(logits, stream, loss)
+}
+
+/// Test intervals 1, 2, 3, … growing ×1.3 (rounded up, at least +1), as the reference.
+fn next_test_interval(repeat: usize) -> usize {
+    ((repeat as f64 * 1.3).ceil() as usize).max(repeat + 1)
+}
+
+/// The generalisation curve: fresh streams at growing intervals until the true-positive rate
+/// falls to the false-positive rate (or the interval reaches half the stream).
+pub fn generalisation<C: RecurrentCell>(
+    model: &FamiliarityNet<C>,
+    config: &FamiliarityConfig,
+) -> Vec<GeneralisationPoint> {
+    let mut points = Vec::new();
+    let mut repeat = 1;
+    while repeat <= config.items / 2 {
+        let stream = config.stream(Purpose::Generalisation, repeat as u64, repeat);
+        let score = evaluate(model, &stream);
+        points.push(GeneralisationPoint { repeat, score });
+        if score.true_positive_rate <= score.false_positive_rate {
+            break;
+        }
+        repeat = next_test_interval(repeat);
+    }
+    points
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train<C: RecurrentCell>(
+    model: FamiliarityNet<C>,
+    constrain: impl Fn(FamiliarityNet<C>) -> FamiliarityNet<C>,
+    config: &FamiliarityConfig,
+    run: &RunDir,
+    backend: Backend,
+    resume: bool,
+    quiet: bool,
+    device: &Device,
+) -> Result<Summary> {
+    let params = model.num_params();
+    let mut model = constrain(model);
+    // PyTorch's Adam ε (Burn's default is 1e-5).
+    let mut optimizer = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut state = TrainingState {
+        step: 0,
+        final_train_loss: f64::NAN,
+        final_train_acc: f64::NAN,
+        final_val_acc: f64::NAN,
+        train_seconds: 0.0,
+    };
+    if let Some(folder) = run.checkpoint("last").filter(|_| resume) {
+        model = model
+            .try_load_file(folder.join("model.bpk"))
+            .with_context(|| format!("cannot load the model of {}", folder.display()))?;
+        optimizer = optimizer
+            .load(folder.join("optimizer.bpk"))
+            .with_context(|| format!("cannot load the optimizer of {}", folder.display()))?;
+        state = crate::run_dir::read_json(&folder.join("state.json"))?;
+    }
+    let metrics = Metrics::open(run, METRICS_HEADER, state.step)?;
+    let fixed_train = (config.mode == Mode::Dat)
+        .then(|| config.stream(Purpose::Train, 0, config.repeat));
+    let validation = config.stream(Purpose::Validation, 0, config.repeat);
+
+    let progress = if quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(config.train_steps.saturating_sub(state.step) as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}  (eta {eta})",
+            )
+            .expect("valid template"),
+        );
+        bar
+    };
+    if state.step > 0 && !quiet {
+        progress.println(format!(
+            "resuming {} after step {}",
+            run.path.display(),
+            state.step
+        ));
+    }
+
+    let (mut window_loss, mut window_correct, mut window_steps) = (0f64, 0f64, 0usize);
+    let mut window_started = Instant::now();
+    for step in state.step + 1..=config.train_steps {
+        let fresh;
+        let stream = match &fixed_train {
+            Some(stream) => stream,
+            None => {
+                fresh = config.stream(Purpose::Train, step as u64, config.repeat);
+                &fresh
+            }
+        };
+        let (items, labels) = stream_tensors(stream, device);
+        let logits = model.forward(items);
+        let loss = binary_cross_entropy(logits.clone(), labels);
+        let loss_value = loss.clone().into_scalar::<f64>();
+        if !loss_value.is_finite() {
+            bail!(
+                "the training loss diverged (NaN or infinite) at step {step}; lower the learning rate"
+            );
+        }
+        let training = score(logits.detach(), stream, loss_value);
+        let gradients = GradientsParams::from_grads(loss.backward(), &model);
+        model = constrain(optimizer.step(config.learning_rate, model, gradients));
+        window_loss += loss_value;
+        window_correct += training.accuracy;
+        window_steps += 1;
+        progress.inc(1);
+
+        if step % config.log_every == 0 || step == config.train_steps {
+            let seconds = window_started.elapsed().as_secs_f64();
+            let validation_score = evaluate(&model.valid(), &validation);
+            state.step = step;
+            state.final_train_loss = window_loss / window_steps as f64;
+            state.final_train_acc = window_correct / window_steps as f64;
+            state.final_val_acc = validation_score.accuracy;
+            state.train_seconds += seconds;
+            // The metrics row first: a row without its checkpoint is dropped on resume.
+            metrics.append(&format!(
+                "{step},{:.6},{:.6},{:.6},{:.6},{seconds:.3}",
+                state.final_train_loss,
+                state.final_train_acc,
+                validation_score.loss,
+                validation_score.accuracy
+            ))?;
+            run.write_checkpoint("last", |folder| {
+                model.clone().save_file(folder.join("model.bpk"))?;
+                optimizer.save(folder.join("optimizer.bpk"))?;
+                std::fs::write(
+                    folder.join("state.json"),
+                    serde_json::to_string_pretty(&state)?,
+                )?;
+                Ok(())
+            })?;
+            progress.set_message(format!(
+                "loss {:.4}  acc {:.3}  val_acc {:.3}",
+                state.final_train_loss, state.final_train_acc, state.final_val_acc
+            ));
+            if quiet {
+                tracing::info!(
+                    "step {step} loss {:.4} acc {:.4} val_acc {:.4}",
+                    state.final_train_loss,
+                    state.final_train_acc,
+                    state.final_val_acc
+                );
+            }
+            (window_loss, window_correct, window_steps) = (0.0, 0.0, 0);
+            window_started = Instant::now();
+        }
+    }
+    progress.finish_and_clear();
+
+    let trained = model.valid();
+    let test = evaluate(
+        &trained,
+        &config.stream(Purpose::Test, 0, config.repeat),
+    );
+    let curve = generalisation(&trained, config);
+    write_generalisation(run, config, &curve)?;
+    let summary = Summary {
+        net: config.net,
+        hidden_size: config.hidden_size,
+        params,
+        mode: config.mode,
+        repeat: config.repeat,
+        train_steps: state.step,
+        items: config.items,
+        seed: config.seed,
+        data_seed: config.data_seed,
+        backend: backend.to_string(),
+        final_train_loss: state.final_train_loss,
+        final_train_acc: state.final_train_acc,
+        final_val_acc: state.final_val_acc,
+        test_acc: test.accuracy,
+        test_loss: test.loss,
+        test_tpr: test.true_positive_rate,
+        test_fpr: test.false_positive_rate,
+        max_repeat_detected: curve
+            .iter()
+            .filter(|point| point.score.true_positive_rate > point.score.false_positive_rate)
+            .map(|point| point.repeat)
+            .max()
+            .unwrap_or(0),
+        generalisation: curve,
+        train_seconds: state.train_seconds,
+        seconds_per_step: state.train_seconds / state.step.max(1) as f64,
+    };
+    run.write_json("summary.json", &summary)?;
+    Ok(summary)
+}
+
+/// `generalisation.csv` and `generalisation.svg` of one run.
+fn write_generalisation(
+    run: &RunDir,
+    config: &FamiliarityConfig,
+    curve: &[GeneralisationPoint],
+) -> Result<()> {
+    let mut csv = String::from("repeat,loss,acc,tpr,fpr\n");
+    for point in curve {
+        csv.push_str(&format!(
+            "{},{:.6},{:.6},{:.6},{:.6}\n",
+            point.repeat,
+            point.score.loss,
+            point.score.accuracy,
+            point.score.true_positive_rate,
+            point.score.false_positive_rate
+        ));
+    }
+    crate::run_dir::write_atomically(&run.file("generalisation.csv"), csv.as_bytes())?;
+    crate::report::plot_generalisation(
+        &[(config.run_name(), curve.to_vec())],
+        &format!(
+            "Familiarity, {} trained at R = {}: generalisation",
+            crate::art::name_of(config.net),
+            config.repeat
+        ),
+        &run.file("generalisation.svg"),
+    )
+}
+
+/// The default run folder of a config.
+pub fn default_out(config: &FamiliarityConfig) -> PathBuf {
+    PathBuf::from("runs/familiarity").join(config.run_name())
+}
+
+/// Loads a config file.
+pub fn load_config(path: &Path) -> Result<FamiliarityConfig> {
+    let config: FamiliarityConfig = crate::run_dir::read_json(path)?;
+    config.validate()?;
+    Ok(config)
+}
