@@ -580,6 +580,7 @@ mod tests {
     /// one does: same weights, same metrics, same summary numbers.
     #[test]
     fn resume_equals_uninterrupted() {
+        let _seeded = crate::seeded_device_lock();
         let config = tiny(ArtModel::StpnR, 6, 3);
         let (straight, straight_run) = train_fresh(&config, "straight");
 
@@ -620,6 +621,7 @@ mod tests {
     /// Same seed, same backend, same numbers; another seed, other numbers.
     #[test]
     fn runs_are_deterministic() {
+        let _seeded = crate::seeded_device_lock();
         let config = tiny(ArtModel::Lstm, 5, 1);
         let (a, run_a) = train_fresh(&config, "det-a");
         let (b, run_b) = train_fresh(&config, "det-b");
@@ -638,6 +640,7 @@ mod tests {
     /// paper's (spec §3.3).
     #[test]
     fn summary_has_the_documented_fields() {
+        let _seeded = crate::seeded_device_lock();
         let config = tiny(ArtModel::Modplast, 17, 1);
         let (summary, run) = train_fresh(&config, "summary");
         assert_eq!(summary.params, 1908);
@@ -661,6 +664,7 @@ mod tests {
     /// STPN learns the task: after 4 short epochs (about 2 s) it is well above the 10 % chance.
     #[test]
     fn stpn_learns_above_chance() {
+        let _seeded = crate::seeded_device_lock();
         let mut config = tiny(ArtModel::StpnR, 11, 4);
         config.equations = Equations::Paper;
         config.train_size = 25_600;

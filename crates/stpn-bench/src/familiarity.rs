@@ -50,15 +50,6 @@ pub enum FamiliarityModel {
 }
 
 impl FamiliarityModel {
-    pub const ALL: [FamiliarityModel; 6] = [
-        Self::Hebbnet,
-        Self::Ustpnf,
-        Self::Stpnf,
-        Self::Ustpnr,
-        Self::Stpnr,
-        Self::Lstm,
-    ];
-
     /// The reference README's sizes, about 10.2k parameters each (spec §6.3).
     pub fn paper_hidden_size(self) -> usize {
         match self {
@@ -620,4 +611,148 @@ pub fn load_config(path: &Path) -> Result<FamiliarityConfig> {
     let config: FamiliarityConfig = crate::run_dir::read_json(path)?;
     config.validate()?;
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use stpn_model::params::{NamedValues, named_values};
+
+    use super::*;
+
+    fn tiny(net: FamiliarityModel, items: usize, steps: usize) -> FamiliarityConfig {
+        let mut config = FamiliarityConfig::paper(net, Mode::Inf, 3);
+        config.items = items;
+        config.train_steps = steps;
+        config
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("stpn-fam-{name}-{}", std::process::id()));
+        std::fs::remove_dir_all(&path).ok();
+        path
+    }
+
+    fn train_fresh(config: &FamiliarityConfig, name: &str) -> (Summary, RunDir) {
+        let run = RunDir::create(&scratch(name)).unwrap();
+        run.write_json("config.json", config).unwrap();
+        let summary = super::run(config, &run, Backend::Flex, false, true).unwrap();
+        (summary, run)
+    }
+
+    fn last_weights(config: &FamiliarityConfig, run: &RunDir) -> Vec<(String, NamedValues)> {
+        let device = Backend::Flex.device().unwrap();
+        let cell = stpn_cell(config.dimension, config.hidden_size, true, true, true, &device);
+        let network = FamiliarityNetConfig::new()
+            .init(cell, &device)
+            .try_load_file(run.checkpoint("last").unwrap().join("model.bpk"))
+            .unwrap();
+        named_values(&network).into_iter().collect()
+    }
+
+    #[test]
+    fn paper_settings() {
+        let steps = |mode, repeat| FamiliarityConfig::paper(FamiliarityModel::Hebbnet, mode, repeat);
+        assert_eq!(steps(Mode::Dat, 3).train_steps, 3000);
+        assert_eq!(steps(Mode::Inf, 3).train_steps, 1600);
+        assert_eq!(steps(Mode::Inf, 6).train_steps, 3500);
+        let config = steps(Mode::Inf, 3);
+        assert_eq!((config.items, config.dimension, config.probability), (5000, 100, 0.5));
+        assert_eq!(config.learning_rate, 1e-3);
+        assert_eq!(config.run_name(), "hebbnet-h100-inf-r3-s0");
+    }
+
+    #[test]
+    fn test_intervals_grow_by_thirty_percent() {
+        let mut intervals = vec![1];
+        while intervals.len() < 12 {
+            intervals.push(next_test_interval(*intervals.last().unwrap()));
+        }
+        assert_eq!(intervals, [1, 2, 3, 4, 6, 8, 11, 15, 20, 26, 34, 45]);
+    }
+
+    #[test]
+    fn streams_differ_by_purpose_and_step() {
+        let config = tiny(FamiliarityModel::Stpnr, 50, 1);
+        let train = config.stream(Purpose::Train, 1, 3);
+        assert_eq!(train, config.stream(Purpose::Train, 1, 3));
+        assert_ne!(train.items, config.stream(Purpose::Train, 2, 3).items);
+        assert_ne!(train.items, config.stream(Purpose::Test, 1, 3).items);
+    }
+
+    #[test]
+    fn malformed_settings_are_clear_errors() {
+        let mut config = tiny(FamiliarityModel::Stpnr, 50, 1);
+        config.repeat = 50;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("repeat interval 50"), "{error}");
+        let path = scratch("bad-config.json");
+        std::fs::write(&path, r#"{"net": "stpnr", "hidden": 3}"#).unwrap();
+        let error = format!("{:#}", load_config(&path).unwrap_err());
+        assert!(error.contains("malformed"), "{error}");
+        std::fs::remove_file(&path).ok();
+    }
+
+    /// An interrupted run resumed from its checkpoint ends where an uninterrupted one does.
+    #[test]
+    fn resume_equals_uninterrupted() {
+        let _seeded = crate::seeded_device_lock();
+        let config = tiny(FamiliarityModel::Stpnr, 120, 20);
+        let (straight, straight_run) = train_fresh(&config, "straight");
+        let mut first_part = config.clone();
+        first_part.train_steps = 10;
+        let (_, resumed_run) = train_fresh(&first_part, "resumed");
+        let resumed = super::run(&config, &resumed_run, Backend::Flex, true, true).unwrap();
+        assert_eq!(last_weights(&config, &straight_run), last_weights(&config, &resumed_run));
+        assert_eq!(straight.test_acc, resumed.test_acc);
+        assert_eq!(straight.test_loss, resumed.test_loss);
+        assert_eq!(straight.generalisation, resumed.generalisation);
+        let metrics = |run: &RunDir| {
+            std::fs::read_to_string(run.file("metrics.csv"))
+                .unwrap()
+                .lines()
+                .map(|line| line.rsplit_once(',').unwrap().0.to_string()) // drop the timing
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(metrics(&straight_run), metrics(&resumed_run));
+        assert_eq!(metrics(&straight_run).len(), 3);
+        for run in [straight_run, resumed_run] {
+            std::fs::remove_dir_all(&run.path).ok();
+        }
+    }
+
+    /// STPNr learns the task well above chance (2/3) within a minute, and the summary carries
+    /// the names scripts read.
+    #[test]
+    fn stpn_learns_above_chance() {
+        let _seeded = crate::seeded_device_lock();
+        let config = tiny(FamiliarityModel::Stpnr, 500, 60);
+        let (summary, run) = train_fresh(&config, "learns");
+        assert!(summary.test_acc > 0.8, "test accuracy {}", summary.test_acc);
+        assert!(summary.test_tpr > summary.test_fpr + 0.3, "{summary:?}");
+        assert!(summary.max_repeat_detected >= 3, "{summary:?}");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.file("summary.json")).unwrap())
+                .unwrap();
+        for field in ["net", "params", "mode", "repeat", "train_steps", "test_acc"] {
+            assert!(json.get(field).is_some(), "summary.json lacks {field}");
+        }
+        assert_eq!(json["net"], "stpnr");
+        assert_eq!(json["params"], 10_342);
+        assert!(run.file("generalisation.csv").exists());
+        assert!(run.file("generalisation.svg").exists());
+        std::fs::remove_dir_all(&run.path).ok();
+    }
+
+    /// HebbNet's loss falls below the entropy of the labels (what any predictor without memory
+    /// of the items is bound by), and λ stays in [0, 1].
+    #[test]
+    fn hebbnet_uses_its_memory() {
+        let _seeded = crate::seeded_device_lock();
+        let config = tiny(FamiliarityModel::Hebbnet, 400, 40);
+        let (summary, run) = train_fresh(&config, "hebbnet");
+        let familiar: f64 = 1.0 / 3.0;
+        let entropy = -(familiar * familiar.ln() + (1.0 - familiar) * (1.0 - familiar).ln());
+        assert!(summary.test_loss < entropy - 0.1, "{} vs {entropy}", summary.test_loss);
+        std::fs::remove_dir_all(&run.path).ok();
+    }
 }

@@ -14,6 +14,14 @@ use clap::{Parser, Subcommand};
 use stpn_model::Backend;
 use stpn_model::parity::{ParityCase, Precision, run_case_in};
 
+/// Held by tests that seed a device's generator and draw from it: the generator is shared by
+/// every test thread of the process, so two such tests must not interleave.
+#[cfg(test)]
+pub(crate) fn seeded_device_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Short-term plasticity neurons (ICML 2022) in Rust: experiments, parity checks and benchmarks.
 #[derive(Parser, Debug)]
 #[command(name = "stpn-bench", version, about)]
