@@ -2,6 +2,7 @@
 
 mod art;
 mod familiarity;
+mod maze;
 mod perf;
 mod report;
 mod run_dir;
@@ -43,6 +44,9 @@ enum Command {
     /// Train a network on the continual familiarity task (Tyulmankov et al. 2022; spec §6):
     /// 5 000-item streams, full backpropagation through time, then the generalisation curve.
     Familiarity(FamiliarityArgs),
+    /// Train an agent on the maze exploration task (paper §4.2) with the maze's A2C variant.
+    /// Without --config: the paper's settings for --core, except the number of iterations.
+    Maze(MazeArgs),
     /// Milliseconds per STPN training step and peak memory, for the cases of the paper's
     /// experiments (art_h11, art_h64, pong_core, maze), on every compiled CPU backend.
     Perf {
@@ -108,6 +112,111 @@ enum ReportCommand {
         #[arg(long, default_value = "docs/results")]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct MazeArgs {
+    /// A config of configs/maze/ (unset settings take the paper's values).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Core, with the paper's settings (without --config).
+    #[arg(long, value_enum, default_value = "stpn")]
+    core: maze::MazeCore,
+    /// Budget in environment steps (iterations = steps / (batch · 200)).
+    #[arg(long, conflicts_with = "iterations")]
+    steps: Option<u64>,
+    /// Iterations (one batch of episodes each).
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// Episodes per iteration (512 in the paper).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Adam learning rate (1e-4 in the paper).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Hidden size (default: the paper's).
+    #[arg(long)]
+    hidden: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run folder (default: runs/maze/<core>-h<H>-b<B>-s<seed>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the interrupted run in --out (--iterations or --steps may extend it).
+    #[arg(long, requires = "out")]
+    resume: bool,
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn train_maze(backend: Backend, args: &MazeArgs) -> Result<()> {
+    let (mut config, run) = if args.resume {
+        let out = args.out.as_ref().expect("clap requires it");
+        let run = run_dir::RunDir::open(out)?;
+        let config: maze::MazeConfig = run.read_json("config.json")?;
+        (config, Some(run))
+    } else {
+        let mut config = match &args.config {
+            Some(path) => maze::MazeConfig::load(path)?,
+            None => {
+                let mut config = maze::MazeConfig::paper(args.core);
+                // A short default: about 10 minutes on a 2-core CPU.
+                config.iterations = 300;
+                config
+            }
+        };
+        if let Some(batch) = args.batch {
+            config.batch_size = batch;
+        }
+        if let Some(lr) = args.lr {
+            config.learning_rate = lr;
+        }
+        if let Some(hidden) = args.hidden {
+            config.hidden_size = hidden;
+        }
+        if let Some(seed) = args.seed {
+            config.seed = seed;
+        }
+        (config, None)
+    };
+    if let Some(iterations) = args.iterations {
+        config.iterations = iterations;
+    }
+    if let Some(steps) = args.steps {
+        config.iterations = config.iterations_for(steps);
+    }
+    config.validate()?;
+    let run = match run {
+        Some(run) => run,
+        None => run_dir::RunDir::create(
+            &args
+                .out
+                .clone()
+                .unwrap_or_else(|| maze::default_out(&config)),
+        )?,
+    };
+    run.write_json("config.json", &config)?;
+    if !args.quiet {
+        println!(
+            "maze: {} on {backend}, {} iterations of {} episodes -> {}",
+            config.run_name(),
+            config.iterations,
+            config.batch_size,
+            run.path.display()
+        );
+    }
+    let summary = maze::run(&config, &run, backend, args.resume, args.quiet)?;
+    println!(
+        "{}: {} params, {} env steps ({:.0} steps/s), mean reward of the last 10 iterations {:.2} (random policy {:.1})  [{}]",
+        config.run_name(),
+        summary.params,
+        summary.env_steps,
+        summary.steps_per_second,
+        summary.mean_return_last10,
+        summary.random_policy_return,
+        run.file("summary.json").display()
+    );
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -392,6 +501,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Art(args) => train_art(cli.backend, &args),
         Command::Familiarity(args) => train_familiarity(cli.backend, &args),
+        Command::Maze(args) => train_maze(cli.backend, &args),
         Command::Perf {
             cases,
             backends,

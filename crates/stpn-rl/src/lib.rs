@@ -1,1 +1,20 @@
-//! Placeholder: filled by later issues.
+//! On-policy reinforcement learning with recurrent, plastic cores, on Burn tensors and the
+//! `stpn-envs` API (paper §4.2, §4.3; spec §4.2, §5).
+//!
+//! | module | what |
+//! |---|---|
+//! | [`actor_critic`] | a recurrent core with a policy head and a value head |
+//! | [`maze_a2c`] | the maze's A2C variant (Miconi's): whole episodes, full backpropagation through time |
+//! | [`clip`] | clipping of all gradients by their global L2 norm |
+//!
+//! Rollouts run on the plain (non-autodiff) model, one step at a time; the update recomputes the
+//! whole sequence of the recorded observations under autodiff (the fused kernel for STPN), which
+//! gives the same outputs, because the core's state depends on the actions only through the
+//! observations.
+
+pub mod actor_critic;
+pub mod clip;
+pub mod maze_a2c;
+
+pub use actor_critic::{ActorCritic, ActorCriticConfig};
+pub use clip::clip_by_global_norm;

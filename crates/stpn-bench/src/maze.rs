@@ -1,0 +1,375 @@
+//! The maze exploration experiment (paper §4.2; spec §4): an agent starts at the centre of a
+//! 13×13 maze, finds an invisible reward, is teleported away, and must return as often as it can
+//! in 200 steps. Trained with the maze's A2C variant ([`stpn_rl::maze_a2c`]): a batch of
+//! episodes per iteration, full backpropagation through each episode, Adam (ε 1e-4), clipping
+//! by global norm 4, no update during the first 101 iterations.
+//!
+//! `metrics.csv` has one row per iteration; `last/` is checkpointed every `checkpoint_every`
+//! iterations (model, optimiser, progress); every episode's reset seed and every action draw
+//! derive from `seed` and the iteration, so a resumed run continues exactly.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use stpn_envs::maze;
+use stpn_model::{Backend, LstmConfig, Normalisation, RecurrentCell, StpnRConfig};
+use stpn_rl::maze_a2c::{self, LossConfig};
+use stpn_rl::{ActorCritic, ActorCriticConfig, clip_by_global_norm};
+
+use crate::run_dir::{Metrics, RunDir};
+
+/// The maze agent's core.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum MazeCore {
+    /// STPNr, per-synapse Λ Γ, post-normalisation, clamp 1 (the paper's main maze model, h55).
+    Stpn,
+    /// STPNr, per-synapse, pre-normalisation, no clamp (the ablation STPN_Maze_h30).
+    StpnPre,
+    /// LSTM (one bias vector), h47 in the paper.
+    Lstm,
+}
+
+impl MazeCore {
+    pub fn paper_hidden_size(self) -> usize {
+        match self {
+            Self::Stpn => 55,
+            Self::StpnPre => 30,
+            Self::Lstm => 47,
+        }
+    }
+}
+
+/// One maze run. Defaults are the paper's (spec §4.2), except `iterations`, which the
+/// paper set to 50 000.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MazeConfig {
+    pub core: MazeCore,
+    pub hidden_size: usize,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    pub iterations: usize,
+    #[serde(default = "default_learning_rate")]
+    pub learning_rate: f64,
+    #[serde(default = "default_adam_epsilon")]
+    pub adam_epsilon: f64,
+    #[serde(default = "default_grad_clip")]
+    pub grad_clip: f64,
+    /// Iterations without an optimiser step at the start (the reference: 0–100).
+    #[serde(default = "default_burn_in")]
+    pub burn_in: usize,
+    #[serde(default)]
+    pub loss: LossConfig,
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+    /// STPN on the fused kernel for the update (false: op by op; ~10 GB at the paper's batch).
+    #[serde(default = "yes")]
+    pub fused: bool,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_batch_size() -> usize {
+    512
+}
+fn default_learning_rate() -> f64 {
+    1e-4
+}
+fn default_adam_epsilon() -> f64 {
+    1e-4
+}
+fn default_grad_clip() -> f64 {
+    4.0
+}
+fn default_burn_in() -> usize {
+    101
+}
+fn default_checkpoint_every() -> usize {
+    25
+}
+fn yes() -> bool {
+    true
+}
+
+impl MazeConfig {
+    pub fn paper(core: MazeCore) -> Self {
+        Self {
+            core,
+            hidden_size: core.paper_hidden_size(),
+            batch_size: default_batch_size(),
+            iterations: 50_000,
+            learning_rate: default_learning_rate(),
+            adam_epsilon: default_adam_epsilon(),
+            grad_clip: default_grad_clip(),
+            burn_in: default_burn_in(),
+            loss: LossConfig::default(),
+            checkpoint_every: default_checkpoint_every(),
+            fused: true,
+            seed: 0,
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let config: Self = crate::run_dir::read_json(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.hidden_size == 0 || self.batch_size == 0 || self.iterations == 0 {
+            bail!("hidden size, batch size and iterations must be positive");
+        }
+        if self.checkpoint_every == 0 {
+            bail!("checkpoint_every must be positive");
+        }
+        Ok(())
+    }
+
+    /// Iterations that a budget of environment steps buys.
+    pub fn iterations_for(&self, env_steps: u64) -> usize {
+        (env_steps as usize)
+            .div_ceil(self.batch_size * maze::EPISODE_LENGTH)
+            .max(1)
+    }
+
+    pub fn run_name(&self) -> String {
+        format!(
+            "{}-h{}-b{}-s{}",
+            crate::art::name_of(self.core),
+            self.hidden_size,
+            self.batch_size,
+            self.seed
+        )
+    }
+}
+
+/// What `summary.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub core: MazeCore,
+    pub hidden_size: usize,
+    pub params: usize,
+    pub batch_size: usize,
+    pub iterations: usize,
+    pub env_steps: u64,
+    pub episodes: u64,
+    /// Mean episode reward of the last 10 iterations (each the mean over its batch).
+    pub mean_return_last10: f64,
+    /// The uniform random policy's mean episode reward, for comparison (spec §4.5).
+    pub random_policy_return: f64,
+    pub steps_per_second: f64,
+    pub train_seconds: f64,
+    pub seed: u64,
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TrainingState {
+    iteration: usize,
+    recent_rewards: Vec<f64>,
+    train_seconds: f64,
+}
+
+pub const METRICS_HEADER: &str =
+    "iteration,mean_reward,loss_policy,loss_value,loss_penalty,grad_norm,seconds";
+
+const RANDOM_POLICY_RETURN: f64 = 5.5;
+
+pub fn run(
+    config: &MazeConfig,
+    run: &RunDir,
+    backend: Backend,
+    resume: bool,
+    quiet: bool,
+) -> Result<Summary> {
+    let device = backend.device()?.autodiff();
+    device.seed(config.seed);
+    let heads = ActorCriticConfig::new(maze::ACTIONS);
+    let inputs = maze::OBSERVATION_SIZE;
+    let hidden = config.hidden_size;
+    match config.core {
+        MazeCore::Stpn => train(
+            heads.init(
+                StpnRConfig::new(inputs, hidden)
+                    .with_normalisation(Normalisation::Post)
+                    .with_clamp(Some(1.0))
+                    .with_fused(config.fused)
+                    .init(&device),
+                &device,
+            ),
+            config,
+            run,
+            backend,
+            resume,
+            quiet,
+            &device,
+        ),
+        MazeCore::StpnPre => train(
+            heads.init(
+                StpnRConfig::new(inputs, hidden)
+                    .with_fused(config.fused)
+                    .init(&device),
+                &device,
+            ),
+            config,
+            run,
+            backend,
+            resume,
+            quiet,
+            &device,
+        ),
+        MazeCore::Lstm => train(
+            heads.init(LstmConfig::new(inputs, hidden).init(&device), &device),
+            config,
+            run,
+            backend,
+            resume,
+            quiet,
+            &device,
+        ),
+    }
+}
+
+/// SplitMix64 of the seed, the iteration and an index: the seed of one episode or one
+/// iteration's action draws.
+fn derived_seed(seed: u64, iteration: usize, index: u64) -> u64 {
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    mix(mix(mix(seed) ^ iteration as u64) ^ index)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train<C: RecurrentCell>(
+    agent: ActorCritic<C>,
+    config: &MazeConfig,
+    run: &RunDir,
+    backend: Backend,
+    resume: bool,
+    quiet: bool,
+    device: &Device,
+) -> Result<Summary> {
+    let params = agent.num_params();
+    let mut agent = agent;
+    let mut optimizer = AdamConfig::new()
+        .with_epsilon(config.adam_epsilon as f32)
+        .init();
+    let mut state = TrainingState {
+        iteration: 0,
+        recent_rewards: Vec::new(),
+        train_seconds: 0.0,
+    };
+    if let Some(folder) = run.checkpoint("last").filter(|_| resume) {
+        agent = agent
+            .try_load_file(folder.join("model.bpk"))
+            .with_context(|| format!("cannot load the model of {}", folder.display()))?;
+        optimizer = optimizer
+            .load(folder.join("optimizer.bpk"))
+            .with_context(|| format!("cannot load the optimizer of {}", folder.display()))?;
+        state = crate::run_dir::read_json(&folder.join("state.json"))?;
+    }
+    let metrics = Metrics::open(run, METRICS_HEADER, state.iteration)?;
+    let progress = if quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(config.iterations.saturating_sub(state.iteration) as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} iterations  {msg}  (eta {eta})",
+            )
+            .expect("valid template"),
+        );
+        bar
+    };
+    let plain_device = agent.valid().policy_bias.val().device();
+    for iteration in state.iteration..config.iterations {
+        let started = Instant::now();
+        // Rollout on the plain model: no graph is recorded.
+        let mut rng = ChaCha8Rng::seed_from_u64(derived_seed(config.seed, iteration, u64::MAX));
+        let rollout = maze_a2c::rollout(
+            &agent.valid(),
+            config.batch_size,
+            |episode| derived_seed(config.seed, iteration, episode as u64),
+            &mut rng,
+            &plain_device,
+        );
+        // The update recomputes the episode under autodiff.
+        let (loss, parts) = maze_a2c::loss(&agent, &rollout, &config.loss, device);
+        let gradients = GradientsParams::from_grads(loss.backward(), &agent);
+        let (gradients, grad_norm) = clip_by_global_norm(&agent, gradients, config.grad_clip);
+        if !grad_norm.is_finite() {
+            bail!("the gradients diverged (NaN or infinite) at iteration {iteration}; lower the learning rate");
+        }
+        // The reference computes (and clips) gradients during the burn-in, but does not step.
+        if iteration >= config.burn_in {
+            agent = optimizer.step(config.learning_rate, agent, gradients);
+        }
+        let reward = rollout.mean_episode_reward();
+        let seconds = started.elapsed().as_secs_f64();
+        state.iteration = iteration + 1;
+        state.train_seconds += seconds;
+        state.recent_rewards.push(reward);
+        if state.recent_rewards.len() > 10 {
+            state.recent_rewards.remove(0);
+        }
+        metrics.append(&format!(
+            "{},{reward:.4},{:.6},{:.6},{:.6},{grad_norm:.6},{seconds:.3}",
+            state.iteration, parts.policy, parts.value, parts.penalty
+        ))?;
+        progress.inc(1);
+        let mean_recent = state.recent_rewards.iter().sum::<f64>() / state.recent_rewards.len() as f64;
+        progress.set_message(format!("reward {reward:.1} (last 10: {mean_recent:.1})"));
+        if state.iteration % config.checkpoint_every == 0 || state.iteration == config.iterations {
+            run.write_checkpoint("last", |folder| {
+                agent.clone().save_file(folder.join("model.bpk"))?;
+                optimizer.save(folder.join("optimizer.bpk"))?;
+                std::fs::write(
+                    folder.join("state.json"),
+                    serde_json::to_string_pretty(&state)?,
+                )?;
+                Ok(())
+            })?;
+            if quiet {
+                tracing::info!("iteration {} reward {mean_recent:.2}", state.iteration);
+            }
+        }
+    }
+    progress.finish_and_clear();
+    let env_steps = (state.iteration * config.batch_size * maze::EPISODE_LENGTH) as u64;
+    let summary = Summary {
+        core: config.core,
+        hidden_size: config.hidden_size,
+        params,
+        batch_size: config.batch_size,
+        iterations: state.iteration,
+        env_steps,
+        episodes: (state.iteration * config.batch_size) as u64,
+        mean_return_last10: state.recent_rewards.iter().sum::<f64>()
+            / state.recent_rewards.len().max(1) as f64,
+        random_policy_return: RANDOM_POLICY_RETURN,
+        steps_per_second: env_steps as f64 / state.train_seconds.max(1e-9),
+        train_seconds: state.train_seconds,
+        seed: config.seed,
+        backend: backend.to_string(),
+    };
+    run.write_json("summary.json", &summary)?;
+    Ok(summary)
+}
+
+/// The default run folder of a config.
+pub fn default_out(config: &MazeConfig) -> PathBuf {
+    PathBuf::from("runs/maze").join(config.run_name())
+}

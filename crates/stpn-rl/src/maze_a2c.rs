@@ -1,0 +1,252 @@
+//! The maze's A2C variant, as Miconi's backpropamine code and the STPN reference run it (spec
+//! §4.2): a batch of independent 200-step episodes, backpropagation through each whole episode,
+//!
+//! ```text
+//! R_t = r_t + γ R_{t+1}  (R_T = 0, γ = 0.9)        δ_{b,t} = R_{b,t} − V_{·,t}
+//! L_v   = Σ_t Σ_b δ²_{b,t} / B
+//! L_pg  = −Σ_t Σ_b log π(a_{b,t}) · stopgrad(δ_{b,t}) / B
+//! L_pen = c Σ_t Σ_b Σ_a π(a)² / B                   (a concentration penalty, c = 0.03)
+//! L     = (L_pen + L_pg + 0.1 L_v) / T
+//! ```
+//!
+//! The reference's baseline `V_{·,t}` is the value of batch element 0, for every episode
+//! ([`Baseline::Shared`], the paper's); [`Baseline::PerEpisode`] uses each episode's own value.
+//! The optimiser (Adam ε 1e-4, global-norm clipping 4, no update in the first 101 iterations)
+//! belongs to the caller.
+
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use stpn_envs::env::Env;
+use stpn_envs::maze::{self, Maze};
+use stpn_model::RecurrentCell;
+use stpn_model::params::host_values;
+
+use crate::ActorCritic;
+
+/// Which value the advantage subtracts.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Baseline {
+    /// The value of batch element 0 for every episode (the reference; only `V_0` is trained).
+    Shared,
+    /// Each episode's own value (the textbook advantage).
+    PerEpisode,
+}
+
+/// The loss's constants (spec §4.2).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LossConfig {
+    pub gamma: f64,
+    pub value_coefficient: f64,
+    pub concentration_penalty: f64,
+    pub baseline: Baseline,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self {
+            gamma: 0.9,
+            value_coefficient: 0.1,
+            concentration_penalty: 0.03,
+            baseline: Baseline::Shared,
+        }
+    }
+}
+
+/// One batch of episodes, time-major `[T, B, ·]`.
+#[derive(Clone, Debug)]
+pub struct Rollout {
+    pub steps: usize,
+    pub batch: usize,
+    /// `[T, B, 17]`.
+    pub observations: Vec<f32>,
+    /// `[T, B]`.
+    pub actions: Vec<i64>,
+    /// `[T, B]`.
+    pub rewards: Vec<f32>,
+}
+
+impl Rollout {
+    /// Mean over the batch of each episode's total reward.
+    pub fn mean_episode_reward(&self) -> f64 {
+        self.rewards.iter().map(|&r| r as f64).sum::<f64>() / self.batch as f64
+    }
+}
+
+/// Samples an index from probabilities by inverse CDF.
+fn sample(probabilities: &[f32], rng: &mut ChaCha8Rng) -> usize {
+    let draw: f32 = rng.random();
+    let mut cumulative = 0.0;
+    for (index, probability) in probabilities.iter().enumerate() {
+        cumulative += probability;
+        if draw < cumulative {
+            return index;
+        }
+    }
+    probabilities.len() - 1
+}
+
+/// Runs one episode in each of `batch` mazes with the stochastic policy of `agent` (a plain,
+/// non-autodiff model), the mazes reset with seeds `episode_seed(b)`, actions drawn from `rng`.
+pub fn rollout<C: RecurrentCell>(
+    agent: &ActorCritic<C>,
+    batch: usize,
+    episode_seed: impl Fn(usize) -> u64,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> Rollout {
+    let steps = maze::EPISODE_LENGTH;
+    let width = maze::OBSERVATION_SIZE;
+    let mut envs: Vec<Maze> = (0..batch).map(|_| Maze::new()).collect();
+    let mut observations: Vec<f32> = Vec::with_capacity(steps * batch * width);
+    let mut current: Vec<f32> = envs
+        .iter_mut()
+        .enumerate()
+        .flat_map(|(index, env)| env.reset(Some(episode_seed(index))).0)
+        .collect();
+    let mut actions = Vec::with_capacity(steps * batch);
+    let mut rewards = Vec::with_capacity(steps * batch);
+    let mut state = agent.core.init_state(batch);
+    for _ in 0..steps {
+        observations.extend_from_slice(&current);
+        let input = Tensor::<2>::from_data(TensorData::new(current.clone(), [batch, width]), device);
+        let (hidden, next_state) = agent.core.step(input, state);
+        state = next_state;
+        let (logits, _) = agent.heads(hidden);
+        let probabilities = host_values::<f32, 2>(softmax(logits, 1));
+        current.clear();
+        for (index, env) in envs.iter_mut().enumerate() {
+            let action = sample(
+                &probabilities[index * maze::ACTIONS..(index + 1) * maze::ACTIONS],
+                rng,
+            );
+            let step = env.step(&action);
+            actions.push(action as i64);
+            rewards.push(step.reward as f32);
+            current.extend_from_slice(&step.observation);
+        }
+    }
+    Rollout {
+        steps,
+        batch,
+        observations,
+        actions,
+        rewards,
+    }
+}
+
+/// `R_t = r_t + γ R_{t+1}`, `R_T = 0`, per episode, `[T, B]`.
+pub fn discounted_returns(rollout: &Rollout, gamma: f64) -> Vec<f32> {
+    let (steps, batch) = (rollout.steps, rollout.batch);
+    let mut returns = vec![0f32; steps * batch];
+    let mut running = vec![0f64; batch];
+    for step in (0..steps).rev() {
+        for episode in 0..batch {
+            let at = step * batch + episode;
+            running[episode] = rollout.rewards[at] as f64 + gamma * running[episode];
+            returns[at] = running[episode] as f32;
+        }
+    }
+    returns
+}
+
+/// The terms of the loss, for logging.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct LossParts {
+    pub policy: f64,
+    pub value: f64,
+    pub penalty: f64,
+}
+
+/// The loss of `rollout` under `agent` (an autodiff model): the recorded observations are run
+/// through the core as one sequence (the fused kernel where available).
+pub fn loss<C: RecurrentCell>(
+    agent: &ActorCritic<C>,
+    rollout: &Rollout,
+    config: &LossConfig,
+    device: &Device,
+) -> (Tensor<1>, LossParts) {
+    let (steps, batch) = (rollout.steps, rollout.batch);
+    let observations = Tensor::<3>::from_data(
+        TensorData::new(
+            rollout.observations.clone(),
+            [steps, batch, maze::OBSERVATION_SIZE],
+        ),
+        device,
+    );
+    let state = agent.core.init_state(batch);
+    let outputs = agent.core.forward_sequence(observations, state).0;
+    let hidden = agent.core.hidden_size();
+    let (logits, values) = agent.heads(outputs.reshape([steps * batch, hidden]));
+    let log_probabilities = log_softmax(logits.clone(), 1);
+    let actions = Tensor::<2, Int>::from_data(
+        TensorData::new(rollout.actions.clone(), [steps * batch, 1]),
+        device,
+    );
+    let chosen = log_probabilities.gather(1, actions).reshape([steps, batch]);
+    let values = values.reshape([steps, batch]);
+    let baseline = match config.baseline {
+        Baseline::Shared => values.narrow(1, 0, 1).expand([steps, batch]),
+        Baseline::PerEpisode => values,
+    };
+    let returns = Tensor::<2>::from_data(
+        TensorData::new(discounted_returns(rollout, config.gamma), [steps, batch]),
+        device,
+    );
+    let advantage = returns - baseline;
+    let scale = 1.0 / batch as f64;
+    let value_loss = advantage.clone().powi_scalar(2).sum().mul_scalar(scale);
+    let policy_loss = (chosen * advantage.detach()).sum().mul_scalar(-scale);
+    let penalty = softmax(logits, 1)
+        .powi_scalar(2)
+        .sum()
+        .mul_scalar(config.concentration_penalty * scale);
+    let parts = LossParts {
+        policy: policy_loss.clone().into_scalar::<f64>(),
+        value: value_loss.clone().into_scalar::<f64>(),
+        penalty: penalty.clone().into_scalar::<f64>(),
+    };
+    let total = (penalty + policy_loss + value_loss.mul_scalar(config.value_coefficient))
+        .div_scalar(steps as f64);
+    (total, parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn tiny_rollout(rewards: Vec<f32>, steps: usize, batch: usize) -> Rollout {
+        Rollout {
+            steps,
+            batch,
+            observations: vec![0.0; steps * batch * maze::OBSERVATION_SIZE],
+            actions: vec![0; steps * batch],
+            rewards,
+        }
+    }
+
+    #[test]
+    fn returns_are_discounted_backwards_per_episode() {
+        // Two episodes, three steps: [[0, 10], [10, 0], [0, 0]] (time-major).
+        let rollout = tiny_rollout(vec![0.0, 10.0, 10.0, 0.0, 0.0, 0.0], 3, 2);
+        let returns = discounted_returns(&rollout, 0.9);
+        assert_eq!(returns, vec![9.0, 10.0, 10.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn sampling_follows_the_probabilities() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut counts = [0usize; 4];
+        for _ in 0..40_000 {
+            counts[sample(&[0.1, 0.2, 0.3, 0.4], &mut rng)] += 1;
+        }
+        for (count, expected) in counts.iter().zip([0.1, 0.2, 0.3, 0.4]) {
+            assert!((*count as f64 / 40_000.0 - expected).abs() < 0.01, "{counts:?}");
+        }
+    }
+}
