@@ -67,6 +67,8 @@ pub struct Rollout {
     pub actions: Vec<i64>,
     /// `[T, B]`.
     pub rewards: Vec<f32>,
+    /// The policy's probabilities during the rollout, `[T, B, A]`.
+    pub probabilities: Vec<f32>,
 }
 
 impl Rollout {
@@ -109,6 +111,7 @@ pub fn rollout<C: RecurrentCell>(
         .collect();
     let mut actions = Vec::with_capacity(steps * batch);
     let mut rewards = Vec::with_capacity(steps * batch);
+    let mut all_probabilities = Vec::with_capacity(steps * batch * maze::ACTIONS);
     let mut state = agent.core.init_state(batch);
     for _ in 0..steps {
         observations.extend_from_slice(&current);
@@ -117,6 +120,7 @@ pub fn rollout<C: RecurrentCell>(
         state = next_state;
         let (logits, _) = agent.heads(hidden);
         let probabilities = host_values::<f32, 2>(softmax(logits, 1));
+        all_probabilities.extend_from_slice(&probabilities);
         current.clear();
         for (index, env) in envs.iter_mut().enumerate() {
             let action = sample(
@@ -135,6 +139,7 @@ pub fn rollout<C: RecurrentCell>(
         observations,
         actions,
         rewards,
+        probabilities: all_probabilities,
     }
 }
 
@@ -151,6 +156,27 @@ pub fn discounted_returns(rollout: &Rollout, gamma: f64) -> Vec<f32> {
         }
     }
     returns
+}
+
+/// Logits `[T·B, A]` and values `[T·B]` of the rollout's observations run through the core as
+/// one sequence from the zero state.
+pub fn sequence_heads<C: RecurrentCell>(
+    agent: &ActorCritic<C>,
+    rollout: &Rollout,
+    device: &Device,
+) -> (Tensor<2>, Tensor<1>) {
+    let (steps, batch) = (rollout.steps, rollout.batch);
+    let observations = Tensor::<3>::from_data(
+        TensorData::new(
+            rollout.observations.clone(),
+            [steps, batch, maze::OBSERVATION_SIZE],
+        ),
+        device,
+    );
+    let state = agent.core.init_state(batch);
+    let outputs = agent.core.forward_sequence(observations, state).0;
+    let hidden = agent.core.hidden_size();
+    agent.heads(outputs.reshape([steps * batch, hidden]))
 }
 
 /// The terms of the loss, for logging.
@@ -170,17 +196,7 @@ pub fn loss<C: RecurrentCell>(
     device: &Device,
 ) -> (Tensor<1>, LossParts) {
     let (steps, batch) = (rollout.steps, rollout.batch);
-    let observations = Tensor::<3>::from_data(
-        TensorData::new(
-            rollout.observations.clone(),
-            [steps, batch, maze::OBSERVATION_SIZE],
-        ),
-        device,
-    );
-    let state = agent.core.init_state(batch);
-    let outputs = agent.core.forward_sequence(observations, state).0;
-    let hidden = agent.core.hidden_size();
-    let (logits, values) = agent.heads(outputs.reshape([steps * batch, hidden]));
+    let (logits, values) = sequence_heads(agent, rollout, device);
     let log_probabilities = log_softmax(logits.clone(), 1);
     let actions = Tensor::<2, Int>::from_data(
         TensorData::new(rollout.actions.clone(), [steps * batch, 1]),
@@ -227,6 +243,7 @@ mod tests {
             observations: vec![0.0; steps * batch * maze::OBSERVATION_SIZE],
             actions: vec![0; steps * batch],
             rewards,
+            probabilities: vec![0.25; steps * batch * maze::ACTIONS],
         }
     }
 
@@ -236,6 +253,34 @@ mod tests {
         let rollout = tiny_rollout(vec![0.0, 10.0, 10.0, 0.0, 0.0, 0.0], 3, 2);
         let returns = discounted_returns(&rollout, 0.9);
         assert_eq!(returns, vec![9.0, 10.0, 10.0, 0.0, 0.0, 0.0]);
+    }
+
+    /// The update's premise: the recorded observations, run through the core as one sequence
+    /// (the fused kernel), give the policy the rollout acted with, step by step.
+    #[test]
+    fn the_update_recomputes_the_rollouts_policy() {
+        use stpn_model::{Backend, Normalisation, StpnRConfig};
+        let device = Backend::Flex.device().unwrap();
+        let core = StpnRConfig::new(maze::OBSERVATION_SIZE, 8)
+            .with_normalisation(Normalisation::Post)
+            .with_clamp(Some(1.0))
+            .init(&device);
+        let core = stpn_model::StpnR {
+            gamma: core.gamma.clone().map(|g| g.mul_scalar(500.0)),
+            ..core
+        };
+        let agent = crate::ActorCriticConfig::new(maze::ACTIONS).init(core, &device);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let rollout = rollout(&agent, 3, |episode| episode as u64, &mut rng, &device);
+        assert!(agent.core.fused && stpn_model::fused_op::available(&agent.core.weight.val()));
+        let (logits, _) = sequence_heads(&agent, &rollout, &device);
+        let recomputed = host_values::<f32, 2>(softmax(logits, 1));
+        let error = recomputed
+            .iter()
+            .zip(&rollout.probabilities)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(error < 1e-5, "probabilities differ by {error}");
+        assert!(rollout.rewards.iter().all(|&r| r == 0.0 || r == 10.0));
     }
 
     #[test]
