@@ -373,3 +373,99 @@ fn train<C: RecurrentCell>(
 pub fn default_out(config: &MazeConfig) -> PathBuf {
     PathBuf::from("runs/maze").join(config.run_name())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(core: MazeCore) -> MazeConfig {
+        let mut config = MazeConfig::paper(core);
+        config.hidden_size = 6;
+        config.batch_size = 3;
+        config.iterations = 4;
+        config.burn_in = 1;
+        config.checkpoint_every = 2;
+        config.learning_rate = 1e-2;
+        config
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("stpn-maze-{name}-{}", std::process::id()));
+        std::fs::remove_dir_all(&path).ok();
+        path
+    }
+
+    fn train_fresh(config: &MazeConfig, name: &str) -> (Summary, RunDir) {
+        let run = RunDir::create(&scratch(name)).unwrap();
+        run.write_json("config.json", config).unwrap();
+        let summary = super::run(config, &run, Backend::Flex, false, true).unwrap();
+        (summary, run)
+    }
+
+    /// An interrupted run resumed from its checkpoint ends where an uninterrupted one does (the
+    /// rows after the resume carry the losses and gradient norms of the same weights), and the
+    /// summary carries the names scripts read.
+    #[test]
+    fn resume_equals_uninterrupted() {
+        let _seeded = crate::seeded_device_lock();
+        let config = tiny(MazeCore::Stpn);
+        let (straight, straight_run) = train_fresh(&config, "straight");
+        let mut first_part = config.clone();
+        first_part.iterations = 2;
+        let (_, resumed_run) = train_fresh(&first_part, "resumed");
+        let resumed = super::run(&config, &resumed_run, Backend::Flex, true, true).unwrap();
+        assert_eq!(straight.mean_return_last10, resumed.mean_return_last10);
+        let metrics = |run: &RunDir| {
+            std::fs::read_to_string(run.file("metrics.csv"))
+                .unwrap()
+                .lines()
+                .map(|line| line.rsplit_once(',').unwrap().0.to_string()) // drop the timing
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(metrics(&straight_run), metrics(&resumed_run));
+        assert_eq!(metrics(&straight_run).len(), 5);
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(straight_run.file("summary.json")).unwrap())
+                .unwrap();
+        for field in ["env_steps", "episodes", "mean_return_last10", "steps_per_second"] {
+            assert!(json.get(field).is_some(), "summary.json lacks {field}");
+        }
+        assert_eq!(json["env_steps"], 4 * 3 * 200);
+        for run in [straight_run, resumed_run] {
+            std::fs::remove_dir_all(&run.path).ok();
+        }
+    }
+
+    /// The shipped configs load and build the paper's networks (spec §4.4; our LSTM has one
+    /// bias vector, PyTorch's LSTMCell two: 12 648 − 4·47).
+    #[test]
+    fn shipped_configs_have_the_paper_parameter_counts() {
+        let device = Backend::Flex.device().unwrap();
+        let heads = ActorCriticConfig::new(maze::ACTIONS);
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/maze");
+        for (file, expected) in [
+            ("stpn_h55.json", 12_215),
+            ("stpn_h55_scaled.json", 12_215),
+            ("stpn_h30_pre.json", 4_415),
+            ("lstm_h47.json", 12_648 - 4 * 47),
+            ("lstm_h47_scaled.json", 12_648 - 4 * 47),
+        ] {
+            let config = MazeConfig::load(&root.join(file)).unwrap();
+            let (inputs, hidden) = (maze::OBSERVATION_SIZE, config.hidden_size);
+            let params = match config.core {
+                MazeCore::Stpn | MazeCore::StpnPre => heads
+                    .init(StpnRConfig::new(inputs, hidden).init(&device), &device)
+                    .num_params(),
+                MazeCore::Lstm => heads
+                    .init(LstmConfig::new(inputs, hidden).init(&device), &device)
+                    .num_params(),
+            };
+            assert_eq!(params, expected, "{file}");
+        }
+        let bad = scratch("bad.json");
+        std::fs::write(&bad, r#"{"core": "stpn", "hidden": 5}"#).unwrap();
+        let error = format!("{:#}", MazeConfig::load(&bad).unwrap_err());
+        assert!(error.contains("malformed"), "{error}");
+        std::fs::remove_file(&bad).ok();
+    }
+}
