@@ -680,6 +680,7 @@ mod tests {
 
     #[test]
     fn every_shipped_config_loads_with_the_paper_parameter_count() {
+        let _seeded = crate::seeded_device_lock();
         let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/art");
         let expected = [
             ("stpn_h11", 2039),

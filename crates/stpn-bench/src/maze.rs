@@ -440,6 +440,7 @@ mod tests {
     /// bias vector, PyTorch's LSTMCell two: 12 648 − 4·47).
     #[test]
     fn shipped_configs_have_the_paper_parameter_counts() {
+        let _seeded = crate::seeded_device_lock();
         let device = Backend::Flex.device().unwrap();
         let heads = ActorCriticConfig::new(maze::ACTIONS);
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/maze");
