@@ -47,6 +47,21 @@ enum Command {
     /// Train an agent on the maze exploration task (paper §4.2) with the maze's A2C variant.
     /// Without --config: the paper's settings for --core, except the number of iterations.
     Maze(MazeArgs),
+    /// Evaluate a maze run's last checkpoint on fresh episodes without updates: mean reward and
+    /// energy per step (spec §2.3); writes eval.json into the run folder.
+    MazeEval {
+        /// Run folder of `stpn-bench maze`.
+        run: PathBuf,
+        /// Number of episodes.
+        #[arg(long, default_value_t = 512)]
+        episodes: usize,
+        /// Take the most probable action (the reference samples, also in evaluation).
+        #[arg(long)]
+        greedy: bool,
+        /// Seed of the evaluation episodes and action draws.
+        #[arg(long, default_value_t = 12345)]
+        seed: u64,
+    },
     /// Milliseconds per STPN training step and peak memory, for the cases of the paper's
     /// experiments (art_h11, art_h64, pong_core, maze), on every compiled CPU backend.
     Perf {
@@ -502,6 +517,26 @@ fn run(cli: Cli) -> Result<()> {
         Command::Art(args) => train_art(cli.backend, &args),
         Command::Familiarity(args) => train_familiarity(cli.backend, &args),
         Command::Maze(args) => train_maze(cli.backend, &args),
+        Command::MazeEval {
+            run,
+            episodes,
+            greedy,
+            seed,
+        } => {
+            let run_dir = run_dir::RunDir::open(&run)?;
+            let evaluation = maze::evaluate_run(&run_dir, cli.backend, episodes, greedy, seed)?;
+            println!(
+                "{}: {} episodes ({}), mean reward {:.2} ± {:.2}, energy per step {:.3}  [{}]",
+                run.display(),
+                evaluation.episodes,
+                if greedy { "greedy" } else { "sampled" },
+                evaluation.mean_return,
+                evaluation.std_return,
+                evaluation.energy_per_step,
+                run_dir.file("eval.json").display()
+            );
+            Ok(())
+        }
         Command::Perf {
             cases,
             backends,

@@ -304,6 +304,7 @@ fn train<C: RecurrentCell>(
             config.batch_size,
             |episode| derived_seed(config.seed, iteration, episode as u64),
             &mut rng,
+            maze_a2c::RolloutOptions::default(),
             &plain_device,
         );
         // The update recomputes the episode under autodiff.
@@ -369,6 +370,81 @@ fn train<C: RecurrentCell>(
     Ok(summary)
 }
 
+/// What `eval.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub episodes: usize,
+    pub greedy: bool,
+    pub mean_return: f64,
+    pub std_return: f64,
+    /// Energy of a step summed over the units, mean over steps and episodes (spec §2.3).
+    pub energy_per_step: f64,
+    pub seed: u64,
+}
+
+/// Evaluates the last checkpoint of a run on `episodes` fresh episodes (no updates), writes
+/// `eval.json` and returns it.
+pub fn evaluate_run(
+    run: &RunDir,
+    backend: Backend,
+    episodes: usize,
+    greedy: bool,
+    seed: u64,
+) -> Result<Evaluation> {
+    let config: MazeConfig = run.read_json("config.json")?;
+    let folder = run
+        .checkpoint("last")
+        .with_context(|| format!("{} has no checkpoint to evaluate", run.path.display()))?;
+    let device = backend.device()?;
+    let heads = ActorCriticConfig::new(maze::ACTIONS);
+    let (inputs, hidden) = (maze::OBSERVATION_SIZE, config.hidden_size);
+    // Evaluation episodes have seeds of their own, apart from every training iteration's.
+    let episode_seed = |episode: usize| derived_seed(seed, usize::MAX, episode as u64);
+    let mut rng = ChaCha8Rng::seed_from_u64(derived_seed(seed, usize::MAX, u64::MAX));
+    let options = maze_a2c::RolloutOptions {
+        greedy,
+        energy: true,
+    };
+    macro_rules! evaluate_with {
+        ($core:expr) => {{
+            let agent = heads
+                .init($core, &device)
+                .try_load_file(folder.join("model.bpk"))
+                .with_context(|| format!("cannot load the model of {}", folder.display()))?;
+            maze_a2c::rollout(&agent, episodes, episode_seed, &mut rng, options, &device)
+        }};
+    }
+    let rollout = match config.core {
+        MazeCore::Stpn => evaluate_with!(
+            StpnRConfig::new(inputs, hidden)
+                .with_normalisation(Normalisation::Post)
+                .with_clamp(Some(1.0))
+                .init(&device)
+        ),
+        MazeCore::StpnPre => evaluate_with!(StpnRConfig::new(inputs, hidden).init(&device)),
+        MazeCore::Lstm => evaluate_with!(LstmConfig::new(inputs, hidden).init(&device)),
+    };
+    let returns: Vec<f64> = (0..episodes)
+        .map(|episode| {
+            (0..rollout.steps)
+                .map(|step| rollout.rewards[step * episodes + episode] as f64)
+                .sum()
+        })
+        .collect();
+    let mean = returns.iter().sum::<f64>() / episodes as f64;
+    let variance = returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / episodes as f64;
+    let evaluation = Evaluation {
+        episodes,
+        greedy,
+        mean_return: mean,
+        std_return: variance.sqrt(),
+        energy_per_step: rollout.energy_per_step.unwrap_or(f64::NAN),
+        seed,
+    };
+    run.write_json("eval.json", &evaluation)?;
+    Ok(evaluation)
+}
+
 /// The default run folder of a config.
 pub fn default_out(config: &MazeConfig) -> PathBuf {
     PathBuf::from("runs/maze").join(config.run_name())
@@ -431,6 +507,10 @@ mod tests {
             assert!(json.get(field).is_some(), "summary.json lacks {field}");
         }
         assert_eq!(json["env_steps"], 4 * 3 * 200);
+        let evaluation = evaluate_run(&straight_run, Backend::Flex, 5, true, 1).unwrap();
+        assert_eq!(evaluation.episodes, 5);
+        assert!(evaluation.energy_per_step > 0.0 && evaluation.mean_return >= 0.0);
+        assert!(straight_run.file("eval.json").exists());
         for run in [straight_run, resumed_run] {
             std::fs::remove_dir_all(&run.path).ok();
         }

@@ -69,6 +69,18 @@ pub struct Rollout {
     pub rewards: Vec<f32>,
     /// The policy's probabilities during the rollout, `[T, B, A]`.
     pub probabilities: Vec<f32>,
+    /// Energy of a step summed over the units (spec §2.3), mean over steps and episodes, when
+    /// asked for.
+    pub energy_per_step: Option<f64>,
+}
+
+/// How a rollout acts and what it measures.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RolloutOptions {
+    /// The most probable action instead of a sample (evaluation only; training samples).
+    pub greedy: bool,
+    /// Measure the energy of every step.
+    pub energy: bool,
 }
 
 impl Rollout {
@@ -91,13 +103,21 @@ fn sample(probabilities: &[f32], rng: &mut ChaCha8Rng) -> usize {
     probabilities.len() - 1
 }
 
-/// Runs one episode in each of `batch` mazes with the stochastic policy of `agent` (a plain,
-/// non-autodiff model), the mazes reset with seeds `episode_seed(b)`, actions drawn from `rng`.
+/// The most probable action.
+fn most_probable(probabilities: &[f32]) -> usize {
+    (0..probabilities.len())
+        .max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]))
+        .unwrap_or(0)
+}
+
+/// Runs one episode in each of `batch` mazes with the policy of `agent` (a plain, non-autodiff
+/// model), the mazes reset with seeds `episode_seed(b)`, actions drawn from `rng`.
 pub fn rollout<C: RecurrentCell>(
     agent: &ActorCritic<C>,
     batch: usize,
     episode_seed: impl Fn(usize) -> u64,
     rng: &mut ChaCha8Rng,
+    options: RolloutOptions,
     device: &Device,
 ) -> Rollout {
     let steps = maze::EPISODE_LENGTH;
@@ -113,9 +133,17 @@ pub fn rollout<C: RecurrentCell>(
     let mut rewards = Vec::with_capacity(steps * batch);
     let mut all_probabilities = Vec::with_capacity(steps * batch * maze::ACTIONS);
     let mut state = agent.core.init_state(batch);
+    let mut energy = 0f64;
     for _ in 0..steps {
         observations.extend_from_slice(&current);
         let input = Tensor::<2>::from_data(TensorData::new(current.clone(), [batch, width]), device);
+        if options.energy {
+            energy += agent
+                .core
+                .energy(input.clone(), &state)
+                .sum()
+                .into_scalar::<f64>();
+        }
         let (hidden, next_state) = agent.core.step(input, state);
         state = next_state;
         let (logits, _) = agent.heads(hidden);
@@ -123,10 +151,12 @@ pub fn rollout<C: RecurrentCell>(
         all_probabilities.extend_from_slice(&probabilities);
         current.clear();
         for (index, env) in envs.iter_mut().enumerate() {
-            let action = sample(
-                &probabilities[index * maze::ACTIONS..(index + 1) * maze::ACTIONS],
-                rng,
-            );
+            let policy = &probabilities[index * maze::ACTIONS..(index + 1) * maze::ACTIONS];
+            let action = if options.greedy {
+                most_probable(policy)
+            } else {
+                sample(policy, rng)
+            };
             let step = env.step(&action);
             actions.push(action as i64);
             rewards.push(step.reward as f32);
@@ -140,6 +170,9 @@ pub fn rollout<C: RecurrentCell>(
         actions,
         rewards,
         probabilities: all_probabilities,
+        energy_per_step: options
+            .energy
+            .then(|| energy / (steps * batch) as f64),
     }
 }
 
@@ -244,6 +277,7 @@ mod tests {
             actions: vec![0; steps * batch],
             rewards,
             probabilities: vec![0.25; steps * batch * maze::ACTIONS],
+            energy_per_step: None,
         }
     }
 
@@ -271,7 +305,18 @@ mod tests {
         };
         let agent = crate::ActorCriticConfig::new(maze::ACTIONS).init(core, &device);
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let rollout = rollout(&agent, 3, |episode| episode as u64, &mut rng, &device);
+        let rollout = rollout(
+            &agent,
+            3,
+            |episode| episode as u64,
+            &mut rng,
+            RolloutOptions {
+                greedy: false,
+                energy: true,
+            },
+            &device,
+        );
+        assert!(rollout.energy_per_step.unwrap() > 0.0);
         assert!(agent.core.fused && stpn_model::fused_op::available(&agent.core.weight.val()));
         let (logits, _) = sequence_heads(&agent, &rollout, &device);
         let recomputed = host_values::<f32, 2>(softmax(logits, 1));
