@@ -117,6 +117,14 @@ enum ReportCommand {
         #[arg(long, default_value = "docs/results")]
         out: PathBuf,
     },
+    /// Maze: a markdown table of the runs and the reward curves (maze.md, maze_reward.svg).
+    Maze {
+        /// Run folders of `stpn-bench maze`.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        #[arg(long, default_value = "docs/results")]
+        out: PathBuf,
+    },
     /// Familiarity: a markdown table of the runs and SVG plots (generalisation curves,
     /// training accuracy).
     Familiarity {
@@ -558,6 +566,12 @@ fn run(cli: Cli) -> Result<()> {
         } => perf::worker(&case, cli.backend, &path, repeats),
         Command::Report(ReportCommand::Art { runs, out }) => {
             let table = report::report_art(&runs, &out)?;
+            print!("{table}");
+            println!("written to {}", out.display());
+            Ok(())
+        }
+        Command::Report(ReportCommand::Maze { runs, out }) => {
+            let table = report::report_maze(&runs, &out)?;
             print!("{table}");
             println!("written to {}", out.display());
             Ok(())

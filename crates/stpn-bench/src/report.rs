@@ -386,29 +386,31 @@ pub fn plot_generalisation(
     Ok(())
 }
 
-/// Training accuracy (mean of each logged window) against the step, one line per run.
-fn plot_training(runs: &[(String, Vec<(f64, f64)>)], path: &Path) -> Result<()> {
-    let steps = runs
+/// Lines of `(x, y)` points, one per named series, with a legend.
+fn plot_lines(
+    series: &[(String, Vec<(f64, f64)>)],
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    y_range: std::ops::Range<f64>,
+    path: &Path,
+) -> Result<()> {
+    let x_max = series
         .iter()
-        .flat_map(|(_, curve)| curve.iter().map(|point| point.0))
+        .flat_map(|(_, points)| points.iter().map(|point| point.0))
         .fold(2f64, f64::max);
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Familiarity: training accuracy", ("sans-serif", 20))
+        .caption(title, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(50)
-        .build_cartesian_2d(0f64..steps, 0.5f64..1f64)?;
-    chart
-        .configure_mesh()
-        .x_desc("training step (one stream of 5 000 items)")
-        .y_desc("training accuracy")
-        .draw()?;
-    for (index, (name, curve)) in runs.iter().enumerate() {
+        .build_cartesian_2d(0f64..x_max, y_range)?;
+    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw()?;
+    for (index, (name, points)) in series.iter().enumerate() {
         let style = color(index).stroke_width(2);
         chart
-            .draw_series(LineSeries::new(curve.clone(), style))?
+            .draw_series(LineSeries::new(points.clone(), style))?
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
     }
@@ -420,4 +422,103 @@ fn plot_training(runs: &[(String, Vec<(f64, f64)>)], path: &Path) -> Result<()> 
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// Training accuracy (mean of each logged window) against the step, one line per run.
+fn plot_training(runs: &[(String, Vec<(f64, f64)>)], path: &Path) -> Result<()> {
+    plot_lines(
+        runs,
+        "Familiarity: training accuracy",
+        (
+            "training step (one stream of 5 000 items)",
+            "training accuracy",
+        ),
+        0.5..1.0,
+        path,
+    )
+}
+
+/// Maze: a table of the runs (mean reward of the last 10 iterations, evaluation if run,
+/// throughput) and `maze_reward.svg` (mean episode reward per iteration, averaged over windows
+/// of 20 iterations).
+pub fn report_maze(folders: &[PathBuf], out: &Path) -> Result<String> {
+    use crate::maze::{Evaluation, Summary as MazeSummary};
+    let mut table = String::new();
+    writeln!(
+        table,
+        "| core | hidden | params | batch | iterations | env steps | reward, last 10 iterations | eval reward | energy per step | steps/s |"
+    )?;
+    writeln!(table, "|---|---|---|---|---|---|---|---|---|---|")?;
+    let mut curves = Vec::new();
+    for folder in folders {
+        let summary: MazeSummary = read_json(&folder.join("summary.json"))
+            .with_context(|| format!("{} is not a finished maze run", folder.display()))?;
+        let evaluation: Option<Evaluation> = read_json(&folder.join("eval.json")).ok();
+        let metrics = std::fs::read_to_string(folder.join("metrics.csv"))
+            .with_context(|| format!("cannot read {}/metrics.csv", folder.display()))?;
+        let rewards: Vec<f64> = metrics
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split(',').nth(1)?.parse().ok())
+            .collect();
+        let window = 20;
+        let curve = rewards
+            .chunks(window)
+            .enumerate()
+            .map(|(index, chunk)| {
+                (
+                    ((index + 1) * window).min(rewards.len()) as f64,
+                    chunk.iter().sum::<f64>() / chunk.len() as f64,
+                )
+            })
+            .collect();
+        curves.push((
+            format!(
+                "{} h{} (seed {})",
+                name_of(summary.core),
+                summary.hidden_size,
+                summary.seed
+            ),
+            curve,
+        ));
+        writeln!(
+            table,
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {} | {} | {:.0} |",
+            name_of(summary.core),
+            summary.hidden_size,
+            summary.params,
+            summary.batch_size,
+            summary.iterations,
+            summary.env_steps,
+            summary.mean_return_last10,
+            evaluation
+                .as_ref()
+                .map_or("—".into(), |e| format!("{:.2} ± {:.2}", e.mean_return, e.std_return)),
+            evaluation
+                .as_ref()
+                .map_or("—".into(), |e| format!("{:.2}", e.energy_per_step)),
+            summary.steps_per_second
+        )?;
+    }
+    if curves.is_empty() {
+        bail!("no runs given");
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(out.join("maze.md"), &table)?;
+    let highest = curves
+        .iter()
+        .flat_map(|(_, curve): &(String, Vec<(f64, f64)>)| curve.iter().map(|point| point.1))
+        .fold(10f64, f64::max);
+    curves.push((
+        "uniform random policy (5.5)".into(),
+        vec![(0.0, 5.5), (curves[0].1.last().map_or(1.0, |p| p.0), 5.5)],
+    ));
+    plot_lines(
+        &curves,
+        "Maze: mean episode reward (windows of 20 iterations)",
+        ("iteration", "mean reward per 200-step episode"),
+        0.0..highest * 1.1,
+        &out.join("maze_reward.svg"),
+    )?;
+    Ok(table)
 }
