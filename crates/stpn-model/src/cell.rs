@@ -11,6 +11,10 @@ pub trait CellState: Clone + Send {
 
     /// The same state cut from the autodiff graph (truncated backpropagation through time).
     fn detach(self) -> Self;
+
+    /// The states of several batches as one batch, in order (along the batch dimension): how
+    /// recurrent RL batches sequences that start from stored states.
+    fn cat(states: Vec<Self>) -> Self;
 }
 
 /// A recurrent cell: one time step of a network layer with a state carried between steps.

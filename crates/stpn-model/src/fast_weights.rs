@@ -92,6 +92,13 @@ impl CellState for FastWeightsState {
             fast_weights: self.fast_weights.detach(),
         }
     }
+
+    fn cat(states: Vec<Self>) -> Self {
+        Self {
+            hidden: Tensor::cat(states.iter().map(|s| s.hidden.clone()).collect(), 0),
+            fast_weights: Tensor::cat(states.iter().map(|s| s.fast_weights.clone()).collect(), 0),
+        }
+    }
 }
 
 impl FastWeightsConfig {

@@ -62,6 +62,13 @@ impl CellState for LstmState {
             cell: self.cell.detach(),
         }
     }
+
+    fn cat(states: Vec<Self>) -> Self {
+        Self {
+            hidden: Tensor::cat(states.iter().map(|s| s.hidden.clone()).collect(), 0),
+            cell: Tensor::cat(states.iter().map(|s| s.cell.clone()).collect(), 0),
+        }
+    }
 }
 
 impl LstmConfig {

@@ -75,6 +75,13 @@ impl CellState for ModplastState {
             hebbian: self.hebbian.detach(),
         }
     }
+
+    fn cat(states: Vec<Self>) -> Self {
+        Self {
+            hidden: Tensor::cat(states.iter().map(|s| s.hidden.clone()).collect(), 0),
+            hebbian: Tensor::cat(states.iter().map(|s| s.hebbian.clone()).collect(), 0),
+        }
+    }
 }
 
 impl ModplastConfig {

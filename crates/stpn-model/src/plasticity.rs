@@ -70,6 +70,12 @@ impl crate::cell::CellState for SynapticState {
             synaptic: self.synaptic.detach(),
         }
     }
+
+    fn cat(states: Vec<Self>) -> Self {
+        Self {
+            synaptic: Tensor::cat(states.iter().map(|s| s.synaptic.clone()).collect(), 0),
+        }
+    }
 }
 
 /// The logistic function as `(1 + tanh(x/2)) / 2`: exact in the tensor's own precision and free

@@ -47,6 +47,12 @@ impl CellState for RnnState {
             hidden: self.hidden.detach(),
         }
     }
+
+    fn cat(states: Vec<Self>) -> Self {
+        Self {
+            hidden: Tensor::cat(states.iter().map(|s| s.hidden.clone()).collect(), 0),
+        }
+    }
 }
 
 impl RnnConfig {

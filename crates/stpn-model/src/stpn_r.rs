@@ -153,6 +153,13 @@ impl CellState for StpnRState {
             synaptic: self.synaptic.detach(),
         }
     }
+
+    fn cat(states: Vec<Self>) -> Self {
+        Self {
+            hidden: Tensor::cat(states.iter().map(|s| s.hidden.clone()).collect(), 0),
+            synaptic: Tensor::cat(states.iter().map(|s| s.synaptic.clone()).collect(), 0),
+        }
+    }
 }
 
 impl StpnRConfig {

@@ -60,7 +60,6 @@ pub fn clip_by_global_norm<M: Module>(
 mod tests {
     use burn::module::Module;
     use burn::optim::GradientsParams;
-    use burn::tensor::Tensor;
     use stpn_model::{Backend, LstmConfig};
 
     use super::*;

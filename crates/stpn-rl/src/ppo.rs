@@ -1,0 +1,649 @@
+//! PPO with a recurrent core and a diagonal Gaussian policy, as the paper ran it on
+//! InvertedPendulum with RLlib (spec §5.3).
+//!
+//! Per iteration: `rollout_length` steps of one environment with the current policy (episodes
+//! continue across iterations), GAE(γ, λ), advantages standardised over the batch, then
+//! `epochs` passes over minibatches of whole sequences:
+//!
+//! ```text
+//! r = π(a|s) / π_old(a|s)
+//! L = −mean min(r Â, clip(r, 1 ± ε) Â) + β·mean KL(π_old ‖ π)
+//!     + c_v·mean max((V − R)², (V_old + clip(V − V_old, ±10) − R)²) − c_e·mean H(π)
+//! ```
+//!
+//! β adapts after each iteration (×1.5 when the KL exceeds twice its target 0.01, ×0.5 below
+//! half), as RLlib's. The policy head gives a mean and a pre-scale `s` per action dimension; the
+//! standard deviation is `softplus(s)` (the reference's distribution, not `exp`). Samples are
+//! scaled from [−1, 1] to the action box and clipped there before the env sees them; the
+//! log-probabilities are those of the unclipped samples.
+//!
+//! Recurrence as RLlib's: the rollout is cut into sequences of at most `sequence_length` steps
+//! that never cross an episode boundary; each starts from the core state stored when it began,
+//! and the padding of short sequences is masked out of every mean. The rollout runs on the plain
+//! model; the update on the autodiff one.
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::optim::module_optimizer::ModuleOptimizer;
+use burn::tensor::activation::softplus;
+use burn::tensor::{Bool, Device, Tensor, TensorData};
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rand_distr_free::standard_normal;
+use serde::{Deserialize, Serialize};
+use stpn_envs::env::Env;
+use stpn_model::params::host_values;
+use stpn_model::{CellState, RecurrentCell};
+
+use crate::{ActorCritic, clip_by_global_norm};
+
+/// The algorithm's settings; defaults are the paper's (spec §5.3).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PpoConfig {
+    pub rollout_length: usize,
+    /// Steps per minibatch (whole sequences are taken until it is reached).
+    pub minibatch_size: usize,
+    pub epochs: usize,
+    pub gamma: f64,
+    pub gae_lambda: f64,
+    pub clip: f64,
+    pub value_clip: f64,
+    pub value_coefficient: f64,
+    pub entropy_coefficient: f64,
+    pub kl_coefficient: f64,
+    pub kl_target: f64,
+    pub grad_clip: f64,
+    pub learning_rate: f64,
+    /// The longest sequence of backpropagation through time (RLlib's `max_seq_len`).
+    pub sequence_length: usize,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        Self {
+            rollout_length: 2048,
+            minibatch_size: 64,
+            epochs: 10,
+            gamma: 0.99,
+            gae_lambda: 0.95,
+            clip: 0.2,
+            value_clip: 10.0,
+            value_coefficient: 1.0,
+            entropy_coefficient: 0.01,
+            kl_coefficient: 0.2,
+            kl_target: 0.01,
+            grad_clip: 40.0,
+            learning_rate: 3e-4,
+            sequence_length: 20,
+        }
+    }
+}
+
+/// A standard normal draw (Box–Muller), so that no distribution crate is needed.
+mod rand_distr_free {
+    use rand::Rng;
+
+    pub fn standard_normal(rng: &mut impl Rng) -> f64 {
+        let uniform: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+        let angle: f64 = rng.random::<f64>() * std::f64::consts::TAU;
+        (-2.0 * uniform.ln()).sqrt() * angle.cos()
+    }
+}
+
+/// `log N(x; μ, σ)` summed over action dimensions.
+fn gaussian_log_prob(action: &[f64], mean: &[f64], std: &[f64]) -> f64 {
+    action
+        .iter()
+        .zip(mean)
+        .zip(std)
+        .map(|((a, m), s)| {
+            -0.5 * ((a - m) / s).powi(2) - s.ln() - 0.5 * (std::f64::consts::TAU).ln()
+        })
+        .sum()
+}
+
+/// One iteration's experience, in step order, with what the update needs.
+pub struct Batch<S> {
+    pub steps: usize,
+    pub observation_size: usize,
+    pub action_size: usize,
+    /// `[N, O]`.
+    pub observations: Vec<f32>,
+    /// Unclipped samples, `[N, A]`.
+    pub actions: Vec<f32>,
+    pub log_probs: Vec<f32>,
+    pub values: Vec<f32>,
+    /// The old policy's means and standard deviations, `[N, A]` each (for the KL term).
+    pub means: Vec<f32>,
+    pub stds: Vec<f32>,
+    pub advantages: Vec<f32>,
+    pub value_targets: Vec<f32>,
+    /// `(first step, length)` of every sequence, and the core state it starts from.
+    pub sequences: Vec<(usize, usize)>,
+    pub states: Vec<S>,
+}
+
+/// An environment with its running episode, and the core state of the agent in it.
+pub struct Collector<E: Env, S> {
+    pub env: E,
+    observation: Vec<f64>,
+    state: Option<S>,
+    episode_return: f64,
+    episode_length: usize,
+    /// Returns and lengths of the episodes finished so far.
+    pub finished: Vec<(f64, usize)>,
+    pub env_steps: u64,
+}
+
+impl<E, S> Collector<E, S>
+where
+    E: Env<Observation = Vec<f64>, Action = Vec<f64>>,
+{
+    pub fn new(mut env: E, seed: u64) -> Self {
+        let observation = env.reset(Some(seed)).0;
+        Self {
+            env,
+            observation,
+            state: None,
+            episode_return: 0.0,
+            episode_length: 0,
+            finished: Vec::new(),
+            env_steps: 0,
+        }
+    }
+}
+
+/// The action box of an environment: low and high per dimension.
+fn action_box<E: Env>(env: &E) -> (Vec<f64>, Vec<f64>) {
+    match env.action_space() {
+        stpn_envs::env::Space::Box { low, high, .. } => (low, high),
+        other => panic!("PPO here needs a continuous (box) action space, got {other:?}"),
+    }
+}
+
+/// Mean and standard deviation `[N, A]` of the policy from the heads' output `[N, 2A]`.
+fn policy_parameters(output: Tensor<2>, action_size: usize) -> (Tensor<2>, Tensor<2>) {
+    let mean = output.clone().narrow(1, 0, action_size);
+    let std = softplus(output.narrow(1, action_size, action_size), 1.0);
+    (mean, std)
+}
+
+/// Runs `config.rollout_length` steps with the plain model `agent` and returns the batch with
+/// its advantages and value targets.
+pub fn collect<C, E>(
+    agent: &ActorCritic<C>,
+    collector: &mut Collector<E, C::State>,
+    config: &PpoConfig,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> Batch<C::State>
+where
+    C: RecurrentCell,
+    E: Env<Observation = Vec<f64>, Action = Vec<f64>>,
+{
+    let (low, high) = action_box(&collector.env);
+    let action_size = low.len();
+    let observation_size = collector.observation.len();
+    let steps = config.rollout_length;
+    let mut batch = Batch {
+        steps,
+        observation_size,
+        action_size,
+        observations: Vec::with_capacity(steps * observation_size),
+        actions: Vec::with_capacity(steps * action_size),
+        log_probs: Vec::with_capacity(steps),
+        values: Vec::with_capacity(steps),
+        means: Vec::with_capacity(steps * action_size),
+        stds: Vec::with_capacity(steps * action_size),
+        advantages: vec![0.0; steps],
+        value_targets: vec![0.0; steps],
+        sequences: Vec::new(),
+        states: Vec::new(),
+    };
+    let rewards_and_next = {
+        let mut rewards = Vec::with_capacity(steps);
+        // The value of the state after each step (0 after termination) and whether an episode
+        // ended there (GAE does not run across episodes).
+        let mut next_values = Vec::with_capacity(steps);
+        let mut episode_ends = Vec::with_capacity(steps);
+        let evaluate = |observation: &[f64], state: C::State| {
+            let input = Tensor::<2>::from_data(
+                TensorData::new(
+                    observation.iter().map(|&x| x as f32).collect::<Vec<_>>(),
+                    [1, observation.len()],
+                ),
+                device,
+            );
+            let (hidden, next_state) = agent.core.step(input, state);
+            let (output, value) = agent.heads(hidden);
+            (output, value, next_state)
+        };
+        let mut sequence_start = 0;
+        for step in 0..steps {
+            let state = collector
+                .state
+                .take()
+                .unwrap_or_else(|| agent.core.init_state(1));
+            if step == sequence_start {
+                batch.states.push(state.clone());
+            }
+            let (output, value, next_state) = evaluate(&collector.observation, state);
+            let (mean, std) = policy_parameters(output, action_size);
+            let mean = host_values::<f64, 2>(mean);
+            let std = host_values::<f64, 2>(std);
+            let action: Vec<f64> = mean
+                .iter()
+                .zip(&std)
+                .map(|(m, s)| m + s * standard_normal(rng))
+                .collect();
+            // normalize_actions: [−1, 1] → [low, high], then clipped to the box.
+            let env_action: Vec<f64> = action
+                .iter()
+                .zip(low.iter().zip(&high))
+                .map(|(a, (l, h))| (l + (a + 1.0) * (h - l) / 2.0).clamp(*l, *h))
+                .collect();
+            batch
+                .observations
+                .extend(collector.observation.iter().map(|&x| x as f32));
+            batch.actions.extend(action.iter().map(|&a| a as f32));
+            batch
+                .log_probs
+                .push(gaussian_log_prob(&action, &mean, &std) as f32);
+            batch.values.push(host_values::<f32, 1>(value)[0]);
+            batch.means.extend(mean.iter().map(|&m| m as f32));
+            batch.stds.extend(std.iter().map(|&s| s as f32));
+
+            let outcome = collector.env.step(&env_action);
+            collector.env_steps += 1;
+            collector.episode_return += outcome.reward;
+            collector.episode_length += 1;
+            rewards.push(outcome.reward);
+            let ended = outcome.terminated || outcome.truncated;
+            let next_value = if outcome.terminated {
+                0.0
+            } else if outcome.truncated || step + 1 == steps {
+                // Bootstrap from the value of the observation the episode stopped at.
+                let (_, value, _) = evaluate(&outcome.observation, next_state.clone());
+                host_values::<f64, 1>(value)[0]
+            } else {
+                f64::NAN // the next step's own value, filled below
+            };
+            next_values.push(next_value);
+            episode_ends.push(ended);
+            if ended {
+                collector
+                    .finished
+                    .push((collector.episode_return, collector.episode_length));
+                collector.episode_return = 0.0;
+                collector.episode_length = 0;
+                collector.observation = collector.env.reset(None).0;
+                collector.state = None;
+            } else {
+                collector.observation = outcome.observation;
+                collector.state = Some(next_state);
+            }
+            let length = step + 1 - sequence_start;
+            if ended || length == config.sequence_length || step + 1 == steps {
+                batch.sequences.push((sequence_start, length));
+                sequence_start = step + 1;
+            }
+        }
+        for step in 0..steps {
+            if next_values[step].is_nan() {
+                next_values[step] = batch.values[step + 1] as f64;
+            }
+        }
+        (rewards, next_values, episode_ends)
+    };
+    let (rewards, next_values, episode_ends) = rewards_and_next;
+    // GAE(γ, λ), backwards, restarting at every episode end.
+    let mut running = 0.0;
+    for step in (0..steps).rev() {
+        if episode_ends[step] {
+            running = 0.0;
+        }
+        let delta = rewards[step] + config.gamma * next_values[step] - batch.values[step] as f64;
+        running = delta + config.gamma * config.gae_lambda * running;
+        batch.advantages[step] = running as f32;
+        batch.value_targets[step] = (running + batch.values[step] as f64) as f32;
+    }
+    // Standardised over the batch (RLlib's `standardize_fields`).
+    let count = steps as f64;
+    let mean = batch.advantages.iter().map(|&a| a as f64).sum::<f64>() / count;
+    let variance = batch
+        .advantages
+        .iter()
+        .map(|&a| (a as f64 - mean).powi(2))
+        .sum::<f64>()
+        / count;
+    let scale = 1.0 / (variance.sqrt() + 1e-8);
+    for advantage in &mut batch.advantages {
+        *advantage = ((*advantage as f64 - mean) * scale) as f32;
+    }
+    batch
+}
+
+/// The statistics of one update.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct UpdateStats {
+    pub policy_loss: f64,
+    pub value_loss: f64,
+    pub entropy: f64,
+    pub kl: f64,
+    pub grad_norm: f64,
+}
+
+/// The loss of one minibatch of sequences (indices into `batch.sequences`) under the autodiff
+/// model `agent`, and its statistics.
+pub fn minibatch_loss<C: RecurrentCell>(
+    agent: &ActorCritic<C>,
+    batch: &Batch<C::State>,
+    chosen: &[usize],
+    config: &PpoConfig,
+    kl_coefficient: f64,
+    device: &Device,
+) -> (Tensor<1>, UpdateStats) {
+    let length = config.sequence_length;
+    let count = chosen.len();
+    let (observation_size, action_size) = (batch.observation_size, batch.action_size);
+    // Time-major, padded to the longest sequence: [L, S, ·], and the mask of real steps.
+    let mut observations = vec![0f32; length * count * observation_size];
+    let mut actions = vec![0f32; length * count * action_size];
+    let mut old_means = vec![0f32; length * count * action_size];
+    let mut old_stds = vec![1f32; length * count * action_size];
+    let mut per_step = [
+        vec![0f32; length * count], // old log-probabilities
+        vec![0f32; length * count], // advantages
+        vec![0f32; length * count], // value targets
+        vec![0f32; length * count], // old values
+    ];
+    let mut mask = vec![false; length * count];
+    for (column, &sequence) in chosen.iter().enumerate() {
+        let (start, steps) = batch.sequences[sequence];
+        for offset in 0..steps {
+            let (source, target) = (start + offset, offset * count + column);
+            mask[target] = true;
+            observations[target * observation_size..(target + 1) * observation_size]
+                .copy_from_slice(
+                    &batch.observations[source * observation_size..(source + 1) * observation_size],
+                );
+            for (into, from) in [
+                (&mut actions, &batch.actions),
+                (&mut old_means, &batch.means),
+                (&mut old_stds, &batch.stds),
+            ] {
+                into[target * action_size..(target + 1) * action_size]
+                    .copy_from_slice(&from[source * action_size..(source + 1) * action_size]);
+            }
+            for (into, from) in per_step.iter_mut().zip([
+                &batch.log_probs,
+                &batch.advantages,
+                &batch.value_targets,
+                &batch.values,
+            ]) {
+                into[target] = from[source];
+            }
+        }
+    }
+    let rows = length * count;
+    let matrix = |values: Vec<f32>, width: usize| {
+        Tensor::<2>::from_data(TensorData::new(values, [rows, width]), device)
+    };
+    let vector =
+        |values: Vec<f32>| Tensor::<1>::from_data(TensorData::new(values, [rows]), device);
+    let valid = Tensor::<1, Bool>::from_data(TensorData::new(mask.clone(), [rows]), device).float();
+    let valid_count = mask.iter().filter(|&&m| m).count().max(1) as f64;
+    let masked_mean = |values: Tensor<1>| (values * valid.clone()).sum().div_scalar(valid_count);
+
+    let state = C::State::cat(chosen.iter().map(|&s| batch.states[s].clone()).collect());
+    let inputs = Tensor::<3>::from_data(
+        TensorData::new(observations, [length, count, observation_size]),
+        device,
+    );
+    let outputs = agent.core.forward_sequence(inputs, state).0;
+    let (output, values) = agent.heads(outputs.reshape([rows, agent.core.hidden_size()]));
+    let (mean, std) = policy_parameters(output, action_size);
+    let actions = matrix(actions, action_size);
+    let log_std = std.clone().log();
+    let log_prob = ((actions - mean.clone()) / std.clone())
+        .powi_scalar(2)
+        .mul_scalar(-0.5)
+        - log_std.clone()
+        - (0.5 * std::f64::consts::TAU.ln());
+    let log_prob: Tensor<1> = log_prob.sum_dim(1).reshape([rows]);
+    let [old_log_probs, advantages, value_targets, old_values] = per_step;
+    let ratio = (log_prob - vector(old_log_probs)).exp();
+    let advantages = vector(advantages);
+    let surrogate = (ratio.clone() * advantages.clone())
+        .min_pair(ratio.clamp(1.0 - config.clip, 1.0 + config.clip) * advantages);
+    let policy_loss = masked_mean(surrogate).neg();
+    // KL(old ‖ new) of diagonal Gaussians, summed over action dimensions.
+    let (old_means, old_stds) = (matrix(old_means, action_size), matrix(old_stds, action_size));
+    let kl = (log_std.clone() - old_stds.clone().log()
+        + (old_stds.powi_scalar(2) + (old_means - mean).powi_scalar(2))
+            / std.powi_scalar(2).mul_scalar(2.0)
+        - 0.5)
+        .sum_dim(1)
+        .reshape([rows]);
+    let kl = masked_mean(kl);
+    let entropy = (log_std + 0.5 * (1.0 + std::f64::consts::TAU.ln()))
+        .sum_dim(1)
+        .reshape([rows]);
+    let entropy = masked_mean(entropy);
+    let (value_targets, old_values) = (vector(value_targets), vector(old_values));
+    let unclipped = (values.clone() - value_targets.clone()).powi_scalar(2);
+    let clipped = (old_values.clone()
+        + (values - old_values).clamp(-config.value_clip, config.value_clip)
+        - value_targets)
+        .powi_scalar(2);
+    let value_loss = masked_mean(unclipped.max_pair(clipped));
+    let stats = UpdateStats {
+        policy_loss: policy_loss.clone().into_scalar::<f64>(),
+        value_loss: value_loss.clone().into_scalar::<f64>(),
+        entropy: entropy.clone().into_scalar::<f64>(),
+        kl: kl.clone().into_scalar::<f64>(),
+        grad_norm: 0.0,
+    };
+    let loss = policy_loss
+        + kl.mul_scalar(kl_coefficient)
+        + value_loss.mul_scalar(config.value_coefficient)
+        - entropy.mul_scalar(config.entropy_coefficient);
+    (loss, stats)
+}
+
+/// Minibatches of whole sequences, shuffled: indices into `batch.sequences`, each group covering
+/// about `minibatch_size` steps.
+pub fn minibatches<S>(
+    batch: &Batch<S>,
+    config: &PpoConfig,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..batch.sequences.len()).collect();
+    order.shuffle(rng);
+    let mut groups = vec![Vec::new()];
+    let mut steps = 0;
+    for sequence in order {
+        if steps >= config.minibatch_size {
+            groups.push(Vec::new());
+            steps = 0;
+        }
+        steps += batch.sequences[sequence].1;
+        groups.last_mut().expect("one group").push(sequence);
+    }
+    groups
+}
+
+/// One PPO iteration: a rollout with the plain copy of `agent`, then `config.epochs` passes of
+/// minibatch updates (gradients clipped by global norm), then the KL coefficient's adaptation.
+/// Returns the updated agent and the mean statistics of the last epoch.
+pub fn iteration<C, E>(
+    agent: ActorCritic<C>,
+    optimizer: &mut ModuleOptimizer,
+    collector: &mut Collector<E, C::State>,
+    config: &PpoConfig,
+    kl_coefficient: &mut f64,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> (ActorCritic<C>, UpdateStats)
+where
+    C: RecurrentCell,
+    E: Env<Observation = Vec<f64>, Action = Vec<f64>>,
+{
+    let plain = agent.valid();
+    let plain_device = plain.value_bias.val().device();
+    let batch = collect(&plain, collector, config, rng, &plain_device);
+    let mut agent = agent;
+    let mut last_epoch = Vec::new();
+    for epoch in 0..config.epochs {
+        for chosen in minibatches(&batch, config, rng) {
+            let (loss, mut stats) =
+                minibatch_loss(&agent, &batch, &chosen, config, *kl_coefficient, device);
+            let gradients = GradientsParams::from_grads(loss.backward(), &agent);
+            let (gradients, norm) = clip_by_global_norm(&agent, gradients, config.grad_clip);
+            stats.grad_norm = norm;
+            agent = optimizer.step(config.learning_rate, agent, gradients);
+            if epoch + 1 == config.epochs {
+                last_epoch.push(stats);
+            }
+        }
+    }
+    let count = last_epoch.len().max(1) as f64;
+    let mean = |field: fn(&UpdateStats) -> f64| last_epoch.iter().map(field).sum::<f64>() / count;
+    let stats = UpdateStats {
+        policy_loss: mean(|s| s.policy_loss),
+        value_loss: mean(|s| s.value_loss),
+        entropy: mean(|s| s.entropy),
+        kl: mean(|s| s.kl),
+        grad_norm: mean(|s| s.grad_norm),
+    };
+    *kl_coefficient = adapt_kl_coefficient(*kl_coefficient, stats.kl, config.kl_target);
+    (agent, stats)
+}
+
+/// RLlib's adaptive KL coefficient, after an iteration whose mean KL was `kl`.
+pub fn adapt_kl_coefficient(coefficient: f64, kl: f64, target: f64) -> f64 {
+    if kl > 2.0 * target {
+        coefficient * 1.5
+    } else if kl < 0.5 * target {
+        coefficient * 0.5
+    } else {
+        coefficient
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn gaussian_log_probability() {
+        let value = gaussian_log_prob(&[0.5], &[0.0], &[1.0]);
+        assert!((value - (-0.125 - 0.5 * std::f64::consts::TAU.ln())).abs() < 1e-12);
+    }
+
+    #[test]
+    fn normal_draws_have_unit_variance() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let draws: Vec<f64> = (0..40_000).map(|_| standard_normal(&mut rng)).collect();
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        let variance = draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / draws.len() as f64;
+        assert!(mean.abs() < 0.02 && (variance - 1.0).abs() < 0.03, "{mean} {variance}");
+    }
+
+    /// A two-step memory task: the sign shown at the first step must be answered at the second
+    /// (reward 1 − |a − 3c| / 6). Only a recurrent agent can do better than 0.5 on average.
+    struct Recall {
+        rng: stpn_envs::env::EnvRng,
+        sign: f64,
+        step: usize,
+    }
+
+    impl Env for Recall {
+        type Observation = Vec<f64>;
+        type Action = Vec<f64>;
+
+        fn reset(&mut self, seed: Option<u64>) -> (Vec<f64>, stpn_envs::env::Info<Vec<f64>>) {
+            use rand::Rng;
+            self.rng.reseed(seed);
+            self.sign = if self.rng.0.random_bool(0.5) { 1.0 } else { -1.0 };
+            self.step = 0;
+            (vec![self.sign, 1.0], stpn_envs::env::Info::empty())
+        }
+
+        fn step(&mut self, action: &Vec<f64>) -> stpn_envs::env::Step<Vec<f64>> {
+            self.step += 1;
+            let reward = if self.step == 2 {
+                1.0 - (action[0] - 3.0 * self.sign).abs() / 6.0
+            } else {
+                0.0
+            };
+            stpn_envs::env::Step {
+                observation: vec![0.0, 0.0],
+                reward,
+                terminated: self.step == 2,
+                truncated: false,
+                info: stpn_envs::env::Info::empty(),
+            }
+        }
+
+        fn observation_space(&self) -> stpn_envs::env::Space {
+            stpn_envs::env::Space::uniform_box(-1.0, 1.0, vec![2])
+        }
+
+        fn action_space(&self) -> stpn_envs::env::Space {
+            stpn_envs::env::Space::uniform_box(-3.0, 3.0, vec![1])
+        }
+    }
+
+    #[test]
+    fn recurrent_ppo_learns_to_recall() {
+        let device = stpn_model::Backend::Flex.device().unwrap().autodiff();
+        device.seed(2);
+        let core = stpn_model::LstmConfig::new(2, 8).init(&device);
+        let mut agent = crate::ActorCriticConfig::new(2).init(core, &device);
+        let config = PpoConfig {
+            rollout_length: 256,
+            epochs: 4,
+            learning_rate: 3e-3,
+            ..PpoConfig::default()
+        };
+        let mut optimizer = burn::optim::AdamConfig::new().init();
+        let env = Recall {
+            rng: Default::default(),
+            sign: 1.0,
+            step: 0,
+        };
+        let mut collector = Collector::new(env, 7);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut kl_coefficient = config.kl_coefficient;
+        let mean_return = |finished: &[(f64, usize)]| {
+            finished.iter().map(|(r, _)| r).sum::<f64>() / finished.len() as f64
+        };
+        for _ in 0..40 {
+            agent = iteration(
+                agent,
+                &mut optimizer,
+                &mut collector,
+                &config,
+                &mut kl_coefficient,
+                &mut rng,
+                &device,
+            )
+            .0;
+        }
+        let early = mean_return(&collector.finished[..128]);
+        let late = mean_return(&collector.finished[collector.finished.len() - 128..]);
+        assert!(collector.finished.iter().all(|&(_, length)| length == 2));
+        assert!(late > 0.8 && late > early + 0.2, "early {early}, late {late}");
+    }
+
+    #[test]
+    fn kl_coefficient_adapts_like_rllib() {
+        assert_eq!(adapt_kl_coefficient(0.2, 0.05, 0.01), 0.30000000000000004);
+        assert_eq!(adapt_kl_coefficient(0.2, 0.001, 0.01), 0.1);
+        assert_eq!(adapt_kl_coefficient(0.2, 0.01, 0.01), 0.2);
+    }
+}
