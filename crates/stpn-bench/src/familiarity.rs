@@ -438,8 +438,8 @@ fn train<C: RecurrentCell>(
         state = crate::run_dir::read_json(&folder.join("state.json"))?;
     }
     let metrics = Metrics::open(run, METRICS_HEADER, state.step)?;
-    let fixed_train = (config.mode == Mode::Dat)
-        .then(|| config.stream(Purpose::Train, 0, config.repeat));
+    let fixed_train =
+        (config.mode == Mode::Dat).then(|| config.stream(Purpose::Train, 0, config.repeat));
     let validation = config.stream(Purpose::Validation, 0, config.repeat);
 
     let progress = if quiet {
@@ -534,10 +534,7 @@ fn train<C: RecurrentCell>(
     progress.finish_and_clear();
 
     let trained = model.valid();
-    let test = evaluate(
-        &trained,
-        &config.stream(Purpose::Test, 0, config.repeat),
-    );
+    let test = evaluate(&trained, &config.stream(Purpose::Test, 0, config.repeat));
     let curve = generalisation(&trained, config);
     write_generalisation(run, config, &curve)?;
     let summary = Summary {
@@ -641,7 +638,14 @@ mod tests {
 
     fn last_weights(config: &FamiliarityConfig, run: &RunDir) -> Vec<(String, NamedValues)> {
         let device = Backend::Flex.device().unwrap();
-        let cell = stpn_cell(config.dimension, config.hidden_size, true, true, true, &device);
+        let cell = stpn_cell(
+            config.dimension,
+            config.hidden_size,
+            true,
+            true,
+            true,
+            &device,
+        );
         let network = FamiliarityNetConfig::new()
             .init(cell, &device)
             .try_load_file(run.checkpoint("last").unwrap().join("model.bpk"))
@@ -651,12 +655,16 @@ mod tests {
 
     #[test]
     fn paper_settings() {
-        let steps = |mode, repeat| FamiliarityConfig::paper(FamiliarityModel::Hebbnet, mode, repeat);
+        let steps =
+            |mode, repeat| FamiliarityConfig::paper(FamiliarityModel::Hebbnet, mode, repeat);
         assert_eq!(steps(Mode::Dat, 3).train_steps, 3000);
         assert_eq!(steps(Mode::Inf, 3).train_steps, 1600);
         assert_eq!(steps(Mode::Inf, 6).train_steps, 3500);
         let config = steps(Mode::Inf, 3);
-        assert_eq!((config.items, config.dimension, config.probability), (5000, 100, 0.5));
+        assert_eq!(
+            (config.items, config.dimension, config.probability),
+            (5000, 100, 0.5)
+        );
         assert_eq!(config.learning_rate, 1e-3);
         assert_eq!(config.run_name(), "hebbnet-h100-inf-r3-s0");
     }
@@ -702,7 +710,10 @@ mod tests {
         first_part.train_steps = 10;
         let (_, resumed_run) = train_fresh(&first_part, "resumed");
         let resumed = super::run(&config, &resumed_run, Backend::Flex, true, true).unwrap();
-        assert_eq!(last_weights(&config, &straight_run), last_weights(&config, &resumed_run));
+        assert_eq!(
+            last_weights(&config, &straight_run),
+            last_weights(&config, &resumed_run)
+        );
         assert_eq!(straight.test_acc, resumed.test_acc);
         assert_eq!(straight.test_loss, resumed.test_loss);
         assert_eq!(straight.generalisation, resumed.generalisation);
@@ -752,7 +763,11 @@ mod tests {
         let (summary, run) = train_fresh(&config, "hebbnet");
         let familiar: f64 = 1.0 / 3.0;
         let entropy = -(familiar * familiar.ln() + (1.0 - familiar) * (1.0 - familiar).ln());
-        assert!(summary.test_loss < entropy - 0.1, "{} vs {entropy}", summary.test_loss);
+        assert!(
+            summary.test_loss < entropy - 0.1,
+            "{} vs {entropy}",
+            summary.test_loss
+        );
         std::fs::remove_dir_all(&run.path).ok();
     }
 }

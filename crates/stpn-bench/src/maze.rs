@@ -312,7 +312,9 @@ fn train<C: RecurrentCell>(
         let gradients = GradientsParams::from_grads(loss.backward(), &agent);
         let (gradients, grad_norm) = clip_by_global_norm(&agent, gradients, config.grad_clip);
         if !grad_norm.is_finite() {
-            bail!("the gradients diverged (NaN or infinite) at iteration {iteration}; lower the learning rate");
+            bail!(
+                "the gradients diverged (NaN or infinite) at iteration {iteration}; lower the learning rate"
+            );
         }
         // The reference computes (and clips) gradients during the burn-in, but does not step.
         if iteration >= config.burn_in {
@@ -331,7 +333,8 @@ fn train<C: RecurrentCell>(
             state.iteration, parts.policy, parts.value, parts.penalty
         ))?;
         progress.inc(1);
-        let mean_recent = state.recent_rewards.iter().sum::<f64>() / state.recent_rewards.len() as f64;
+        let mean_recent =
+            state.recent_rewards.iter().sum::<f64>() / state.recent_rewards.len() as f64;
         progress.set_message(format!("reward {reward:.1} (last 10: {mean_recent:.1})"));
         if state.iteration % config.checkpoint_every == 0 || state.iteration == config.iterations {
             run.write_checkpoint("last", |folder| {
@@ -500,10 +503,16 @@ mod tests {
         };
         assert_eq!(metrics(&straight_run), metrics(&resumed_run));
         assert_eq!(metrics(&straight_run).len(), 5);
-        let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(straight_run.file("summary.json")).unwrap())
-                .unwrap();
-        for field in ["env_steps", "episodes", "mean_return_last10", "steps_per_second"] {
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(straight_run.file("summary.json")).unwrap(),
+        )
+        .unwrap();
+        for field in [
+            "env_steps",
+            "episodes",
+            "mean_return_last10",
+            "steps_per_second",
+        ] {
             assert!(json.get(field).is_some(), "summary.json lacks {field}");
         }
         assert_eq!(json["env_steps"], 4 * 3 * 200);

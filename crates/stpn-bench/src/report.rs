@@ -341,7 +341,11 @@ pub fn plot_generalisation(
     let single = curves.len() == 1;
     for (index, (name, curve)) in curves.iter().enumerate() {
         let mut series: Vec<(String, Vec<(f64, f64)>)> = vec![(
-            if single { format!("{name}: accuracy") } else { name.clone() },
+            if single {
+                format!("{name}: accuracy")
+            } else {
+                name.clone()
+            },
             curve
                 .iter()
                 .map(|point| (point.repeat as f64, point.score.accuracy))
@@ -406,7 +410,11 @@ fn plot_lines(
         .x_label_area_size(40)
         .y_label_area_size(50)
         .build_cartesian_2d(0f64..x_max, y_range)?;
-    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()?;
     for (index, (name, points)) in series.iter().enumerate() {
         let style = color(index).stroke_width(2);
         chart
@@ -491,9 +499,10 @@ pub fn report_maze(folders: &[PathBuf], out: &Path) -> Result<String> {
             summary.iterations,
             summary.env_steps,
             summary.mean_return_last10,
-            evaluation
-                .as_ref()
-                .map_or("—".into(), |e| format!("{:.2} ± {:.2}", e.mean_return, e.std_return)),
+            evaluation.as_ref().map_or("—".into(), |e| format!(
+                "{:.2} ± {:.2}",
+                e.mean_return, e.std_return
+            )),
             evaluation
                 .as_ref()
                 .map_or("—".into(), |e| format!("{:.2}", e.energy_per_step)),

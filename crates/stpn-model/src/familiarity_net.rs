@@ -163,9 +163,18 @@ mod tests {
         let readout = FamiliarityNetConfig::new();
         let count = |cell: StpnR| readout.init(cell, &device).num_params();
         assert_eq!(count(hebbnet_cell(100, 100, true, &device)), 10_203);
-        assert_eq!(count(stpn_cell(100, 100, false, false, true, &device)), 10_203);
-        assert_eq!(count(stpn_cell(100, 34, false, true, true, &device)), 10_269);
-        assert_eq!(count(stpn_cell(100, 62, true, false, true, &device)), 10_171);
+        assert_eq!(
+            count(stpn_cell(100, 100, false, false, true, &device)),
+            10_203
+        );
+        assert_eq!(
+            count(stpn_cell(100, 34, false, true, true, &device)),
+            10_269
+        );
+        assert_eq!(
+            count(stpn_cell(100, 62, true, false, true, &device)),
+            10_171
+        );
         assert_eq!(count(stpn_cell(100, 27, true, true, true, &device)), 10_342);
         let lstm = readout.init(LstmConfig::new(100, 21).init(&device), &device);
         assert_eq!(lstm.num_params(), 10_354 - 4 * 21);
@@ -208,8 +217,8 @@ mod tests {
                 ("ustpnr", stpn_cell(12, 7, true, false, true, &device)),
                 ("stpnr", stpn_cell(12, 5, true, true, true, &device)),
             ];
-            let items = Tensor::<3>::random([30, 2, 12], Distribution::Uniform(-1.0, 1.0), &device)
-                .sign();
+            let items =
+                Tensor::<3>::random([30, 2, 12], Distribution::Uniform(-1.0, 1.0), &device).sign();
             for (name, cell) in networks {
                 // STPN rates ×200, so that the plastic state matters within the sequence
                 // (HebbNet's η = −5/d is large already).
@@ -249,13 +258,19 @@ mod tests {
                 for (parameter, reference) in reference_grads {
                     let reference = reference.unwrap().values;
                     let ours = fused_grads[&parameter].clone().unwrap().values;
-                    let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
+                    let scale = reference
+                        .iter()
+                        .fold(0f64, |m, v| m.max(v.abs()))
+                        .max(1e-12);
                     let error = ours
                         .iter()
                         .zip(&reference)
                         .fold(0f64, |m, (x, y)| m.max((x - y).abs()))
                         / scale;
-                    assert!(error < 1e-4, "{backend} {name}: grad {parameter} error {error:e}");
+                    assert!(
+                        error < 1e-4,
+                        "{backend} {name}: grad {parameter} error {error:e}"
+                    );
                 }
             }
         }

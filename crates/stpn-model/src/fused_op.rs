@@ -87,7 +87,11 @@ impl<Device> Saved<Device> {
 
     fn sizes(&self) -> (usize, usize, usize) {
         let units = self.config.hidden_size;
-        (units, self.config.presynaptic_size(), self.config.input_size)
+        (
+            units,
+            self.config.presynaptic_size(),
+            self.config.input_size,
+        )
     }
 }
 

@@ -229,10 +229,7 @@ impl RecurrentCell for StpnR {
         let options = (&weight.device(), weight.dtype());
         StpnRState {
             hidden: Tensor::zeros([batch, self.hidden_size], options),
-            synaptic: Tensor::zeros(
-                [batch, self.hidden_size, self.presynaptic_size()],
-                options,
-            ),
+            synaptic: Tensor::zeros([batch, self.hidden_size, self.presynaptic_size()], options),
         }
     }
 

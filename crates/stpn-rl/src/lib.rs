@@ -6,6 +6,7 @@
 //! | [`actor_critic`] | a recurrent core with a policy head and a value head |
 //! | [`maze_a2c`] | the maze's A2C variant (Miconi's): whole episodes, full backpropagation through time |
 //! | [`ppo`] | PPO with recurrent sequences and a diagonal Gaussian policy (InvertedPendulum) |
+//! | [`sequences`] | cutting rollouts into sequences with stored states, and packing them for the update |
 //! | [`clip`] | clipping of all gradients by their global L2 norm |
 //!
 //! Rollouts run on the plain (non-autodiff) model, one step at a time; the update recomputes the
@@ -17,6 +18,7 @@ pub mod actor_critic;
 pub mod clip;
 pub mod maze_a2c;
 pub mod ppo;
+pub mod sequences;
 
 pub use actor_critic::{ActorCritic, ActorCriticConfig};
 pub use clip::clip_by_global_norm;

@@ -136,7 +136,8 @@ pub fn rollout<C: RecurrentCell>(
     let mut energy = 0f64;
     for _ in 0..steps {
         observations.extend_from_slice(&current);
-        let input = Tensor::<2>::from_data(TensorData::new(current.clone(), [batch, width]), device);
+        let input =
+            Tensor::<2>::from_data(TensorData::new(current.clone(), [batch, width]), device);
         if options.energy {
             energy += agent
                 .core
@@ -170,9 +171,7 @@ pub fn rollout<C: RecurrentCell>(
         actions,
         rewards,
         probabilities: all_probabilities,
-        energy_per_step: options
-            .energy
-            .then(|| energy / (steps * batch) as f64),
+        energy_per_step: options.energy.then(|| energy / (steps * batch) as f64),
     }
 }
 
@@ -336,7 +335,10 @@ mod tests {
             counts[sample(&[0.1, 0.2, 0.3, 0.4], &mut rng)] += 1;
         }
         for (count, expected) in counts.iter().zip([0.1, 0.2, 0.3, 0.4]) {
-            assert!((*count as f64 / 40_000.0 - expected).abs() < 0.01, "{counts:?}");
+            assert!(
+                (*count as f64 / 40_000.0 - expected).abs() < 0.01,
+                "{counts:?}"
+            );
         }
     }
 }

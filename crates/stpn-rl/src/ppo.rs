@@ -35,6 +35,7 @@ use stpn_envs::env::Env;
 use stpn_model::params::host_values;
 use stpn_model::{CellState, RecurrentCell};
 
+use crate::sequences::{SequenceCutter, pack};
 use crate::{ActorCritic, clip_by_global_norm};
 
 /// The algorithm's settings; defaults are the paper's (spec §5.3).
@@ -219,13 +220,13 @@ where
             let (output, value) = agent.heads(hidden);
             (output, value, next_state)
         };
-        let mut sequence_start = 0;
+        let mut cutter = SequenceCutter::new(config.sequence_length);
         for step in 0..steps {
             let state = collector
                 .state
                 .take()
                 .unwrap_or_else(|| agent.core.init_state(1));
-            if step == sequence_start {
+            if cutter.starts(step) {
                 batch.states.push(state.clone());
             }
             let (output, value, next_state) = evaluate(&collector.observation, state);
@@ -283,11 +284,9 @@ where
                 collector.observation = outcome.observation;
                 collector.state = Some(next_state);
             }
-            let length = step + 1 - sequence_start;
-            if ended || length == config.sequence_length || step + 1 == steps {
-                batch.sequences.push((sequence_start, length));
-                sequence_start = step + 1;
-            }
+            batch
+                .sequences
+                .extend(cutter.closes(step, ended, step + 1 == steps));
         }
         for step in 0..steps {
             if next_values[step].is_nan() {
@@ -347,51 +346,45 @@ pub fn minibatch_loss<C: RecurrentCell>(
     let length = config.sequence_length;
     let count = chosen.len();
     let (observation_size, action_size) = (batch.observation_size, batch.action_size);
-    // Time-major, padded to the longest sequence: [L, S, ·], and the mask of real steps.
-    let mut observations = vec![0f32; length * count * observation_size];
-    let mut actions = vec![0f32; length * count * action_size];
-    let mut old_means = vec![0f32; length * count * action_size];
-    let mut old_stds = vec![1f32; length * count * action_size];
-    let mut per_step = [
-        vec![0f32; length * count], // old log-probabilities
-        vec![0f32; length * count], // advantages
-        vec![0f32; length * count], // value targets
-        vec![0f32; length * count], // old values
-    ];
-    let mut mask = vec![false; length * count];
-    for (column, &sequence) in chosen.iter().enumerate() {
-        let (start, steps) = batch.sequences[sequence];
-        for offset in 0..steps {
-            let (source, target) = (start + offset, offset * count + column);
-            mask[target] = true;
-            observations[target * observation_size..(target + 1) * observation_size]
-                .copy_from_slice(
-                    &batch.observations[source * observation_size..(source + 1) * observation_size],
-                );
-            for (into, from) in [
-                (&mut actions, &batch.actions),
-                (&mut old_means, &batch.means),
-                (&mut old_stds, &batch.stds),
-            ] {
-                into[target * action_size..(target + 1) * action_size]
-                    .copy_from_slice(&from[source * action_size..(source + 1) * action_size]);
-            }
-            for (into, from) in per_step.iter_mut().zip([
-                &batch.log_probs,
-                &batch.advantages,
-                &batch.value_targets,
-                &batch.values,
-            ]) {
-                into[target] = from[source];
-            }
-        }
-    }
+    let (packed, mask) = pack(
+        &batch.sequences,
+        chosen,
+        length,
+        &[
+            (&batch.observations, observation_size),
+            (&batch.actions, action_size),
+            (&batch.means, action_size),
+            (&batch.stds, action_size),
+            (&batch.log_probs, 1),
+            (&batch.advantages, 1),
+            (&batch.value_targets, 1),
+            (&batch.values, 1),
+        ],
+    );
+    let [
+        observations,
+        actions,
+        old_means,
+        old_stds,
+        old_log_probs,
+        advantages,
+        value_targets,
+        old_values,
+    ]: [Vec<f32>; 8] = packed.try_into().expect("eight columns");
+    // Padding gets σ = 1 so that the (masked) KL term stays finite.
+    let old_stds: Vec<f32> = old_stds
+        .iter()
+        .zip(
+            mask.iter()
+                .flat_map(|&m| std::iter::repeat_n(m, action_size)),
+        )
+        .map(|(&s, valid)| if valid { s } else { 1.0 })
+        .collect();
     let rows = length * count;
     let matrix = |values: Vec<f32>, width: usize| {
         Tensor::<2>::from_data(TensorData::new(values, [rows, width]), device)
     };
-    let vector =
-        |values: Vec<f32>| Tensor::<1>::from_data(TensorData::new(values, [rows]), device);
+    let vector = |values: Vec<f32>| Tensor::<1>::from_data(TensorData::new(values, [rows]), device);
     let valid = Tensor::<1, Bool>::from_data(TensorData::new(mask.clone(), [rows]), device).float();
     let valid_count = mask.iter().filter(|&&m| m).count().max(1) as f64;
     let masked_mean = |values: Tensor<1>| (values * valid.clone()).sum().div_scalar(valid_count);
@@ -412,14 +405,16 @@ pub fn minibatch_loss<C: RecurrentCell>(
         - log_std.clone()
         - (0.5 * std::f64::consts::TAU.ln());
     let log_prob: Tensor<1> = log_prob.sum_dim(1).reshape([rows]);
-    let [old_log_probs, advantages, value_targets, old_values] = per_step;
     let ratio = (log_prob - vector(old_log_probs)).exp();
     let advantages = vector(advantages);
     let surrogate = (ratio.clone() * advantages.clone())
         .min_pair(ratio.clamp(1.0 - config.clip, 1.0 + config.clip) * advantages);
     let policy_loss = masked_mean(surrogate).neg();
     // KL(old ‖ new) of diagonal Gaussians, summed over action dimensions.
-    let (old_means, old_stds) = (matrix(old_means, action_size), matrix(old_stds, action_size));
+    let (old_means, old_stds) = (
+        matrix(old_means, action_size),
+        matrix(old_stds, action_size),
+    );
     let kl = (log_std.clone() - old_stds.clone().log()
         + (old_stds.powi_scalar(2) + (old_means - mean).powi_scalar(2))
             / std.powi_scalar(2).mul_scalar(2.0)
@@ -550,7 +545,10 @@ mod tests {
         let draws: Vec<f64> = (0..40_000).map(|_| standard_normal(&mut rng)).collect();
         let mean = draws.iter().sum::<f64>() / draws.len() as f64;
         let variance = draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / draws.len() as f64;
-        assert!(mean.abs() < 0.02 && (variance - 1.0).abs() < 0.03, "{mean} {variance}");
+        assert!(
+            mean.abs() < 0.02 && (variance - 1.0).abs() < 0.03,
+            "{mean} {variance}"
+        );
     }
 
     /// A two-step memory task: the sign shown at the first step must be answered at the second
@@ -568,7 +566,11 @@ mod tests {
         fn reset(&mut self, seed: Option<u64>) -> (Vec<f64>, stpn_envs::env::Info<Vec<f64>>) {
             use rand::Rng;
             self.rng.reseed(seed);
-            self.sign = if self.rng.0.random_bool(0.5) { 1.0 } else { -1.0 };
+            self.sign = if self.rng.0.random_bool(0.5) {
+                1.0
+            } else {
+                -1.0
+            };
             self.step = 0;
             (vec![self.sign, 1.0], stpn_envs::env::Info::empty())
         }
@@ -637,7 +639,10 @@ mod tests {
         let early = mean_return(&collector.finished[..128]);
         let late = mean_return(&collector.finished[collector.finished.len() - 128..]);
         assert!(collector.finished.iter().all(|&(_, length)| length == 2));
-        assert!(late > 0.8 && late > early + 0.2, "early {early}, late {late}");
+        assert!(
+            late > 0.8 && late > early + 0.2,
+            "early {early}, late {late}"
+        );
     }
 
     #[test]
