@@ -15,6 +15,20 @@ pub trait CellState: Clone + Send {
     /// The states of several batches as one batch, in order (along the batch dimension): how
     /// recurrent RL batches sequences that start from stored states.
     fn cat(states: Vec<Self>) -> Self;
+
+    /// Batch element `index` alone, as a batch of one.
+    fn row(&self, index: usize) -> Self;
+
+    /// The state with the batch elements where `keep` (`[B]`, 1 or 0) is 0 set to the initial
+    /// (zero) state: episodes that ended restart while the others continue.
+    fn zero_rows(self, keep: &Tensor<1>) -> Self;
+}
+
+/// `tensor` (`[B, …]`) times `keep` (`[B]`) broadcast over the other dimensions.
+pub fn keep_rows<const D: usize>(tensor: Tensor<D>, keep: &Tensor<1>) -> Tensor<D> {
+    let mut shape = [1usize; D];
+    shape[0] = keep.dims()[0];
+    tensor * keep.clone().reshape(shape)
 }
 
 /// A recurrent cell: one time step of a network layer with a state carried between steps.

@@ -21,7 +21,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
-use crate::cell::{CellState, RecurrentCell};
+use crate::cell::{CellState, RecurrentCell, keep_rows};
 use crate::init;
 use crate::plasticity::{energy_batched, energy_shared, outer};
 
@@ -97,6 +97,20 @@ impl CellState for FastWeightsState {
         Self {
             hidden: Tensor::cat(states.iter().map(|s| s.hidden.clone()).collect(), 0),
             fast_weights: Tensor::cat(states.iter().map(|s| s.fast_weights.clone()).collect(), 0),
+        }
+    }
+
+    fn row(&self, index: usize) -> Self {
+        Self {
+            hidden: self.hidden.clone().narrow(0, index, 1),
+            fast_weights: self.fast_weights.clone().narrow(0, index, 1),
+        }
+    }
+
+    fn zero_rows(self, keep: &Tensor<1>) -> Self {
+        Self {
+            hidden: keep_rows(self.hidden, keep),
+            fast_weights: keep_rows(self.fast_weights, keep),
         }
     }
 }

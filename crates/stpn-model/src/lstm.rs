@@ -15,7 +15,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
-use crate::cell::{CellState, RecurrentCell};
+use crate::cell::{CellState, RecurrentCell, keep_rows};
 use crate::init;
 use crate::plasticity::{energy_shared, sigmoid};
 
@@ -67,6 +67,20 @@ impl CellState for LstmState {
         Self {
             hidden: Tensor::cat(states.iter().map(|s| s.hidden.clone()).collect(), 0),
             cell: Tensor::cat(states.iter().map(|s| s.cell.clone()).collect(), 0),
+        }
+    }
+
+    fn row(&self, index: usize) -> Self {
+        Self {
+            hidden: self.hidden.clone().narrow(0, index, 1),
+            cell: self.cell.clone().narrow(0, index, 1),
+        }
+    }
+
+    fn zero_rows(self, keep: &Tensor<1>) -> Self {
+        Self {
+            hidden: keep_rows(self.hidden, keep),
+            cell: keep_rows(self.cell, keep),
         }
     }
 }

@@ -16,7 +16,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
-use crate::cell::{CellState, RecurrentCell};
+use crate::cell::{CellState, RecurrentCell, keep_rows};
 use crate::init;
 use crate::plasticity::{batched, energy_batched, energy_shared, outer};
 
@@ -80,6 +80,20 @@ impl CellState for ModplastState {
         Self {
             hidden: Tensor::cat(states.iter().map(|s| s.hidden.clone()).collect(), 0),
             hebbian: Tensor::cat(states.iter().map(|s| s.hebbian.clone()).collect(), 0),
+        }
+    }
+
+    fn row(&self, index: usize) -> Self {
+        Self {
+            hidden: self.hidden.clone().narrow(0, index, 1),
+            hebbian: self.hebbian.clone().narrow(0, index, 1),
+        }
+    }
+
+    fn zero_rows(self, keep: &Tensor<1>) -> Self {
+        Self {
+            hidden: keep_rows(self.hidden, keep),
+            hebbian: keep_rows(self.hebbian, keep),
         }
     }
 }

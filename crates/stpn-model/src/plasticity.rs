@@ -76,6 +76,18 @@ impl crate::cell::CellState for SynapticState {
             synaptic: Tensor::cat(states.iter().map(|s| s.synaptic.clone()).collect(), 0),
         }
     }
+
+    fn row(&self, index: usize) -> Self {
+        Self {
+            synaptic: self.synaptic.clone().narrow(0, index, 1),
+        }
+    }
+
+    fn zero_rows(self, keep: &Tensor<1>) -> Self {
+        Self {
+            synaptic: crate::cell::keep_rows(self.synaptic, keep),
+        }
+    }
 }
 
 /// The logistic function as `(1 + tanh(x/2)) / 2`: exact in the tensor's own precision and free

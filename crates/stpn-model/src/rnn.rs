@@ -7,7 +7,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
-use crate::cell::{CellState, RecurrentCell};
+use crate::cell::{CellState, RecurrentCell, keep_rows};
 use crate::init;
 use crate::plasticity::energy_shared;
 
@@ -51,6 +51,18 @@ impl CellState for RnnState {
     fn cat(states: Vec<Self>) -> Self {
         Self {
             hidden: Tensor::cat(states.iter().map(|s| s.hidden.clone()).collect(), 0),
+        }
+    }
+
+    fn row(&self, index: usize) -> Self {
+        Self {
+            hidden: self.hidden.clone().narrow(0, index, 1),
+        }
+    }
+
+    fn zero_rows(self, keep: &Tensor<1>) -> Self {
+        Self {
+            hidden: keep_rows(self.hidden, keep),
         }
     }
 }

@@ -28,7 +28,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
-use crate::cell::{CellState, RecurrentCell};
+use crate::cell::{CellState, RecurrentCell, keep_rows};
 use crate::init;
 use crate::plasticity::{
     NORM_EPSILON, batched, efficacy_product, energy_batched, outer, row_norm, sigmoid,
@@ -158,6 +158,20 @@ impl CellState for StpnRState {
         Self {
             hidden: Tensor::cat(states.iter().map(|s| s.hidden.clone()).collect(), 0),
             synaptic: Tensor::cat(states.iter().map(|s| s.synaptic.clone()).collect(), 0),
+        }
+    }
+
+    fn row(&self, index: usize) -> Self {
+        Self {
+            hidden: self.hidden.clone().narrow(0, index, 1),
+            synaptic: self.synaptic.clone().narrow(0, index, 1),
+        }
+    }
+
+    fn zero_rows(self, keep: &Tensor<1>) -> Self {
+        Self {
+            hidden: keep_rows(self.hidden, keep),
+            synaptic: keep_rows(self.synaptic, keep),
         }
     }
 }

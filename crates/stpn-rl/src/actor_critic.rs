@@ -1,8 +1,16 @@
-//! A recurrent core followed by two linear heads: action logits and a state value (spec §4.2,
-//! §5.1). Heads are initialised as PyTorch's `Linear`: `U(±1/√H)`.
+//! An optional encoder, a recurrent core, and two linear heads on the core's output: action
+//! logits (or Gaussian parameters) and a state value (spec §4.2, §5.1). Heads are initialised as
+//! PyTorch's `Linear`: `U(±1/√H)`.
+//!
+//! The Pong encoder (spec §5.1) reads one 84×84 frame: 16 filters 8×8 stride 4, ReLU, 32 filters
+//! 4×4 stride 2, ReLU, flattened to 2 592 features that feed the core directly (no dense layer).
+//! Its convolutions are initialised as PyTorch's (`U(±1/√fan_in)`, Burn's Kaiming-uniform default
+//! with gain 1/√3).
 
 use burn::config::Config;
 use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use stpn_model::RecurrentCell;
 use stpn_model::init;
@@ -14,9 +22,44 @@ pub struct ActorCriticConfig {
     pub actions: usize,
 }
 
-/// A core with a policy head and a value head on its output.
+/// The Pong convolutional encoder.
+#[derive(Module, Debug)]
+pub struct ConvEncoder {
+    pub conv1: Conv2d,
+    pub conv2: Conv2d,
+}
+
+impl ConvEncoder {
+    /// Frame side, and the number of features per frame.
+    pub const SIDE: usize = 84;
+    pub const FEATURES: usize = 32 * 9 * 9;
+
+    pub fn new(device: &Device) -> Self {
+        Self {
+            conv1: Conv2dConfig::new([1, 16], [8, 8])
+                .with_stride([4, 4])
+                .init(device),
+            conv2: Conv2dConfig::new([16, 32], [4, 4])
+                .with_stride([2, 2])
+                .init(device),
+        }
+    }
+
+    /// Frames `[N, 84·84]` to features `[N, 2 592]`.
+    pub fn forward(&self, frames: Tensor<2>) -> Tensor<2> {
+        let [count, _] = frames.dims();
+        let frames = frames.reshape([count, 1, Self::SIDE, Self::SIDE]);
+        let hidden = relu(self.conv1.forward(frames));
+        let hidden = relu(self.conv2.forward(hidden));
+        hidden.reshape([count, Self::FEATURES])
+    }
+}
+
+/// An optional encoder, a core, and a policy head and a value head on the core's output.
 #[derive(Module, Debug)]
 pub struct ActorCritic<C> {
+    /// Applied to every observation before the core (Pong), or absent.
+    pub encoder: Option<ConvEncoder>,
     pub core: C,
     /// Policy weights, `[A, H]`.
     pub policy_weight: Param<Tensor<2>>,
@@ -33,6 +76,7 @@ impl ActorCriticConfig {
         let hidden = core.hidden_size();
         let bound = 1.0 / (hidden as f64).sqrt();
         ActorCritic {
+            encoder: None,
             core,
             policy_weight: init::symmetric([self.actions, hidden], bound, device),
             policy_bias: init::symmetric([self.actions], bound, device),
@@ -43,6 +87,33 @@ impl ActorCriticConfig {
 }
 
 impl<C: RecurrentCell> ActorCritic<C> {
+    /// The same agent with the Pong encoder in front of its core (whose input size must be
+    /// [`ConvEncoder::FEATURES`]).
+    pub fn with_conv_encoder(self, device: &Device) -> Self {
+        assert_eq!(self.core.input_size(), ConvEncoder::FEATURES);
+        Self {
+            encoder: Some(ConvEncoder::new(device)),
+            ..self
+        }
+    }
+
+    /// The core's input for observations `[N, O]`: encoded, or as they are.
+    pub fn features(&self, observations: Tensor<2>) -> Tensor<2> {
+        match &self.encoder {
+            Some(encoder) => encoder.forward(observations),
+            None => observations,
+        }
+    }
+
+    /// The core's outputs `[T, B, H]` for observation sequences `[T, B, O]` from `state`.
+    pub fn sequence(&self, observations: Tensor<3>, state: C::State) -> Tensor<3> {
+        let [steps, batch, width] = observations.dims();
+        let features = self.features(observations.reshape([steps * batch, width]));
+        let features_width = features.dims()[1];
+        let inputs = features.reshape([steps, batch, features_width]);
+        self.core.forward_sequence(inputs, state).0
+    }
+
     /// Action logits `[N, A]` and values `[N]` of the core's outputs `[N, H]`.
     pub fn heads(&self, hidden: Tensor<2>) -> (Tensor<2>, Tensor<1>) {
         let logits = hidden.clone().matmul(self.policy_weight.val().transpose())

@@ -3,6 +3,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`a2c`] | A2C over many environments with n-step fragments (Pong) |
 //! | [`actor_critic`] | a recurrent core with a policy head and a value head |
 //! | [`maze_a2c`] | the maze's A2C variant (Miconi's): whole episodes, full backpropagation through time |
 //! | [`ppo`] | PPO with recurrent sequences and a diagonal Gaussian policy (InvertedPendulum) |
@@ -14,11 +15,12 @@
 //! gives the same outputs, because the core's state depends on the actions only through the
 //! observations.
 
+pub mod a2c;
 pub mod actor_critic;
 pub mod clip;
 pub mod maze_a2c;
 pub mod ppo;
 pub mod sequences;
 
-pub use actor_critic::{ActorCritic, ActorCriticConfig};
+pub use actor_critic::{ActorCritic, ActorCriticConfig, ConvEncoder};
 pub use clip::clip_by_global_norm;

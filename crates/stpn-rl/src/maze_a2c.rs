@@ -91,7 +91,7 @@ impl Rollout {
 }
 
 /// Samples an index from probabilities by inverse CDF.
-fn sample(probabilities: &[f32], rng: &mut ChaCha8Rng) -> usize {
+pub(crate) fn sample(probabilities: &[f32], rng: &mut ChaCha8Rng) -> usize {
     let draw: f32 = rng.random();
     let mut cumulative = 0.0;
     for (index, probability) in probabilities.iter().enumerate() {
@@ -138,6 +138,7 @@ pub fn rollout<C: RecurrentCell>(
         observations.extend_from_slice(&current);
         let input =
             Tensor::<2>::from_data(TensorData::new(current.clone(), [batch, width]), device);
+        let input = agent.features(input);
         if options.energy {
             energy += agent
                 .core
@@ -206,7 +207,7 @@ pub fn sequence_heads<C: RecurrentCell>(
         device,
     );
     let state = agent.core.init_state(batch);
-    let outputs = agent.core.forward_sequence(observations, state).0;
+    let outputs = agent.sequence(observations, state);
     let hidden = agent.core.hidden_size();
     agent.heads(outputs.reshape([steps * batch, hidden]))
 }

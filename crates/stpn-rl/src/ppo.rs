@@ -216,7 +216,7 @@ where
                 ),
                 device,
             );
-            let (hidden, next_state) = agent.core.step(input, state);
+            let (hidden, next_state) = agent.core.step(agent.features(input), state);
             let (output, value) = agent.heads(hidden);
             (output, value, next_state)
         };
@@ -394,7 +394,7 @@ pub fn minibatch_loss<C: RecurrentCell>(
         TensorData::new(observations, [length, count, observation_size]),
         device,
     );
-    let outputs = agent.core.forward_sequence(inputs, state).0;
+    let outputs = agent.sequence(inputs, state);
     let (output, values) = agent.heads(outputs.reshape([rows, agent.core.hidden_size()]));
     let (mean, std) = policy_parameters(output, action_size);
     let actions = matrix(actions, action_size);

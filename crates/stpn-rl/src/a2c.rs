@@ -1,0 +1,480 @@
+//! A2C as the paper ran it on Pong with RLlib (spec §5.2): many environments stepped together,
+//! fragments of `fragment_length` steps from each per iteration, one gradient step on all of
+//! them:
+//!
+//! ```text
+//! Â_t = GAE(γ, λ = 1) bootstrapped from V of the observation after the fragment
+//! L = −Σ log π(a_t|s_t) Â_t + c_v · ½ Σ (V(s_t) − (Â_t + V_old(s_t)))² − c_e Σ H(π(·|s_t))
+//! ```
+//!
+//! sums over the real (unpadded) steps, c_v = 0.5, c_e = 0.01, gradients clipped to global norm
+//! 40, a learning rate decaying linearly with the environment steps (RLlib's `lr_schedule`).
+//! Recurrent cores run on sequences of at most `sequence_length` steps that never cross an
+//! episode end, each from the core state stored when it began ([`crate::sequences`]).
+//! Environments reset themselves when an episode ends (same-step auto-reset of
+//! `SyncVectorEnv`), and the core state of that environment restarts from zero.
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::optim::module_optimizer::ModuleOptimizer;
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use stpn_envs::env::{Env, SyncVectorEnv};
+use stpn_model::params::host_values;
+use stpn_model::{CellState, RecurrentCell};
+
+use crate::maze_a2c::sample;
+use crate::sequences::{SequenceCutter, pack};
+use crate::{ActorCritic, clip_by_global_norm};
+
+/// The algorithm's settings; defaults are the paper's Pong settings for STPN (spec §5.2).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct A2cConfig {
+    pub fragment_length: usize,
+    pub gamma: f64,
+    pub gae_lambda: f64,
+    pub value_coefficient: f64,
+    pub entropy_coefficient: f64,
+    pub grad_clip: f64,
+    /// Learning rate at step 0, decaying linearly to `final_learning_rate` at `decay_steps`
+    /// environment steps.
+    pub learning_rate: f64,
+    pub final_learning_rate: f64,
+    pub decay_steps: f64,
+    pub sequence_length: usize,
+}
+
+impl Default for A2cConfig {
+    fn default() -> Self {
+        Self {
+            fragment_length: 50,
+            gamma: 0.99,
+            gae_lambda: 1.0,
+            value_coefficient: 0.5,
+            entropy_coefficient: 0.01,
+            grad_clip: 40.0,
+            learning_rate: 7e-4,
+            final_learning_rate: 1e-12,
+            decay_steps: 2e8,
+            sequence_length: 20,
+        }
+    }
+}
+
+impl A2cConfig {
+    /// The learning rate after `env_steps` environment steps.
+    pub fn learning_rate_at(&self, env_steps: u64) -> f64 {
+        let progress = (env_steps as f64 / self.decay_steps).min(1.0);
+        self.learning_rate + (self.final_learning_rate - self.learning_rate) * progress
+    }
+}
+
+/// The environments, their current observations, the batched core state, and episode records.
+pub struct VecCollector<E: Env, S> {
+    pub envs: SyncVectorEnv<E>,
+    observations: Vec<Vec<f32>>,
+    state: Option<S>,
+    returns: Vec<f64>,
+    lengths: Vec<usize>,
+    /// Returns and lengths of the episodes finished so far, in order of finishing.
+    pub finished: Vec<(f64, usize)>,
+    pub env_steps: u64,
+}
+
+impl<E, S> VecCollector<E, S>
+where
+    E: Env<Observation = Vec<f32>, Action = usize>,
+{
+    /// Resets every env (env `i` with `seed + i`).
+    pub fn new(mut envs: SyncVectorEnv<E>, seed: u64) -> Self {
+        let observations = envs.reset(Some(seed));
+        let count = envs.len();
+        Self {
+            envs,
+            observations,
+            state: None,
+            returns: vec![0.0; count],
+            lengths: vec![0; count],
+            finished: Vec::new(),
+            env_steps: 0,
+        }
+    }
+}
+
+/// One iteration's fragments, env-major: step `t` of env `e` is row `e · T + t`.
+pub struct Fragments<S> {
+    pub observation_size: usize,
+    /// `[E·T, O]`.
+    pub observations: Vec<f32>,
+    pub actions: Vec<i64>,
+    pub advantages: Vec<f32>,
+    pub value_targets: Vec<f32>,
+    pub sequences: Vec<(usize, usize)>,
+    pub states: Vec<S>,
+}
+
+/// Steps every environment `config.fragment_length` times with the plain model `agent`.
+pub fn collect<C, E>(
+    agent: &ActorCritic<C>,
+    collector: &mut VecCollector<E, C::State>,
+    config: &A2cConfig,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> Fragments<C::State>
+where
+    C: RecurrentCell,
+    E: Env<Observation = Vec<f32>, Action = usize>,
+{
+    let envs = collector.envs.len();
+    let steps = config.fragment_length;
+    let width = collector.observations[0].len();
+    let actions_count = collector.envs.envs[0].action_space().size();
+    let mut observations = vec![0f32; envs * steps * width];
+    let mut actions = vec![0i64; envs * steps];
+    let mut rewards = vec![0f64; envs * steps];
+    let mut values = vec![0f64; envs * steps];
+    // The value of what follows each step (0 after termination) and whether an episode ended.
+    let mut next_values = vec![f64::NAN; envs * steps];
+    let mut episode_ends = vec![false; envs * steps];
+    let mut cutters = vec![SequenceCutter::new(config.sequence_length); envs];
+    let mut sequences = Vec::new();
+    let mut states = Vec::new();
+    let mut state = collector
+        .state
+        .take()
+        .unwrap_or_else(|| agent.core.init_state(envs));
+    let batch_input = |rows: &[Vec<f32>]| {
+        Tensor::<2>::from_data(TensorData::new(rows.concat(), [rows.len(), width]), device)
+    };
+    for step in 0..steps {
+        for (env, cutter) in cutters.iter_mut().enumerate() {
+            if cutter.starts(env * steps + step) {
+                states.push((env * steps + step, state.row(env)));
+            }
+        }
+        let input = agent.features(batch_input(&collector.observations));
+        let (hidden, next_state) = agent.core.step(input, state);
+        let (logits, value) = agent.heads(hidden);
+        let probabilities = host_values::<f32, 2>(softmax(logits, 1));
+        let value = host_values::<f64, 1>(value);
+        let chosen: Vec<usize> = (0..envs)
+            .map(|env| {
+                sample(
+                    &probabilities[env * actions_count..(env + 1) * actions_count],
+                    rng,
+                )
+            })
+            .collect();
+        let outcomes = collector.envs.step(&chosen);
+        let mut keep = vec![1f32; envs];
+        // Values of final observations of truncated episodes, evaluated together below.
+        let mut truncated = Vec::new();
+        for (env, outcome) in outcomes.into_iter().enumerate() {
+            let row = env * steps + step;
+            observations[row * width..(row + 1) * width]
+                .copy_from_slice(&collector.observations[env]);
+            actions[row] = chosen[env] as i64;
+            rewards[row] = outcome.reward;
+            values[row] = value[env];
+            collector.returns[env] += outcome.reward;
+            collector.lengths[env] += 1;
+            let ended = outcome.terminated || outcome.truncated;
+            episode_ends[row] = ended;
+            if outcome.terminated {
+                next_values[row] = 0.0;
+            } else if outcome.truncated {
+                let last = outcome
+                    .info
+                    .final_observation
+                    .clone()
+                    .expect("auto-reset keeps it");
+                truncated.push((env, last));
+            }
+            if ended {
+                collector
+                    .finished
+                    .push((collector.returns[env], collector.lengths[env]));
+                collector.returns[env] = 0.0;
+                collector.lengths[env] = 0;
+                keep[env] = 0.0;
+            }
+            collector.observations[env] = outcome.observation;
+            sequences.extend(cutters[env].closes(row, ended, step + 1 == steps));
+        }
+        // Bootstrap the truncated episodes and, after the last step, every running one.
+        let mut bootstrap: Vec<(usize, Vec<f32>)> = truncated;
+        if step + 1 == steps {
+            bootstrap.extend(
+                (0..envs)
+                    .filter(|&env| !episode_ends[env * steps + step])
+                    .map(|env| (env, collector.observations[env].clone())),
+            );
+        }
+        if !bootstrap.is_empty() {
+            let rows: Vec<Vec<f32>> = bootstrap.iter().map(|(_, o)| o.clone()).collect();
+            let chosen_state = C::State::cat(
+                bootstrap
+                    .iter()
+                    .map(|(env, _)| next_state.row(*env))
+                    .collect(),
+            );
+            let (hidden, _) = agent
+                .core
+                .step(agent.features(batch_input(&rows)), chosen_state);
+            let bootstrap_values = host_values::<f64, 1>(agent.heads(hidden).1);
+            for ((env, _), value) in bootstrap.iter().zip(bootstrap_values) {
+                next_values[env * steps + step] = value;
+            }
+        }
+        let keep = Tensor::<1>::from_data(TensorData::new(keep, [envs]), device);
+        state = next_state.zero_rows(&keep);
+    }
+    collector.state = Some(state);
+    collector.env_steps += (envs * steps) as u64;
+
+    // GAE per env, backwards over its fragment.
+    let mut advantages = vec![0f32; envs * steps];
+    let mut value_targets = vec![0f32; envs * steps];
+    for env in 0..envs {
+        let mut running = 0.0;
+        for step in (0..steps).rev() {
+            let row = env * steps + step;
+            if episode_ends[row] {
+                running = 0.0;
+            }
+            let next_value = if next_values[row].is_nan() {
+                values[row + 1]
+            } else {
+                next_values[row]
+            };
+            let delta = rewards[row] + config.gamma * next_value - values[row];
+            running = delta + config.gamma * config.gae_lambda * running;
+            advantages[row] = running as f32;
+            value_targets[row] = (running + values[row]) as f32;
+        }
+    }
+    // Sequences and their states in one order (by first step).
+    sequences.sort_unstable();
+    states.sort_unstable_by_key(|(first, _)| *first);
+    Fragments {
+        observation_size: width,
+        observations,
+        actions,
+        advantages,
+        value_targets,
+        sequences,
+        states: states.into_iter().map(|(_, state)| state).collect(),
+    }
+}
+
+/// The statistics of one update.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct UpdateStats {
+    pub policy_loss: f64,
+    pub value_loss: f64,
+    pub entropy: f64,
+    pub grad_norm: f64,
+    pub learning_rate: f64,
+}
+
+/// The A2C loss of all fragments under the autodiff model `agent`.
+pub fn loss<C: RecurrentCell>(
+    agent: &ActorCritic<C>,
+    fragments: &Fragments<C::State>,
+    config: &A2cConfig,
+    device: &Device,
+) -> (Tensor<1>, UpdateStats) {
+    let all: Vec<usize> = (0..fragments.sequences.len()).collect();
+    let length = config.sequence_length;
+    let count = all.len();
+    let actions: Vec<f32> = fragments.actions.iter().map(|&a| a as f32).collect();
+    let (packed, mask) = pack(
+        &fragments.sequences,
+        &all,
+        length,
+        &[
+            (&fragments.observations, fragments.observation_size),
+            (&actions, 1),
+            (&fragments.advantages, 1),
+            (&fragments.value_targets, 1),
+        ],
+    );
+    let [observations, actions, advantages, value_targets]: [Vec<f32>; 4] =
+        packed.try_into().expect("four columns");
+    let rows = length * count;
+    let vector = |values: Vec<f32>| Tensor::<1>::from_data(TensorData::new(values, [rows]), device);
+    let valid = Tensor::<1, Bool>::from_data(TensorData::new(mask, [rows]), device).float();
+    let state = C::State::cat(fragments.states.clone());
+    let inputs = Tensor::<3>::from_data(
+        TensorData::new(observations, [length, count, fragments.observation_size]),
+        device,
+    );
+    let outputs = agent.sequence(inputs, state);
+    let (logits, values) = agent.heads(outputs.reshape([rows, agent.core.hidden_size()]));
+    let log_probabilities = log_softmax(logits, 1);
+    let actions = Tensor::<2, Int>::from_data(
+        TensorData::new(
+            actions.iter().map(|&a| a as i64).collect::<Vec<_>>(),
+            [rows, 1],
+        ),
+        device,
+    );
+    let chosen: Tensor<1> = log_probabilities.clone().gather(1, actions).reshape([rows]);
+    let policy_loss = (chosen * vector(advantages) * valid.clone()).sum().neg();
+    let value_loss = ((values - vector(value_targets)).powi_scalar(2) * valid.clone())
+        .sum()
+        .mul_scalar(0.5);
+    let entropy: Tensor<1> = (log_probabilities.clone().exp() * log_probabilities)
+        .sum_dim(1)
+        .reshape([rows])
+        .neg();
+    let entropy = (entropy * valid).sum();
+    let stats = UpdateStats {
+        policy_loss: policy_loss.clone().into_scalar::<f64>(),
+        value_loss: value_loss.clone().into_scalar::<f64>(),
+        entropy: entropy.clone().into_scalar::<f64>(),
+        grad_norm: 0.0,
+        learning_rate: 0.0,
+    };
+    let total = policy_loss + value_loss.mul_scalar(config.value_coefficient)
+        - entropy.mul_scalar(config.entropy_coefficient);
+    (total, stats)
+}
+
+/// One A2C iteration: fragments from every env with the plain copy of `agent`, then one
+/// gradient step on all of them.
+pub fn iteration<C, E>(
+    agent: ActorCritic<C>,
+    optimizer: &mut ModuleOptimizer,
+    collector: &mut VecCollector<E, C::State>,
+    config: &A2cConfig,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> (ActorCritic<C>, UpdateStats)
+where
+    C: RecurrentCell,
+    E: Env<Observation = Vec<f32>, Action = usize>,
+{
+    let learning_rate = config.learning_rate_at(collector.env_steps);
+    let plain = agent.valid();
+    let plain_device = plain.value_bias.val().device();
+    let fragments = collect(&plain, collector, config, rng, &plain_device);
+    let (loss, mut stats) = loss(&agent, &fragments, config, device);
+    let gradients = GradientsParams::from_grads(loss.backward(), &agent);
+    let (gradients, norm) = clip_by_global_norm(&agent, gradients, config.grad_clip);
+    stats.grad_norm = norm;
+    stats.learning_rate = learning_rate;
+    (optimizer.step(learning_rate, agent, gradients), stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use stpn_envs::env::{EnvRng, Info, Space, Step};
+
+    use super::*;
+
+    /// A two-step memory task with discrete answers: the sign shown at the first step must be
+    /// answered at the second (reward 1 for the right action); a memoryless agent averages 0.5.
+    struct Recall {
+        rng: EnvRng,
+        sign: usize,
+        step: usize,
+    }
+
+    impl Env for Recall {
+        type Observation = Vec<f32>;
+        type Action = usize;
+
+        fn reset(&mut self, seed: Option<u64>) -> (Vec<f32>, Info<Vec<f32>>) {
+            self.rng.reseed(seed);
+            self.sign = self.rng.0.random_range(0..2);
+            self.step = 0;
+            let shown = if self.sign == 1 { 1.0 } else { -1.0 };
+            (vec![shown, 1.0], Info::empty())
+        }
+
+        fn step(&mut self, action: &usize) -> Step<Vec<f32>> {
+            self.step += 1;
+            let reward = if self.step == 2 && *action == self.sign {
+                1.0
+            } else {
+                0.0
+            };
+            Step {
+                observation: vec![0.0, 0.0],
+                reward,
+                terminated: self.step == 2,
+                truncated: false,
+                info: Info::empty(),
+            }
+        }
+
+        fn observation_space(&self) -> Space {
+            Space::uniform_box(-1.0, 1.0, vec![2])
+        }
+
+        fn action_space(&self) -> Space {
+            Space::Discrete(2)
+        }
+    }
+
+    #[test]
+    fn learning_rate_decays_linearly() {
+        let config = A2cConfig::default();
+        assert_eq!(config.learning_rate_at(0), 7e-4);
+        assert!((config.learning_rate_at(100_000_000) - 3.5e-4).abs() < 1e-12);
+        assert!(config.learning_rate_at(400_000_000) <= 1e-12);
+    }
+
+    #[test]
+    fn recurrent_a2c_learns_to_recall() {
+        let device = stpn_model::Backend::Flex.device().unwrap().autodiff();
+        device.seed(5);
+        let core = stpn_model::StpnRConfig::new(2, 8).init(&device);
+        let mut agent = crate::ActorCriticConfig::new(2).init(core, &device);
+        let config = A2cConfig {
+            fragment_length: 10,
+            learning_rate: 1e-2,
+            sequence_length: 4,
+            ..A2cConfig::default()
+        };
+        let envs = (0..16)
+            .map(|_| Recall {
+                rng: EnvRng::default(),
+                sign: 0,
+                step: 0,
+            })
+            .collect();
+        let mut collector = VecCollector::new(SyncVectorEnv::new(envs), 1);
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let mut optimizer = burn::optim::AdamConfig::new().init();
+        for _ in 0..150 {
+            agent = iteration(
+                agent,
+                &mut optimizer,
+                &mut collector,
+                &config,
+                &mut rng,
+                &device,
+            )
+            .0;
+        }
+        let mean = |episodes: &[(f64, usize)]| {
+            episodes.iter().map(|(r, _)| r).sum::<f64>() / episodes.len() as f64
+        };
+        let finished = &collector.finished;
+        let (early, late) = (
+            mean(&finished[..200]),
+            mean(&finished[finished.len() - 200..]),
+        );
+        assert!(finished.iter().all(|&(_, length)| length == 2));
+        assert!(
+            late > 0.85 && late > early + 0.25,
+            "early {early}, late {late}"
+        );
+    }
+}
