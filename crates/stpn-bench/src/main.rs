@@ -3,6 +3,7 @@
 mod art;
 mod familiarity;
 mod maze;
+mod pendulum;
 mod perf;
 mod report;
 mod run_dir;
@@ -47,6 +48,9 @@ enum Command {
     /// Train an agent on the maze exploration task (paper §4.2) with the maze's A2C variant.
     /// Without --config: the paper's settings for --core, except the number of iterations.
     Maze(MazeArgs),
+    /// Train an agent on MuJoCo InvertedPendulum with PPO (paper §4.3). Without --config: the
+    /// paper's settings for --core.
+    Pendulum(PendulumArgs),
     /// Evaluate a maze run's last checkpoint on fresh episodes without updates: mean reward and
     /// energy per step (spec §2.3); writes eval.json into the run folder.
     MazeEval {
@@ -135,6 +139,91 @@ enum ReportCommand {
         #[arg(long, default_value = "docs/results")]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct PendulumArgs {
+    /// A config file (the fields of a run's config.json).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Core, with the paper's settings (without --config).
+    #[arg(long, value_enum, default_value = "stpnf")]
+    core: pendulum::PendulumCore,
+    /// Budget in environment steps (10⁶ in the paper).
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Gymnasium v5 rewards (0 on the terminating step) instead of v4's.
+    #[arg(long)]
+    v5: bool,
+    /// Run folder (default: runs/pendulum/<core>-h<H>-s<seed>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the interrupted run in --out (--steps may extend it).
+    #[arg(long, requires = "out")]
+    resume: bool,
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn train_pendulum(backend: Backend, args: &PendulumArgs) -> Result<()> {
+    // Before any folder is made.
+    if !cfg!(feature = "mujoco") {
+        bail!(pendulum::MUJOCO_MISSING);
+    }
+    let (mut config, run) = if args.resume {
+        let out = args.out.as_ref().expect("clap requires it");
+        let run = run_dir::RunDir::open(out)?;
+        let config: pendulum::PendulumConfig = run.read_json("config.json")?;
+        (config, Some(run))
+    } else {
+        let mut config = match &args.config {
+            Some(path) => pendulum::PendulumConfig::load(path)?,
+            None => pendulum::PendulumConfig::paper(args.core),
+        };
+        if let Some(seed) = args.seed {
+            config.seed = seed;
+        }
+        config.v5_rewards |= args.v5;
+        (config, None)
+    };
+    if let Some(steps) = args.steps {
+        config.total_steps = steps;
+    }
+    let run = match run {
+        Some(run) => run,
+        None => run_dir::RunDir::create(
+            &args
+                .out
+                .clone()
+                .unwrap_or_else(|| pendulum::default_out(&config)),
+        )?,
+    };
+    run.write_json("config.json", &config)?;
+    if !args.quiet {
+        println!(
+            "pendulum: {} on {backend}, {} environment steps -> {}",
+            config.run_name(),
+            config.total_steps,
+            run.path.display()
+        );
+    }
+    let summary = pendulum::run(&config, &run, backend, args.resume, args.quiet)?;
+    println!(
+        "{}: {} params, {} env steps ({:.0} steps/s), {} episodes, mean return of the last 10 {:.1}, solved (≥ 950) at {}  [{}]",
+        config.run_name(),
+        summary.params,
+        summary.env_steps,
+        summary.steps_per_second,
+        summary.episodes,
+        summary.mean_return_last10,
+        summary
+            .solved_at_env_steps
+            .map_or("—".to_string(), |steps| format!("{steps} steps")),
+        run.file("summary.json").display()
+    );
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -525,6 +614,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Art(args) => train_art(cli.backend, &args),
         Command::Familiarity(args) => train_familiarity(cli.backend, &args),
         Command::Maze(args) => train_maze(cli.backend, &args),
+        Command::Pendulum(args) => train_pendulum(cli.backend, &args),
         Command::MazeEval {
             run,
             episodes,

@@ -105,3 +105,43 @@ fn wgpu_without_an_adapter_is_a_one_line_error() {
     );
     assert_one_line_error(&output, "backend `wgpu` found no usable GPU adapter");
 }
+
+/// Experiment folders and configs: an occupied folder, a malformed config, a missing engine.
+#[test]
+fn experiment_commands_fail_with_one_line() {
+    let scratch = std::env::temp_dir().join(format!("stpn-cli-experiments-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let occupied = scratch.join("occupied");
+    std::fs::create_dir_all(&occupied).unwrap();
+    std::fs::write(occupied.join("config.json"), "{}").unwrap();
+    let occupied = occupied.display().to_string();
+    for command in [
+        vec!["familiarity", "--out", &occupied],
+        vec!["maze", "--out", &occupied],
+    ] {
+        assert_one_line_error(&stpn_bench(&command, &[]), "already holds a run");
+    }
+    let bad = scratch.join("bad.json");
+    std::fs::write(
+        &bad,
+        "{\"core\": \"stpn\", \"hidden_size\": 5, \"iterations\": 1, \"oops\": 1}",
+    )
+    .unwrap();
+    let bad = bad.display().to_string();
+    assert_one_line_error(&stpn_bench(&["maze", "--config", &bad], &[]), "malformed");
+    assert_one_line_error(
+        &stpn_bench(
+            &["maze-eval", &scratch.join("nothing").display().to_string()],
+            &[],
+        ),
+        "",
+    );
+    if !cfg!(feature = "mujoco") {
+        let out = scratch.join("pendulum").display().to_string();
+        assert_one_line_error(
+            &stpn_bench(&["pendulum", "--out", &out], &[]),
+            "scripts/setup-mujoco",
+        );
+    }
+    std::fs::remove_dir_all(&scratch).ok();
+}

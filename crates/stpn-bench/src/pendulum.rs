@@ -1,0 +1,493 @@
+//! InvertedPendulum with PPO (paper §4.3; spec §5.3): a recurrent or plastic core (STPNf by
+//! default: per-synapse Λ Γ, no normalisation, clamp 0.1, H 64) on the 4-number observation,
+//! a diagonal Gaussian policy, RLlib's PPO settings ([`stpn_rl::ppo`]).
+//!
+//! `metrics.csv` has one row per iteration (2 048 steps); `last/` is checkpointed every
+//! `checkpoint_every` iterations with the optimiser and the progress. A resumed run continues
+//! from the checkpoint's weights with a fresh episode (the simulator's mid-episode state is not
+//! saved), so it is not bit-identical to an uninterrupted one.
+
+// Without MuJoCo the driver is reached from the tests only.
+#![cfg_attr(not(feature = "mujoco"), allow(dead_code))]
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::AdamConfig;
+use burn::tensor::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use stpn_envs::env::Env;
+use stpn_model::{Backend, LstmConfig, RecurrentCell, RnnConfig, StpnFConfig};
+use stpn_rl::ppo::{self, Collector, PpoConfig};
+use stpn_rl::{ActorCritic, ActorCriticConfig};
+
+use crate::run_dir::{Metrics, RunDir};
+
+/// The agent's core (spec §5.3; all H = 64 in the paper).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum PendulumCore {
+    /// STPNf ("stpmlp"): per-synapse Λ Γ, not normalised, bias, clamp 0.1.
+    Stpnf,
+    /// LSTM (one bias vector).
+    Lstm,
+    /// Elman RNN.
+    Rnn,
+}
+
+/// One InvertedPendulum run; defaults are the paper's.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendulumConfig {
+    pub core: PendulumCore,
+    #[serde(default = "default_hidden_size")]
+    pub hidden_size: usize,
+    /// Environment steps to train for (10⁶ in the paper).
+    #[serde(default = "default_total_steps")]
+    pub total_steps: u64,
+    #[serde(default)]
+    pub ppo: PpoConfig,
+    /// Gymnasium v5 rewards (0 on the terminating step) instead of v4's (the paper's v2).
+    #[serde(default)]
+    pub v5_rewards: bool,
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_hidden_size() -> usize {
+    64
+}
+fn default_total_steps() -> u64 {
+    1_000_000
+}
+fn default_checkpoint_every() -> usize {
+    10
+}
+
+impl PendulumConfig {
+    pub fn paper(core: PendulumCore) -> Self {
+        Self {
+            core,
+            hidden_size: default_hidden_size(),
+            total_steps: default_total_steps(),
+            ppo: PpoConfig::default(),
+            v5_rewards: false,
+            checkpoint_every: default_checkpoint_every(),
+            seed: 0,
+        }
+    }
+
+    pub fn iterations(&self) -> usize {
+        (self.total_steps as usize).div_ceil(self.ppo.rollout_length)
+    }
+
+    pub fn run_name(&self) -> String {
+        format!(
+            "{}-h{}-s{}",
+            crate::art::name_of(self.core),
+            self.hidden_size,
+            self.seed
+        )
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let config: Self = crate::run_dir::read_json(path)?;
+        if config.hidden_size == 0 || config.total_steps == 0 || config.ppo.rollout_length == 0 {
+            bail!(
+                "{}: hidden size, total steps and rollout length must be positive",
+                path.display()
+            );
+        }
+        Ok(config)
+    }
+}
+
+/// What `summary.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub core: PendulumCore,
+    pub hidden_size: usize,
+    pub params: usize,
+    pub env_steps: u64,
+    pub episodes: u64,
+    /// Mean return of the last 10 finished episodes.
+    pub mean_return_last10: f64,
+    /// Environment steps when the mean of the last 10 returns first reached 950 (the
+    /// environment's reward threshold), if it did.
+    pub solved_at_env_steps: Option<u64>,
+    pub steps_per_second: f64,
+    pub train_seconds: f64,
+    pub seed: u64,
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TrainingState {
+    iteration: usize,
+    env_steps: u64,
+    episodes: u64,
+    recent_returns: Vec<f64>,
+    solved_at_env_steps: Option<u64>,
+    kl_coefficient: f64,
+    train_seconds: f64,
+}
+
+pub const METRICS_HEADER: &str = "iteration,env_steps,episodes,mean_return_last10,policy_loss,value_loss,entropy,kl,kl_coefficient,grad_norm,seconds";
+
+/// The InvertedPendulum environment of the run, with its 1 000-step limit.
+#[cfg(feature = "mujoco")]
+fn environment(
+    config: &PendulumConfig,
+) -> Result<impl Env<Observation = Vec<f64>, Action = Vec<f64>>> {
+    use stpn_envs::pendulum::{InvertedPendulum, RewardVersion};
+    let version = if config.v5_rewards {
+        RewardVersion::V5
+    } else {
+        RewardVersion::V4
+    };
+    InvertedPendulum::gymnasium(version).context("cannot start MuJoCo InvertedPendulum")
+}
+
+/// What a binary without MuJoCo says when asked for InvertedPendulum.
+pub const MUJOCO_MISSING: &str = "InvertedPendulum needs MuJoCo, which this binary was built without: run scripts/setup-mujoco, then build stpn-bench with --features mujoco (scripts/stpn does both)";
+
+pub fn run(
+    config: &PendulumConfig,
+    run: &RunDir,
+    backend: Backend,
+    resume: bool,
+    quiet: bool,
+) -> Result<Summary> {
+    #[cfg(feature = "mujoco")]
+    {
+        let env = environment(config)?;
+        train_on(env, config, run, backend, resume, quiet)
+    }
+    #[cfg(not(feature = "mujoco"))]
+    {
+        let _ = (config, run, backend, resume, quiet);
+        bail!(MUJOCO_MISSING)
+    }
+}
+
+/// Trains on `env` (any env with box observations and actions).
+pub fn train_on<E>(
+    env: E,
+    config: &PendulumConfig,
+    run: &RunDir,
+    backend: Backend,
+    resume: bool,
+    quiet: bool,
+) -> Result<Summary>
+where
+    E: Env<Observation = Vec<f64>, Action = Vec<f64>>,
+{
+    let device = backend.device()?.autodiff();
+    device.seed(config.seed);
+    let inputs = env.observation_space().size();
+    // Mean and pre-scale per action dimension.
+    let heads = ActorCriticConfig::new(2 * env.action_space().size());
+    let hidden = config.hidden_size;
+    match config.core {
+        PendulumCore::Stpnf => train(
+            heads.init(
+                StpnFConfig::new(inputs, hidden)
+                    .with_normalised(false)
+                    .with_clamp(Some(0.1))
+                    .init(&device),
+                &device,
+            ),
+            env,
+            config,
+            run,
+            backend,
+            resume,
+            quiet,
+            &device,
+        ),
+        PendulumCore::Lstm => train(
+            heads.init(LstmConfig::new(inputs, hidden).init(&device), &device),
+            env,
+            config,
+            run,
+            backend,
+            resume,
+            quiet,
+            &device,
+        ),
+        PendulumCore::Rnn => train(
+            heads.init(RnnConfig::new(inputs, hidden).init(&device), &device),
+            env,
+            config,
+            run,
+            backend,
+            resume,
+            quiet,
+            &device,
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train<C, E>(
+    agent: ActorCritic<C>,
+    env: E,
+    config: &PendulumConfig,
+    run: &RunDir,
+    backend: Backend,
+    resume: bool,
+    quiet: bool,
+    device: &Device,
+) -> Result<Summary>
+where
+    C: RecurrentCell,
+    E: Env<Observation = Vec<f64>, Action = Vec<f64>>,
+{
+    let params = agent.num_params();
+    let mut agent = agent;
+    let mut optimizer = AdamConfig::new().init();
+    let mut state = TrainingState {
+        iteration: 0,
+        env_steps: 0,
+        episodes: 0,
+        recent_returns: Vec::new(),
+        solved_at_env_steps: None,
+        kl_coefficient: config.ppo.kl_coefficient,
+        train_seconds: 0.0,
+    };
+    if let Some(folder) = run.checkpoint("last").filter(|_| resume) {
+        agent = agent
+            .try_load_file(folder.join("model.bpk"))
+            .with_context(|| format!("cannot load the model of {}", folder.display()))?;
+        optimizer = optimizer
+            .load(folder.join("optimizer.bpk"))
+            .with_context(|| format!("cannot load the optimizer of {}", folder.display()))?;
+        state = crate::run_dir::read_json(&folder.join("state.json"))?;
+    }
+    let metrics = Metrics::open(run, METRICS_HEADER, state.iteration)?;
+    // Episodes and action draws continue from seeds of their own after a resume.
+    let stream = config
+        .seed
+        .wrapping_mul(1_000_003)
+        .wrapping_add(state.iteration as u64);
+    let mut collector = Collector::new(env, stream);
+    let mut rng = ChaCha8Rng::seed_from_u64(stream);
+    let iterations = config.iterations();
+    let progress = if quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(iterations.saturating_sub(state.iteration) as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} iterations  {msg}  (eta {eta})",
+            )
+            .expect("valid template"),
+        );
+        bar
+    };
+    while state.iteration < iterations {
+        let started = Instant::now();
+        let episodes_before = collector.finished.len();
+        let stats;
+        (agent, stats) = ppo::iteration(
+            agent,
+            &mut optimizer,
+            &mut collector,
+            &config.ppo,
+            &mut state.kl_coefficient,
+            &mut rng,
+            device,
+        );
+        if !stats.policy_loss.is_finite() || !stats.value_loss.is_finite() {
+            bail!(
+                "the loss diverged (NaN or infinite) at iteration {}; lower the learning rate",
+                state.iteration + 1
+            );
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        state.iteration += 1;
+        state.env_steps += config.ppo.rollout_length as u64;
+        state.train_seconds += seconds;
+        for &(episode_return, _) in &collector.finished[episodes_before..] {
+            state.episodes += 1;
+            state.recent_returns.push(episode_return);
+            if state.recent_returns.len() > 10 {
+                state.recent_returns.remove(0);
+            }
+            let mean = state.recent_returns.iter().sum::<f64>() / state.recent_returns.len() as f64;
+            if state.recent_returns.len() == 10 && mean >= 950.0 {
+                state.solved_at_env_steps.get_or_insert(state.env_steps);
+            }
+        }
+        let mean_recent =
+            state.recent_returns.iter().sum::<f64>() / state.recent_returns.len().max(1) as f64;
+        metrics.append(&format!(
+            "{},{},{},{mean_recent:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{seconds:.3}",
+            state.iteration,
+            state.env_steps,
+            state.episodes,
+            stats.policy_loss,
+            stats.value_loss,
+            stats.entropy,
+            stats.kl,
+            state.kl_coefficient,
+            stats.grad_norm
+        ))?;
+        progress.inc(1);
+        progress.set_message(format!("return (last 10) {mean_recent:.1}"));
+        if state.iteration % config.checkpoint_every == 0 || state.iteration == iterations {
+            run.write_checkpoint("last", |folder| {
+                agent.clone().save_file(folder.join("model.bpk"))?;
+                optimizer.save(folder.join("optimizer.bpk"))?;
+                std::fs::write(
+                    folder.join("state.json"),
+                    serde_json::to_string_pretty(&state)?,
+                )?;
+                Ok(())
+            })?;
+            if quiet {
+                tracing::info!("iteration {} return {mean_recent:.1}", state.iteration);
+            }
+        }
+    }
+    progress.finish_and_clear();
+    let summary = Summary {
+        core: config.core,
+        hidden_size: config.hidden_size,
+        params,
+        env_steps: state.env_steps,
+        episodes: state.episodes,
+        mean_return_last10: state.recent_returns.iter().sum::<f64>()
+            / state.recent_returns.len().max(1) as f64,
+        solved_at_env_steps: state.solved_at_env_steps,
+        steps_per_second: state.env_steps as f64 / state.train_seconds.max(1e-9),
+        train_seconds: state.train_seconds,
+        seed: config.seed,
+        backend: backend.to_string(),
+    };
+    run.write_json("summary.json", &summary)?;
+    Ok(summary)
+}
+
+/// The default run folder of a config.
+pub fn default_out(config: &PendulumConfig) -> PathBuf {
+    PathBuf::from("runs/pendulum").join(config.run_name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The paper's STPNf agent has 1 027 parameters (spec §5.3).
+    #[test]
+    fn paper_stpnf_agent_has_the_paper_parameter_count() {
+        let _seeded = crate::seeded_device_lock();
+        let device = Backend::Flex.device().unwrap();
+        let agent = ActorCriticConfig::new(2).init(
+            StpnFConfig::new(4, 64)
+                .with_normalised(false)
+                .with_clamp(Some(0.1))
+                .init(&device),
+            &device,
+        );
+        assert_eq!(agent.num_params(), 1_027);
+        assert_eq!(PendulumConfig::paper(PendulumCore::Stpnf).iterations(), 489);
+    }
+
+    /// PPO through the whole driver (metrics, checkpoint, summary) on a stand-in task with
+    /// box observations and actions: the agent must push its action to the sign it is shown.
+    #[test]
+    fn driver_trains_and_writes_the_run() {
+        let _seeded = crate::seeded_device_lock();
+        let run = RunDir::create(
+            &std::env::temp_dir().join(format!("stpn-pendulum-driver-{}", std::process::id())),
+        )
+        .unwrap();
+        let mut config = PendulumConfig::paper(PendulumCore::Stpnf);
+        config.hidden_size = 8;
+        config.ppo.rollout_length = 256;
+        config.ppo.epochs = 2;
+        config.total_steps = 512;
+        config.checkpoint_every = 1;
+        run.write_json("config.json", &config).unwrap();
+        let summary = train_on(
+            SignTask::default(),
+            &config,
+            &run,
+            Backend::Flex,
+            false,
+            true,
+        )
+        .unwrap();
+        assert_eq!(summary.env_steps, 512);
+        assert_eq!(summary.episodes, 512 / 4);
+        assert!(run.checkpoint("last").is_some());
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.file("summary.json")).unwrap())
+                .unwrap();
+        for field in [
+            "env_steps",
+            "episodes",
+            "mean_return_last10",
+            "steps_per_second",
+        ] {
+            assert!(json.get(field).is_some(), "summary.json lacks {field}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(run.file("metrics.csv"))
+                .unwrap()
+                .lines()
+                .count(),
+            3
+        );
+        std::fs::remove_dir_all(&run.path).ok();
+    }
+
+    /// Four-step episodes; reward −|a − 3s| for the sign s shown.
+    #[derive(Default)]
+    struct SignTask {
+        step: usize,
+        sign: f64,
+    }
+
+    impl Env for SignTask {
+        type Observation = Vec<f64>;
+        type Action = Vec<f64>;
+
+        fn reset(&mut self, _: Option<u64>) -> (Vec<f64>, stpn_envs::env::Info<Vec<f64>>) {
+            self.step = 0;
+            self.sign = -self.sign.signum().max(0.0) * 2.0 + 1.0;
+            (
+                vec![self.sign, 0.0, 0.0, 0.0],
+                stpn_envs::env::Info::empty(),
+            )
+        }
+
+        fn step(&mut self, action: &Vec<f64>) -> stpn_envs::env::Step<Vec<f64>> {
+            self.step += 1;
+            stpn_envs::env::Step {
+                observation: vec![self.sign, 0.0, 0.0, 0.0],
+                reward: -(action[0] - 3.0 * self.sign).abs(),
+                terminated: self.step == 4,
+                truncated: false,
+                info: stpn_envs::env::Info::empty(),
+            }
+        }
+
+        fn observation_space(&self) -> stpn_envs::env::Space {
+            stpn_envs::env::Space::uniform_box(-1.0, 1.0, vec![4])
+        }
+
+        fn action_space(&self) -> stpn_envs::env::Space {
+            stpn_envs::env::Space::uniform_box(-3.0, 3.0, vec![1])
+        }
+    }
+}
