@@ -257,8 +257,10 @@ pub struct Summary {
     pub test_loss: f64,
     pub test_tpr: f64,
     pub test_fpr: f64,
-    /// The largest test interval with a true-positive rate above the false-positive rate.
-    pub max_repeat_detected: usize,
+    /// The largest test interval at which the true-positive rate exceeds the false-positive
+    /// rate by at least 0.5 (0 if none): how far back the network reliably recognises.
+    #[serde(default)]
+    pub longest_repeat_half_detected: usize,
     pub generalisation: Vec<GeneralisationPoint>,
     pub train_seconds: f64,
     pub seconds_per_step: f64,
@@ -379,6 +381,16 @@ pub fn evaluate<C: RecurrentCell>(model: &FamiliarityNet<C>, stream: &Familiarit
     let logits = model.forward(items);
     let loss = binary_cross_entropy(logits.clone(), labels).into_scalar::<f64>();
     score(logits, stream, loss)
+}
+
+/// The largest test interval of `curve` with TPR − FPR ≥ 0.5 (0 if none).
+pub fn longest_repeat_half_detected(curve: &[GeneralisationPoint]) -> usize {
+    curve
+        .iter()
+        .filter(|point| point.score.true_positive_rate - point.score.false_positive_rate >= 0.5)
+        .map(|point| point.repeat)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Test intervals 1, 2, 3, … growing ×1.3 (rounded up, at least +1), as the reference.
@@ -555,12 +567,7 @@ fn train<C: RecurrentCell>(
         test_loss: test.loss,
         test_tpr: test.true_positive_rate,
         test_fpr: test.false_positive_rate,
-        max_repeat_detected: curve
-            .iter()
-            .filter(|point| point.score.true_positive_rate > point.score.false_positive_rate)
-            .map(|point| point.repeat)
-            .max()
-            .unwrap_or(0),
+        longest_repeat_half_detected: longest_repeat_half_detected(&curve),
         generalisation: curve,
         train_seconds: state.train_seconds,
         seconds_per_step: state.train_seconds / state.step.max(1) as f64,
@@ -740,7 +747,7 @@ mod tests {
         let (summary, run) = train_fresh(&config, "learns");
         assert!(summary.test_acc > 0.8, "test accuracy {}", summary.test_acc);
         assert!(summary.test_tpr > summary.test_fpr + 0.3, "{summary:?}");
-        assert!(summary.max_repeat_detected >= 3, "{summary:?}");
+        assert!(summary.longest_repeat_half_detected >= 3, "{summary:?}");
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(run.file("summary.json")).unwrap())
                 .unwrap();
@@ -765,7 +772,10 @@ mod tests {
         config.learning_rate = 3e-2;
         let (summary, run) = train_fresh(&config, "dat");
         assert_eq!(summary.mode, Mode::Dat);
-        assert!(summary.final_train_acc > summary.final_val_acc, "{summary:?}");
+        assert!(
+            summary.final_train_acc > summary.final_val_acc,
+            "{summary:?}"
+        );
         std::fs::remove_dir_all(&run.path).ok();
     }
 

@@ -434,7 +434,7 @@ fn train_familiarity(backend: Backend, args: &FamiliarityArgs) -> Result<()> {
     }
     let summary = familiarity::run(&config, &run, backend, args.resume, args.quiet)?;
     println!(
-        "{}: {} params, {} steps ({:.2} s/step), train_acc {:.4}, test_acc {:.4} (TPR {:.3}, FPR {:.3}) at R {}, detected up to R {}  [{}]",
+        "{}: {} params, {} steps ({:.2} s/step), train_acc {:.4}, test_acc {:.4} (TPR {:.3}, FPR {:.3}) at R {}, TPR − FPR ≥ 0.5 up to R {}  [{}]",
         config.run_name(),
         summary.params,
         summary.train_steps,
@@ -444,7 +444,7 @@ fn train_familiarity(backend: Backend, args: &FamiliarityArgs) -> Result<()> {
         summary.test_tpr,
         summary.test_fpr,
         summary.repeat,
-        summary.max_repeat_detected,
+        summary.longest_repeat_half_detected,
         run.file("summary.json").display()
     );
     Ok(())

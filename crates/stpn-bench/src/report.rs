@@ -259,13 +259,13 @@ pub fn report_familiarity(folders: &[PathBuf], out: &Path) -> Result<String> {
     let mut table = String::new();
     writeln!(
         table,
-        "| network | hidden | params | mode | R | steps | test acc | TPR | FPR | longest R detected | train min |"
+        "| network | hidden | params | mode | R | steps | test acc | TPR | FPR | longest R with TPR − FPR ≥ 0.5 | train min | s/step |"
     )?;
-    writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     for (summary, _) in &runs {
         writeln!(
             table,
-            "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {:.1} | {:.2} |",
             name_of(summary.net),
             summary.hidden_size,
             summary.params,
@@ -275,8 +275,9 @@ pub fn report_familiarity(folders: &[PathBuf], out: &Path) -> Result<String> {
             summary.test_acc,
             summary.test_tpr,
             summary.test_fpr,
-            summary.max_repeat_detected,
-            summary.train_seconds / 60.0
+            crate::familiarity::longest_repeat_half_detected(&summary.generalisation),
+            summary.train_seconds / 60.0,
+            summary.seconds_per_step
         )?;
     }
     std::fs::write(out.join("familiarity.md"), &table)?;
