@@ -4,11 +4,14 @@
 //! - [`art`]: the associative retrieval task (spec §3.1).
 //! - [`maze`]: Miconi's grid maze (spec §4.1).
 //! - [`familiarity`]: the continual familiarity stream of HebbFF (spec §6.1).
+//! - `pendulum` (feature `mujoco`): InvertedPendulum on MuJoCo 3.17 (spec §5.3).
 
 pub mod art;
 pub mod env;
 pub mod familiarity;
 pub mod maze;
+#[cfg(feature = "mujoco")]
+pub mod pendulum;
 
 pub use env::{
     Env, EpisodeStats, Info, RecordEpisodeStatistics, Space, Step, SyncVectorEnv, TimeLimit,
