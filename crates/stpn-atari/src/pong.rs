@@ -24,6 +24,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use stpn_envs::{Env, Info, Space, Step};
 
@@ -72,31 +73,36 @@ impl Default for PongConfig {
 pub struct PaperObservation {
     resize: LinearResize,
     palette: Palette,
-    crop: Vec<u8>,
     resized: Vec<u8>,
 }
 
 impl PaperObservation {
     pub fn new(palette: Palette) -> Self {
-        let rows = CROP_ROWS.len();
         Self {
-            resize: LinearResize::new((rows, SCREEN.1), (OBSERVATION_SIDE, OBSERVATION_SIDE)),
+            resize: LinearResize::new(
+                (CROP_ROWS.len(), SCREEN.1),
+                (OBSERVATION_SIDE, OBSERVATION_SIDE),
+            ),
             palette,
-            crop: vec![0; rows * SCREEN.1 * 3],
             resized: vec![0; OBSERVATION_SIZE * 3],
         }
     }
 
     /// The cropped and resized RGB image (84 × 84 × 3, what `cv2.resize` returns) of a screen of
-    /// palette indices.
+    /// palette indices. Rows are converted to RGB as the resize asks for them.
     pub fn resized_rgb(&mut self, screen: &[u8]) -> &[u8] {
         assert_eq!(screen.len(), SCREEN.0 * SCREEN.1, "a 210×160 screen");
-        let cropped = &screen[CROP_ROWS.start * SCREEN.1..CROP_ROWS.end * SCREEN.1];
-        for (rgb, &index) in self.crop.chunks_exact_mut(3).zip(cropped) {
-            rgb.copy_from_slice(&self.palette.rgb[index as usize]);
-        }
-        let image = Image::new(&self.crop, CROP_ROWS.len(), SCREEN.1, 3);
-        self.resize.apply(image, &mut self.resized);
+        let palette = &self.palette.rgb;
+        let fetch = |row: usize, buffer: &mut [u8]| {
+            let start = (CROP_ROWS.start + row) * SCREEN.1;
+            for (rgb, &index) in buffer
+                .chunks_exact_mut(3)
+                .zip(&screen[start..start + SCREEN.1])
+            {
+                rgb.copy_from_slice(&palette[index as usize]);
+            }
+        };
+        self.resize.apply_rows(3, fetch, &mut self.resized);
         &self.resized
     }
 
@@ -119,10 +125,14 @@ impl PaperObservation {
 /// (the mean in double precision, as numpy's mean of `uint8`), then `(x − 128) / 128` in `f32`.
 pub fn grey_and_scale(rgb: &[u8], out: &mut [f32]) {
     assert_eq!(rgb.len(), out.len() * 3, "three channels per output value");
+    // The result depends on R + G + B only: tabulate its 766 values.
+    static BY_SUM: LazyLock<Vec<f32>> = LazyLock::new(|| {
+        (0..=3 * 255u32)
+            .map(|sum| ((sum as f64 / 3.0) as f32 - 128.0) / 128.0)
+            .collect()
+    });
     for (value, pixel) in out.iter_mut().zip(rgb.chunks_exact(3)) {
-        let sum = pixel[0] as u32 + pixel[1] as u32 + pixel[2] as u32;
-        let grey = (sum as f64 / 3.0) as f32;
-        *value = (grey - 128.0) / 128.0;
+        *value = BY_SUM[pixel[0] as usize + pixel[1] as usize + pixel[2] as usize];
     }
 }
 

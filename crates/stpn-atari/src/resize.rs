@@ -111,17 +111,16 @@ impl LinearResize {
     }
 
     /// The horizontal pass of one source row: `S[sx]·α₀ + S[sx + 1]·α₁` per channel (an
-    /// integer with 11 fractional bits), or `S[sx]·2048` where `sx + 1` is outside the row.
+    /// integer with 11 fractional bits). Where `sx + 1` is outside the row, the weights are
+    /// (2048, 0) and the right neighbour is clamped, which gives OpenCV's `S[sx]·2048`.
     fn horizontal(&self, row: &[u8], channels: usize, out: &mut [i32]) {
-        let width = self.source.1;
-        for (d, (&s, &[a0, a1])) in self.x.offsets.iter().zip(&self.x.weights).enumerate() {
-            for c in 0..channels {
-                let left = row[s * channels + c] as i32;
-                out[d * channels + c] = if s + 1 < width {
-                    left * a0 + row[(s + 1) * channels + c] as i32 * a1
-                } else {
-                    left * COEF_SCALE as i32
-                };
+        let last = self.source.1 - 1;
+        let terms = self.x.offsets.iter().zip(&self.x.weights);
+        for (out, (&s, &[a0, a1])) in out.chunks_exact_mut(channels).zip(terms) {
+            let left = &row[s * channels..(s + 1) * channels];
+            let right = &row[(s + 1).min(last) * channels..((s + 1).min(last) + 1) * channels];
+            for ((value, &left), &right) in out.iter_mut().zip(left).zip(right) {
+                *value = left as i32 * a0 + right as i32 * a1;
             }
         }
     }
@@ -129,36 +128,54 @@ impl LinearResize {
     /// Resizes `image` into `out` (`destination.0 × destination.1 × channels` bytes).
     pub fn apply(&self, image: Image, out: &mut [u8]) {
         assert_eq!((image.height, image.width), self.source, "source size");
-        let channels = image.channels;
+        let row_length = image.width * image.channels;
+        self.apply_rows(
+            image.channels,
+            |row, buffer| buffer.copy_from_slice(&image.data[row * row_length..][..row_length]),
+            out,
+        );
+    }
+
+    /// Resizes an image given row by row: `fetch(row, buffer)` writes source row `row`
+    /// (`width × channels` bytes) into `buffer`. Each row is fetched at most once, and only the
+    /// rows the result depends on, so a caller can convert rows (e.g. palette indices to RGB) as
+    /// they are needed.
+    pub fn apply_rows(
+        &self,
+        channels: usize,
+        mut fetch: impl FnMut(usize, &mut [u8]),
+        out: &mut [u8],
+    ) {
         let row_length = self.destination.1 * channels;
         assert_eq!(
             out.len(),
             self.destination.0 * row_length,
             "destination size"
         );
-        let source_row = |row: usize| {
-            &image.data[row * image.width * channels..(row + 1) * image.width * channels]
-        };
+        let mut source_row = vec![0u8; self.source.1 * channels];
         let mut upper = vec![0i32; row_length];
         let mut lower = vec![0i32; row_length];
         let mut cached = [usize::MAX; 2];
-        for (dy, &([r0, r1], [b0, b1])) in self.rows.iter().enumerate() {
-            // Consecutive destination rows often share source rows; reuse their passes.
+        for (out, &([r0, r1], [b0, b1])) in out.chunks_exact_mut(row_length).zip(&self.rows) {
+            // Consecutive destination rows may share source rows; reuse their passes.
             if cached != [r0, r1] {
                 if cached[1] == r0 {
                     std::mem::swap(&mut upper, &mut lower);
                 } else {
-                    self.horizontal(source_row(r0), channels, &mut upper);
+                    fetch(r0, &mut source_row);
+                    self.horizontal(&source_row, channels, &mut upper);
                 }
-                self.horizontal(source_row(r1), channels, &mut lower);
+                if r1 == r0 {
+                    lower.copy_from_slice(&upper);
+                } else {
+                    fetch(r1, &mut source_row);
+                    self.horizontal(&source_row, channels, &mut lower);
+                }
                 cached = [r0, r1];
             }
             // The vertical pass of OpenCV's `VResizeLinear<uchar, …>` (scalar and SIMD alike).
-            for (x, value) in out[dy * row_length..(dy + 1) * row_length]
-                .iter_mut()
-                .enumerate()
-            {
-                let sum = ((b0 * (upper[x] >> 4)) >> 16) + ((b1 * (lower[x] >> 4)) >> 16) + 2;
+            for ((value, &upper), &lower) in out.iter_mut().zip(&upper).zip(&lower) {
+                let sum = ((b0 * (upper >> 4)) >> 16) + ((b1 * (lower >> 4)) >> 16) + 2;
                 *value = (sum >> 2) as u8;
             }
         }

@@ -93,6 +93,13 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         repeats: usize,
     },
+    /// Environment steps per second on one core, uniform random actions with resets: the maze and
+    /// (with MuJoCo) InvertedPendulum.
+    EnvsBench {
+        /// Steps per environment.
+        #[arg(long, default_value_t = 200_000)]
+        steps: usize,
+    },
     /// Tables and plots of finished runs.
     #[command(subcommand)]
     Report(ReportCommand),
@@ -586,6 +593,58 @@ fn train_art(backend: Backend, args: &ArtArgs) -> Result<()> {
     Ok(())
 }
 
+/// Runs `env` for `steps` steps with actions from `action`, resetting at episode ends; returns
+/// steps per second and the number of episodes finished.
+fn time_env<E: stpn_envs::Env>(
+    mut env: E,
+    steps: usize,
+    mut action: impl FnMut(&mut rand_chacha::ChaCha8Rng) -> E::Action,
+) -> (f64, usize) {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    env.reset(Some(0));
+    let mut episodes = 0;
+    let started = std::time::Instant::now();
+    for _ in 0..steps {
+        if env.step(&action(&mut rng)).done() {
+            env.reset(None);
+            episodes += 1;
+        }
+    }
+    (steps as f64 / started.elapsed().as_secs_f64(), episodes)
+}
+
+fn envs_bench(steps: usize) -> Result<()> {
+    use rand::Rng;
+    println!("{:<34} {:>14} {:>10}", "environment", "steps/s", "episodes");
+    let maze = stpn_envs::TimeLimit::new(
+        stpn_envs::maze::Maze::new(),
+        stpn_envs::maze::EPISODE_LENGTH,
+    );
+    let (rate, episodes) = time_env(maze, steps, |rng| rng.random_range(0..4usize));
+    println!(
+        "{:<34} {rate:>14.0} {episodes:>10}",
+        "maze (13x13, 200 steps)"
+    );
+    #[cfg(feature = "mujoco")]
+    {
+        use stpn_envs::pendulum::{InvertedPendulum, RewardVersion};
+        let pendulum = InvertedPendulum::gymnasium(RewardVersion::V4)?;
+        let (rate, episodes) = time_env(pendulum, steps, |rng| vec![rng.random_range(-3.0..3.0)]);
+        println!(
+            "{:<34} {rate:>14.0} {episodes:>10}",
+            "InvertedPendulum (MuJoCo 3.17)"
+        );
+    }
+    #[cfg(not(feature = "mujoco"))]
+    println!(
+        "{:<34} {:>14}",
+        "InvertedPendulum", "not built (scripts/setup-mujoco, --features mujoco)"
+    );
+    println!("{:<34} {:>14}", "Pong (ALE)", "not built yet");
+    Ok(())
+}
+
 fn parse_backend(text: &str) -> Result<Backend, String> {
     text.parse()
         .map_err(|error: stpn_model::BackendError| error.to_string())
@@ -672,6 +731,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("written to {}", out.display());
             Ok(())
         }
+        Command::EnvsBench { steps } => envs_bench(steps),
         Command::Golden { files, float32 } => golden(cli.backend, &files, float32),
     }
 }

@@ -145,3 +145,12 @@ fn experiment_commands_fail_with_one_line() {
     }
     std::fs::remove_dir_all(&scratch).ok();
 }
+
+#[test]
+fn envs_bench_prints_a_rate_per_environment() {
+    let output = stpn_bench(&["envs-bench", "--steps", "2000"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.lines().any(|line| line.starts_with("maze")), "{text}");
+    assert!(text.contains("InvertedPendulum"), "{text}");
+}
