@@ -373,15 +373,7 @@ fn train<C: RecurrentCell>(
         final_val_energy: f64::NAN,
         train_seconds: 0.0,
     };
-    if let Some(folder) = run.checkpoint("last").filter(|_| resume) {
-        model = model
-            .try_load_file(folder.join("model.bpk"))
-            .with_context(|| format!("cannot load the model of {}", folder.display()))?;
-        optimizer = optimizer
-            .load(folder.join("optimizer.bpk"))
-            .with_context(|| format!("cannot load the optimizer of {}", folder.display()))?;
-        state = crate::run_dir::read_json(&folder.join("state.json"))?;
-    }
+    (model, optimizer, state) = run.resume_training(model, optimizer, state, resume)?;
     let metrics = Metrics::open(run, METRICS_HEADER, state.epoch)?;
 
     let batches = config.train_size / config.batch_size;
@@ -455,15 +447,7 @@ fn train<C: RecurrentCell>(
                 Ok(())
             })?;
         }
-        run.write_checkpoint("last", |folder| {
-            model.clone().save_file(folder.join("model.bpk"))?;
-            optimizer.save(folder.join("optimizer.bpk"))?;
-            std::fs::write(
-                folder.join("state.json"),
-                serde_json::to_string_pretty(&state)?,
-            )?;
-            Ok(())
-        })?;
+        run.save_training(&model, &optimizer, &state)?;
         let line = format!(
             "epoch {epoch:>3}  train_loss {train_loss:.4}  train_acc {train_acc:.4}  val_acc {:.4}  val_energy {:.3}  {epoch_seconds:.1}s",
             validation.accuracy, validation.energy

@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -205,15 +205,9 @@ enum Purpose {
     Generalisation = 4,
 }
 
-/// SplitMix64 of the data seed, the purpose and an index.
+/// The seed of the stream for `purpose` number `index`.
 fn stream_seed(data_seed: u64, purpose: Purpose, index: u64) -> u64 {
-    let mix = |mut z: u64| {
-        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    mix(mix(mix(data_seed) ^ purpose as u64) ^ index)
+    crate::run_dir::derive_seed(data_seed, purpose as u64, index)
 }
 
 /// Accuracy and the rates of answering "familiar", on one stream.
@@ -440,15 +434,7 @@ fn train<C: RecurrentCell>(
         final_val_acc: f64::NAN,
         train_seconds: 0.0,
     };
-    if let Some(folder) = run.checkpoint("last").filter(|_| resume) {
-        model = model
-            .try_load_file(folder.join("model.bpk"))
-            .with_context(|| format!("cannot load the model of {}", folder.display()))?;
-        optimizer = optimizer
-            .load(folder.join("optimizer.bpk"))
-            .with_context(|| format!("cannot load the optimizer of {}", folder.display()))?;
-        state = crate::run_dir::read_json(&folder.join("state.json"))?;
-    }
+    (model, optimizer, state) = run.resume_training(model, optimizer, state, resume)?;
     let metrics = Metrics::open(run, METRICS_HEADER, state.step)?;
     let fixed_train =
         (config.mode == Mode::Dat).then(|| config.stream(Purpose::Train, 0, config.repeat));
@@ -518,15 +504,7 @@ fn train<C: RecurrentCell>(
                 validation_score.loss,
                 validation_score.accuracy
             ))?;
-            run.write_checkpoint("last", |folder| {
-                model.clone().save_file(folder.join("model.bpk"))?;
-                optimizer.save(folder.join("optimizer.bpk"))?;
-                std::fs::write(
-                    folder.join("state.json"),
-                    serde_json::to_string_pretty(&state)?,
-                )?;
-                Ok(())
-            })?;
+            run.save_training(&model, &optimizer, &state)?;
             progress.set_message(format!(
                 "loss {:.4}  acc {:.3}  val_acc {:.3}",
                 state.final_train_loss, state.final_train_acc, state.final_val_acc

@@ -240,16 +240,9 @@ pub fn run(
     }
 }
 
-/// SplitMix64 of the seed, the iteration and an index: the seed of one episode or one
-/// iteration's action draws.
+/// The seed of one episode (or, with index `u64::MAX`, of one iteration's action draws).
 fn derived_seed(seed: u64, iteration: usize, index: u64) -> u64 {
-    let mix = |mut z: u64| {
-        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    mix(mix(mix(seed) ^ iteration as u64) ^ index)
+    crate::run_dir::derive_seed(seed, iteration as u64, index)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -272,15 +265,7 @@ fn train<C: RecurrentCell>(
         recent_rewards: Vec::new(),
         train_seconds: 0.0,
     };
-    if let Some(folder) = run.checkpoint("last").filter(|_| resume) {
-        agent = agent
-            .try_load_file(folder.join("model.bpk"))
-            .with_context(|| format!("cannot load the model of {}", folder.display()))?;
-        optimizer = optimizer
-            .load(folder.join("optimizer.bpk"))
-            .with_context(|| format!("cannot load the optimizer of {}", folder.display()))?;
-        state = crate::run_dir::read_json(&folder.join("state.json"))?;
-    }
+    (agent, optimizer, state) = run.resume_training(agent, optimizer, state, resume)?;
     let metrics = Metrics::open(run, METRICS_HEADER, state.iteration)?;
     let progress = if quiet {
         ProgressBar::hidden()
@@ -337,15 +322,7 @@ fn train<C: RecurrentCell>(
             state.recent_rewards.iter().sum::<f64>() / state.recent_rewards.len() as f64;
         progress.set_message(format!("reward {reward:.1} (last 10: {mean_recent:.1})"));
         if state.iteration % config.checkpoint_every == 0 || state.iteration == config.iterations {
-            run.write_checkpoint("last", |folder| {
-                agent.clone().save_file(folder.join("model.bpk"))?;
-                optimizer.save(folder.join("optimizer.bpk"))?;
-                std::fs::write(
-                    folder.join("state.json"),
-                    serde_json::to_string_pretty(&state)?,
-                )?;
-                Ok(())
-            })?;
+            run.save_training(&agent, &optimizer, &state)?;
             if quiet {
                 tracing::info!("iteration {} reward {mean_recent:.2}", state.iteration);
             }

@@ -263,15 +263,7 @@ where
         kl_coefficient: config.ppo.kl_coefficient,
         train_seconds: 0.0,
     };
-    if let Some(folder) = run.checkpoint("last").filter(|_| resume) {
-        agent = agent
-            .try_load_file(folder.join("model.bpk"))
-            .with_context(|| format!("cannot load the model of {}", folder.display()))?;
-        optimizer = optimizer
-            .load(folder.join("optimizer.bpk"))
-            .with_context(|| format!("cannot load the optimizer of {}", folder.display()))?;
-        state = crate::run_dir::read_json(&folder.join("state.json"))?;
-    }
+    (agent, optimizer, state) = run.resume_training(agent, optimizer, state, resume)?;
     let metrics = Metrics::open(run, METRICS_HEADER, state.iteration)?;
     // Episodes and action draws continue from seeds of their own after a resume.
     let stream = config
@@ -344,15 +336,7 @@ where
         progress.inc(1);
         progress.set_message(format!("return (last 10) {mean_recent:.1}"));
         if state.iteration % config.checkpoint_every == 0 || state.iteration == iterations {
-            run.write_checkpoint("last", |folder| {
-                agent.clone().save_file(folder.join("model.bpk"))?;
-                optimizer.save(folder.join("optimizer.bpk"))?;
-                std::fs::write(
-                    folder.join("state.json"),
-                    serde_json::to_string_pretty(&state)?,
-                )?;
-                Ok(())
-            })?;
+            run.save_training(&agent, &optimizer, &state)?;
             if quiet {
                 tracing::info!("iteration {} return {mean_recent:.1}", state.iteration);
             }

@@ -89,12 +89,64 @@ impl RunDir {
         Ok(())
     }
 
+    /// Writes the training checkpoint `last/`: the model, the optimiser and the progress `state`.
+    pub fn save_training<M: burn::module::Module, S: Serialize>(
+        &self,
+        model: &M,
+        optimizer: &burn::optim::module_optimizer::ModuleOptimizer,
+        state: &S,
+    ) -> Result<()> {
+        self.write_checkpoint("last", |folder| {
+            model.clone().save_file(folder.join("model.bpk"))?;
+            optimizer.save(folder.join("optimizer.bpk"))?;
+            fs::write(
+                folder.join("state.json"),
+                serde_json::to_string_pretty(state)?,
+            )?;
+            Ok(())
+        })
+    }
+
+    /// With `resume`, the model, optimiser and progress of the training checkpoint `last/` (if
+    /// the run has one) in place of the fresh ones given; otherwise the fresh ones.
+    pub fn resume_training<M: burn::module::Module, S: DeserializeOwned>(
+        &self,
+        model: M,
+        optimizer: burn::optim::module_optimizer::ModuleOptimizer,
+        state: S,
+        resume: bool,
+    ) -> Result<(M, burn::optim::module_optimizer::ModuleOptimizer, S)> {
+        let Some(folder) = self.checkpoint("last").filter(|_| resume) else {
+            return Ok((model, optimizer, state));
+        };
+        let model = model
+            .try_load_file(folder.join("model.bpk"))
+            .with_context(|| format!("cannot load the model of {}", folder.display()))?;
+        let optimizer = optimizer
+            .load(folder.join("optimizer.bpk"))
+            .with_context(|| format!("cannot load the optimizer of {}", folder.display()))?;
+        let state = read_json(&folder.join("state.json"))?;
+        Ok((model, optimizer, state))
+    }
+
     /// The folder of a complete checkpoint, if there is one.
     pub fn checkpoint(&self, name: &str) -> Option<PathBuf> {
         [self.file(name), self.file(&format!("{name}.old"))]
             .into_iter()
             .find(|folder| folder.is_dir())
     }
+}
+
+/// A seed derived from a run's seed and two indices (SplitMix64 mixing): the seed of one stream,
+/// episode or iteration, so that runs resume exactly and no two purposes share a generator.
+pub fn derive_seed(seed: u64, first: u64, second: u64) -> u64 {
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    mix(mix(mix(seed) ^ first) ^ second)
 }
 
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
