@@ -8,4 +8,6 @@ if [ -d "$HOME/.local/stpn-engines/mujoco/lib" ]; then
   export LD_LIBRARY_PATH="$HOME/.local/stpn-engines/mujoco/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 # The feature set of every build the scripts make (one set, so that builds share artifacts).
-export STPN_FEATURES="stpn-bench/mujoco"
+# `atari` links ALE (GPL-2.0-only): binaries built by these scripts are GPL-2.0; build without it
+# (cargo build -p stpn-bench --features mujoco) for a binary under the project's own licence.
+export STPN_FEATURES="stpn-bench/mujoco,stpn-bench/atari"

@@ -131,7 +131,7 @@ fn pong_matches_ale_py() {
                 rewards.push((frame, step.reward));
             }
             if step.terminated {
-                assert_eq!(env.ale().game_over(false), true);
+                assert!(env.ale().game_over(false));
             }
             if frame % every == 0 {
                 check_screens(&env, raw, frame);

@@ -641,7 +641,20 @@ fn envs_bench(steps: usize) -> Result<()> {
         "{:<34} {:>14}",
         "InvertedPendulum", "not built (scripts/setup-mujoco, --features mujoco)"
     );
-    println!("{:<34} {:>14}", "Pong (ALE)", "not built yet");
+    #[cfg(feature = "atari")]
+    {
+        let pong = stpn_atari::Pong::new()?;
+        let (rate, episodes) = time_env(pong, steps.min(50_000), |rng| rng.random_range(0..6usize));
+        println!(
+            "{:<34} {rate:>14.0} {episodes:>10}",
+            "Pong (ALE 0.12.1, paper preprocessing)"
+        );
+    }
+    #[cfg(not(feature = "atari"))]
+    println!(
+        "{:<34} {:>14}",
+        "Pong", "not built (scripts/setup-ale, --features atari)"
+    );
     Ok(())
 }
 
