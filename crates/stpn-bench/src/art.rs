@@ -517,9 +517,7 @@ mod tests {
     }
 
     fn scratch(name: &str) -> PathBuf {
-        let path = std::env::temp_dir().join(format!("stpn-art-{name}-{}", std::process::id()));
-        std::fs::remove_dir_all(&path).ok();
-        path
+        crate::test_support::scratch("art", name)
     }
 
     fn train_fresh(config: &ArtConfig, name: &str) -> (Summary, RunDir) {
@@ -589,13 +587,7 @@ mod tests {
         assert_eq!(straight.final_val_acc, resumed.final_val_acc);
         assert_eq!(straight.test_acc, resumed.test_acc);
         assert_eq!(straight.test_energy, resumed.test_energy);
-        let metrics = |run: &RunDir| {
-            std::fs::read_to_string(run.file("metrics.csv"))
-                .unwrap()
-                .lines()
-                .map(|line| line.rsplit_once(',').unwrap().0.to_string()) // drop the timing
-                .collect::<Vec<_>>()
-        };
+        let metrics = crate::test_support::metrics_without_timing;
         assert_eq!(metrics(&straight_run), metrics(&resumed_run));
         for run in [straight_run, resumed_run] {
             std::fs::remove_dir_all(&run.path).ok();

@@ -609,9 +609,7 @@ mod tests {
     }
 
     fn scratch(name: &str) -> PathBuf {
-        let path = std::env::temp_dir().join(format!("stpn-fam-{name}-{}", std::process::id()));
-        std::fs::remove_dir_all(&path).ok();
-        path
+        crate::test_support::scratch("fam", name)
     }
 
     fn train_fresh(config: &FamiliarityConfig, name: &str) -> (Summary, RunDir) {
@@ -702,13 +700,7 @@ mod tests {
         assert_eq!(straight.test_acc, resumed.test_acc);
         assert_eq!(straight.test_loss, resumed.test_loss);
         assert_eq!(straight.generalisation, resumed.generalisation);
-        let metrics = |run: &RunDir| {
-            std::fs::read_to_string(run.file("metrics.csv"))
-                .unwrap()
-                .lines()
-                .map(|line| line.rsplit_once(',').unwrap().0.to_string()) // drop the timing
-                .collect::<Vec<_>>()
-        };
+        let metrics = crate::test_support::metrics_without_timing;
         assert_eq!(metrics(&straight_run), metrics(&resumed_run));
         assert_eq!(metrics(&straight_run).len(), 3);
         for run in [straight_run, resumed_run] {

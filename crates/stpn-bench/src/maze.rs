@@ -446,9 +446,7 @@ mod tests {
     }
 
     fn scratch(name: &str) -> PathBuf {
-        let path = std::env::temp_dir().join(format!("stpn-maze-{name}-{}", std::process::id()));
-        std::fs::remove_dir_all(&path).ok();
-        path
+        crate::test_support::scratch("maze", name)
     }
 
     fn train_fresh(config: &MazeConfig, name: &str) -> (Summary, RunDir) {
@@ -471,13 +469,7 @@ mod tests {
         let (_, resumed_run) = train_fresh(&first_part, "resumed");
         let resumed = super::run(&config, &resumed_run, Backend::Flex, true, true).unwrap();
         assert_eq!(straight.mean_return_last10, resumed.mean_return_last10);
-        let metrics = |run: &RunDir| {
-            std::fs::read_to_string(run.file("metrics.csv"))
-                .unwrap()
-                .lines()
-                .map(|line| line.rsplit_once(',').unwrap().0.to_string()) // drop the timing
-                .collect::<Vec<_>>()
-        };
+        let metrics = crate::test_support::metrics_without_timing;
         assert_eq!(metrics(&straight_run), metrics(&resumed_run));
         assert_eq!(metrics(&straight_run).len(), 5);
         let json: serde_json::Value = serde_json::from_str(

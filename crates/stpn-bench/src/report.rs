@@ -140,50 +140,26 @@ fn color(index: usize) -> RGBColor {
 
 /// Validation accuracy per epoch, mean over the seeds of each model.
 fn plot_curves(groups: &BTreeMap<String, Vec<Run>>, path: &Path) -> Result<()> {
-    let epochs = groups
-        .values()
-        .flat_map(|runs| runs.iter().map(|run| run.curve.len()))
-        .max()
-        .unwrap_or(1)
-        .max(2);
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Associative retrieval: validation accuracy (mean over seeds)",
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(1f64..epochs as f64, 0f64..1f64)?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("validation accuracy")
-        .draw()?;
-    for (index, (name, runs)) in groups.iter().enumerate() {
-        let length = runs.iter().map(|run| run.curve.len()).min().unwrap_or(0);
-        let mean: Vec<(f64, f64)> = (0..length)
-            .map(|epoch| {
-                let values: Vec<f64> = runs.iter().map(|run| run.curve[epoch].1).collect();
-                (run_epoch(runs, epoch) as f64, mean_std(&values).0)
-            })
-            .collect();
-        let style = color(index).stroke_width(2);
-        chart
-            .draw_series(LineSeries::new(mean, style))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    let series: Vec<(String, Vec<(f64, f64)>)> = groups
+        .iter()
+        .map(|(name, runs)| {
+            let length = runs.iter().map(|run| run.curve.len()).min().unwrap_or(0);
+            let mean = (0..length)
+                .map(|epoch| {
+                    let values: Vec<f64> = runs.iter().map(|run| run.curve[epoch].1).collect();
+                    (run_epoch(runs, epoch) as f64, mean_std(&values).0)
+                })
+                .collect();
+            (name.clone(), mean)
+        })
+        .collect();
+    plot_lines(
+        &series,
+        "Associative retrieval: validation accuracy (mean over seeds)",
+        ("epoch", "validation accuracy"),
+        0.0..1.0,
+        path,
+    )
 }
 
 fn run_epoch(runs: &[Run], index: usize) -> usize {
