@@ -5,6 +5,7 @@ mod familiarity;
 mod maze;
 mod pendulum;
 mod perf;
+mod pong;
 mod report;
 mod run_dir;
 
@@ -76,6 +77,10 @@ enum Command {
     /// Train an agent on MuJoCo InvertedPendulum with PPO (paper §4.3). Without --config: the
     /// paper's settings for --core.
     Pendulum(PendulumArgs),
+    /// Train an agent on Atari Pong with A2C (paper §4.3), one frame per step, the paper's
+    /// preprocessing, the conv encoder into the core. Without --config: the paper's settings for
+    /// --core with 16 environments and 2 million frames.
+    Pong(PongArgs),
     /// Evaluate a maze run's last checkpoint on fresh episodes without updates: mean reward and
     /// energy per step (spec §2.3); writes eval.json into the run folder.
     MazeEval {
@@ -171,6 +176,90 @@ enum ReportCommand {
         #[arg(long, default_value = "docs/results")]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct PongArgs {
+    /// A config file (the fields of a run's config.json).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Core, with the paper's settings (without --config).
+    #[arg(long, value_enum, default_value = "stpn")]
+    core: pong::PongCore,
+    /// Budget in frames (= agent steps).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Parallel environments (64 in the paper).
+    #[arg(long)]
+    envs: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run folder (default: runs/pong/<core>-h<H>-e<envs>-s<seed>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the interrupted run in --out (--steps may extend it).
+    #[arg(long, requires = "out")]
+    resume: bool,
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn train_pong(backend: Backend, args: &PongArgs) -> Result<()> {
+    // Before any folder is made.
+    if !cfg!(feature = "atari") {
+        bail!(pong::ATARI_MISSING);
+    }
+    let (mut config, run) = if args.resume {
+        let out = args.out.as_ref().expect("clap requires it");
+        let run = run_dir::RunDir::open(out)?;
+        let config: pong::PongConfig = run.read_json("config.json")?;
+        (config, Some(run))
+    } else {
+        let mut config = match &args.config {
+            Some(path) => pong::PongConfig::load(path)?,
+            None => pong::PongConfig::paper(args.core),
+        };
+        if let Some(seed) = args.seed {
+            config.seed = seed;
+        }
+        if let Some(envs) = args.envs {
+            config.envs = envs;
+        }
+        (config, None)
+    };
+    if let Some(steps) = args.steps {
+        config.total_steps = steps;
+    }
+    let run = match run {
+        Some(run) => run,
+        None => run_dir::RunDir::create(
+            &args
+                .out
+                .clone()
+                .unwrap_or_else(|| pong::default_out(&config)),
+        )?,
+    };
+    run.write_json("config.json", &config)?;
+    if !args.quiet {
+        println!(
+            "pong: {} on {backend}, {} frames -> {}",
+            config.run_name(),
+            config.total_steps,
+            run.path.display()
+        );
+    }
+    let summary = pong::run(&config, &run, backend, args.resume, args.quiet)?;
+    println!(
+        "{}: {} params, {} frames ({:.0} steps/s), {} episodes, mean return of the last 10 {:.1}  [{}]",
+        config.run_name(),
+        summary.params,
+        summary.env_steps,
+        summary.steps_per_second,
+        summary.episodes,
+        summary.mean_return_last10,
+        run.file("summary.json").display()
+    );
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -712,6 +801,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Familiarity(args) => train_familiarity(cli.backend, &args),
         Command::Maze(args) => train_maze(cli.backend, &args),
         Command::Pendulum(args) => train_pendulum(cli.backend, &args),
+        Command::Pong(args) => train_pong(cli.backend, &args),
         Command::MazeEval {
             run,
             episodes,

@@ -1,0 +1,362 @@
+//! Atari Pong with A2C (paper §4.3; spec §5.2): the conv encoder (16×8×8/4, 32×4×4/2 → 2 592
+//! features) into a recurrent core (STPNr H 64 by default: per-synapse, pre-normalised, no clamp,
+//! on the fused kernel; or LSTM H 48), RLlib's A2C ([`stpn_rl::a2c`]) over many Pong envs with
+//! fragments of 50 frames, one frame per step and the paper's preprocessing.
+//!
+//! `metrics.csv` has one row per iteration; `last/` is checkpointed every `checkpoint_every`
+//! iterations. A resumed run continues from the checkpoint's weights with fresh episodes (the
+//! emulators' mid-episode states are not saved). Needs the `atari` feature (ALE, GPL-2.0).
+
+// Without ALE the driver is reached from nowhere but its own types.
+#![cfg_attr(not(feature = "atari"), allow(dead_code))]
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::module::Module;
+use burn::optim::AdamConfig;
+use burn::tensor::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use stpn_envs::env::{Env, SyncVectorEnv};
+use stpn_model::{Backend, LstmConfig, RecurrentCell, StpnRConfig};
+use stpn_rl::a2c::{self, A2cConfig, VecCollector};
+use stpn_rl::{ActorCritic, ActorCriticConfig, ConvEncoder};
+
+use crate::run_dir::{Metrics, RunDir};
+
+/// The agent's core.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum PongCore {
+    /// STPNr H 64 (519 735 parameters with the encoder and heads).
+    Stpn,
+    /// LSTM H 48 (one bias vector).
+    Lstm,
+}
+
+/// One Pong run. Defaults are the paper's except the number of environments (64 workers in the
+/// paper) and the budget (10⁸ frames in the paper).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PongConfig {
+    pub core: PongCore,
+    pub hidden_size: usize,
+    #[serde(default = "default_envs")]
+    pub envs: usize,
+    /// Frames (= agent steps) to train for.
+    pub total_steps: u64,
+    #[serde(default)]
+    pub a2c: A2cConfig,
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_envs() -> usize {
+    16
+}
+fn default_checkpoint_every() -> usize {
+    50
+}
+
+impl PongConfig {
+    pub fn paper(core: PongCore) -> Self {
+        let a2c = match core {
+            PongCore::Stpn => A2cConfig::default(),
+            PongCore::Lstm => A2cConfig {
+                learning_rate: 1e-4,
+                ..A2cConfig::default()
+            },
+        };
+        Self {
+            core,
+            hidden_size: match core {
+                PongCore::Stpn => 64,
+                PongCore::Lstm => 48,
+            },
+            envs: default_envs(),
+            total_steps: 2_000_000,
+            a2c,
+            checkpoint_every: default_checkpoint_every(),
+            seed: 0,
+        }
+    }
+
+    pub fn iterations(&self) -> usize {
+        (self.total_steps as usize).div_ceil(self.envs * self.a2c.fragment_length)
+    }
+
+    pub fn run_name(&self) -> String {
+        format!(
+            "{}-h{}-e{}-s{}",
+            crate::art::name_of(self.core),
+            self.hidden_size,
+            self.envs,
+            self.seed
+        )
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let config: Self = crate::run_dir::read_json(path)?;
+        if config.envs == 0 || config.hidden_size == 0 || config.total_steps == 0 {
+            bail!(
+                "{}: envs, hidden size and total steps must be positive",
+                path.display()
+            );
+        }
+        Ok(config)
+    }
+}
+
+/// What `summary.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub core: PongCore,
+    pub hidden_size: usize,
+    pub params: usize,
+    pub env_steps: u64,
+    pub episodes: u64,
+    /// Mean return of the last 10 finished episodes (−21 … 21).
+    pub mean_return_last10: f64,
+    pub steps_per_second: f64,
+    pub train_seconds: f64,
+    pub seed: u64,
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TrainingState {
+    iteration: usize,
+    env_steps: u64,
+    episodes: u64,
+    recent_returns: Vec<f64>,
+    train_seconds: f64,
+}
+
+pub const METRICS_HEADER: &str = "iteration,env_steps,episodes,mean_return_last10,policy_loss,value_loss,entropy,grad_norm,learning_rate,seconds";
+
+/// What a binary without ALE says when asked for Pong.
+pub const ATARI_MISSING: &str = "Pong needs the Arcade Learning Environment, which this binary was built without: run scripts/setup-ale, then build stpn-bench with --features atari (scripts/stpn does both; the binary is then GPL-2.0)";
+
+pub fn run(
+    config: &PongConfig,
+    run: &RunDir,
+    backend: Backend,
+    resume: bool,
+    quiet: bool,
+) -> Result<Summary> {
+    #[cfg(feature = "atari")]
+    {
+        let envs = (0..config.envs)
+            .map(|_| stpn_atari::Pong::new())
+            .collect::<Result<Vec<_>, _>>()?;
+        train_on(
+            SyncVectorEnv::new(envs),
+            config,
+            run,
+            backend,
+            resume,
+            quiet,
+        )
+    }
+    #[cfg(not(feature = "atari"))]
+    {
+        let _ = (config, run, backend, resume, quiet);
+        bail!(ATARI_MISSING)
+    }
+}
+
+/// Trains on `envs` (any vector of envs with flat observations and discrete actions).
+pub fn train_on<E>(
+    envs: SyncVectorEnv<E>,
+    config: &PongConfig,
+    run: &RunDir,
+    backend: Backend,
+    resume: bool,
+    quiet: bool,
+) -> Result<Summary>
+where
+    E: Env<Observation = Vec<f32>, Action = usize>,
+{
+    let device = backend.device()?.autodiff();
+    device.seed(config.seed);
+    let actions = envs.envs[0].action_space().size();
+    let heads = ActorCriticConfig::new(actions);
+    let features = ConvEncoder::FEATURES;
+    let hidden = config.hidden_size;
+    match config.core {
+        PongCore::Stpn => train(
+            heads
+                .init(StpnRConfig::new(features, hidden).init(&device), &device)
+                .with_conv_encoder(&device),
+            envs,
+            config,
+            run,
+            backend,
+            resume,
+            quiet,
+            &device,
+        ),
+        PongCore::Lstm => train(
+            heads
+                .init(LstmConfig::new(features, hidden).init(&device), &device)
+                .with_conv_encoder(&device),
+            envs,
+            config,
+            run,
+            backend,
+            resume,
+            quiet,
+            &device,
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train<C, E>(
+    agent: ActorCritic<C>,
+    envs: SyncVectorEnv<E>,
+    config: &PongConfig,
+    run: &RunDir,
+    backend: Backend,
+    resume: bool,
+    quiet: bool,
+    device: &Device,
+) -> Result<Summary>
+where
+    C: RecurrentCell,
+    E: Env<Observation = Vec<f32>, Action = usize>,
+{
+    let params = agent.num_params();
+    let state = TrainingState {
+        iteration: 0,
+        env_steps: 0,
+        episodes: 0,
+        recent_returns: Vec::new(),
+        train_seconds: 0.0,
+    };
+    let (mut agent, mut optimizer, mut state) =
+        run.resume_training(agent, AdamConfig::new().init(), state, resume)?;
+    let metrics = Metrics::open(run, METRICS_HEADER, state.iteration)?;
+    // Episodes and action draws continue from seeds of their own after a resume.
+    let stream = crate::run_dir::derive_seed(config.seed, state.iteration as u64, 0);
+    let mut collector = VecCollector::new(envs, stream);
+    collector.env_steps = state.env_steps; // the learning-rate schedule follows the whole run
+    let mut rng = ChaCha8Rng::seed_from_u64(stream);
+    let iterations = config.iterations();
+    let progress = if quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(iterations.saturating_sub(state.iteration) as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} iterations  {msg}  (eta {eta})",
+            )
+            .expect("valid template"),
+        );
+        bar
+    };
+    while state.iteration < iterations {
+        let started = Instant::now();
+        let episodes_before = collector.finished.len();
+        let stats;
+        (agent, stats) = a2c::iteration(
+            agent,
+            &mut optimizer,
+            &mut collector,
+            &config.a2c,
+            &mut rng,
+            device,
+        );
+        if !stats.policy_loss.is_finite() || !stats.value_loss.is_finite() {
+            bail!(
+                "the loss diverged (NaN or infinite) at iteration {}; lower the learning rate",
+                state.iteration + 1
+            );
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        state.iteration += 1;
+        state.env_steps = collector.env_steps;
+        state.train_seconds += seconds;
+        for &(episode_return, _) in &collector.finished[episodes_before..] {
+            state.episodes += 1;
+            state.recent_returns.push(episode_return);
+            if state.recent_returns.len() > 10 {
+                state.recent_returns.remove(0);
+            }
+        }
+        let mean_recent =
+            state.recent_returns.iter().sum::<f64>() / state.recent_returns.len().max(1) as f64;
+        metrics.append(&format!(
+            "{},{},{},{mean_recent:.3},{:.6},{:.6},{:.6},{:.6},{:e},{seconds:.3}",
+            state.iteration,
+            state.env_steps,
+            state.episodes,
+            stats.policy_loss,
+            stats.value_loss,
+            stats.entropy,
+            stats.grad_norm,
+            stats.learning_rate
+        ))?;
+        progress.inc(1);
+        progress.set_message(format!(
+            "{} frames, return (last 10) {mean_recent:.1}, {:.0} steps/s",
+            state.env_steps,
+            state.env_steps as f64 / state.train_seconds
+        ));
+        if state.iteration % config.checkpoint_every == 0 || state.iteration == iterations {
+            run.save_training(&agent, &optimizer, &state)?;
+        }
+    }
+    progress.finish_and_clear();
+    let summary = Summary {
+        core: config.core,
+        hidden_size: config.hidden_size,
+        params,
+        env_steps: state.env_steps,
+        episodes: state.episodes,
+        mean_return_last10: state.recent_returns.iter().sum::<f64>()
+            / state.recent_returns.len().max(1) as f64,
+        steps_per_second: state.env_steps as f64 / state.train_seconds.max(1e-9),
+        train_seconds: state.train_seconds,
+        seed: config.seed,
+        backend: backend.to_string(),
+    };
+    run.write_json("summary.json", &summary)?;
+    Ok(summary)
+}
+
+/// The default run folder of a config.
+pub fn default_out(config: &PongConfig) -> PathBuf {
+    PathBuf::from("runs/pong").join(config.run_name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spec §5.2: the STPN agent has 519 735 parameters (core 510 016); our LSTM, with one bias
+    /// vector, 516 871 − 4·48.
+    #[test]
+    fn paper_agents_have_the_paper_parameter_counts() {
+        let _seeded = crate::seeded_device_lock();
+        let device = Backend::Flex.device().unwrap();
+        let heads = ActorCriticConfig::new(6);
+        let features = ConvEncoder::FEATURES;
+        let stpn = heads
+            .init(StpnRConfig::new(features, 64).init(&device), &device)
+            .with_conv_encoder(&device);
+        assert_eq!(stpn.num_params(), 519_735);
+        let lstm = heads
+            .init(LstmConfig::new(features, 48).init(&device), &device)
+            .with_conv_encoder(&device);
+        assert_eq!(lstm.num_params(), 516_871 - 4 * 48);
+        assert_eq!(PongConfig::paper(PongCore::Stpn).iterations(), 2_500);
+    }
+}
