@@ -156,7 +156,7 @@ where
             }
         }
         let input = agent.features(batch_input(&collector.observations));
-        let (hidden, next_state) = agent.core.step(input, state);
+        let (hidden, next_state) = agent.core_step(input, state);
         let (logits, value) = agent.heads(hidden);
         let probabilities = host_values::<f32, 2>(softmax(logits, 1));
         let value = host_values::<f64, 1>(value);
@@ -221,9 +221,7 @@ where
                     .map(|(env, _)| next_state.row(*env))
                     .collect(),
             );
-            let (hidden, _) = agent
-                .core
-                .step(agent.features(batch_input(&rows)), chosen_state);
+            let (hidden, _) = agent.core_step(agent.features(batch_input(&rows)), chosen_state);
             let bootstrap_values = host_values::<f64, 1>(agent.heads(hidden).1);
             for ((env, _), value) in bootstrap.iter().zip(bootstrap_values) {
                 next_values[env * steps + step] = value;

@@ -105,6 +105,18 @@ impl<C: RecurrentCell> ActorCritic<C> {
         }
     }
 
+    /// One step of the core on features `[N, I]` (already encoded): the output `[N, H]` and the
+    /// next state. Runs as a one-step sequence, so that a core with a fused path (STPNr) takes
+    /// it in rollouts too (one pass over the synaptic state instead of one per tensor op).
+    pub fn core_step(&self, features: Tensor<2>, state: C::State) -> (Tensor<2>, C::State) {
+        let [rows, width] = features.dims();
+        let (outputs, state) = self
+            .core
+            .forward_sequence(features.reshape([1, rows, width]), state);
+        let hidden = outputs.dims()[2];
+        (outputs.reshape([rows, hidden]), state)
+    }
+
     /// The core's outputs `[T, B, H]` for observation sequences `[T, B, O]` from `state`.
     pub fn sequence(&self, observations: Tensor<3>, state: C::State) -> Tensor<3> {
         let [steps, batch, width] = observations.dims();

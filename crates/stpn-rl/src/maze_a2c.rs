@@ -146,7 +146,7 @@ pub fn rollout<C: RecurrentCell>(
                 .sum()
                 .into_scalar::<f64>();
         }
-        let (hidden, next_state) = agent.core.step(input, state);
+        let (hidden, next_state) = agent.core_step(input, state);
         state = next_state;
         let (logits, _) = agent.heads(hidden);
         let probabilities = host_values::<f32, 2>(softmax(logits, 1));

@@ -216,7 +216,7 @@ where
                 ),
                 device,
             );
-            let (hidden, next_state) = agent.core.step(agent.features(input), state);
+            let (hidden, next_state) = agent.core_step(agent.features(input), state);
             let (output, value) = agent.heads(hidden);
             (output, value, next_state)
         };
