@@ -22,7 +22,9 @@ use rand::Rng;
 
 use crate::env::{Env, EnvRng, Info, Space, Step, TimeLimit};
 
-/// Gymnasium's `inverted_pendulum.xml` (gymnasium 1.2, `envs/mujoco/assets/`).
+/// Gymnasium's `gymnasium/envs/mujoco/assets/inverted_pendulum.xml` (gymnasium 1.4.0, the same in
+/// 1.2.0; MIT licence, © 2016 OpenAI, © 2022 Farama Foundation), without its two commented-out
+/// elements (a ground plane and a second pole). Embedded so that the env needs no data files.
 pub const MODEL_XML: &str = r#"<mujoco model="inverted pendulum">
 	<compiler inertiafromgeom="true"/>
 	<default>
@@ -82,6 +84,7 @@ pub struct InvertedPendulum {
 pub struct PendulumError(String);
 
 impl InvertedPendulum {
+    /// The environment without a time limit, its generator seeded with 0 until a seeded reset.
     pub fn new(rewards: RewardVersion) -> Result<Self, PendulumError> {
         let model = MjModel::from_xml_string(MODEL_XML)
             .map_err(|error| PendulumError(format!("{error:?}")))?;
@@ -176,6 +179,45 @@ mod tests {
         assert_ne!(first, other);
     }
 
+    /// Over many resets the noise stays inside ±0.01 and spreads over the whole range.
+    #[test]
+    fn reset_noise_covers_the_range_and_no_more() {
+        let mut env = InvertedPendulum::new(RewardVersion::V4).unwrap();
+        env.reset(Some(0));
+        let (mut low, mut high) = (0f64, 0f64);
+        for _ in 0..2000 {
+            let (observation, _) = env.reset(None);
+            for value in observation {
+                assert!((-RESET_NOISE..RESET_NOISE).contains(&value), "{value}");
+                low = low.min(value);
+                high = high.max(value);
+            }
+        }
+        assert!(low < -0.0099 && high > 0.0099, "noise in [{low}, {high}]");
+    }
+
+    /// The threshold applies to the angle after the step, on either side: a pole at rest near
+    /// 0.19 rad falls only a few milliradians in one step and lives on; one just past 0.2 ends
+    /// the episode (v5: reward 0 there).
+    #[test]
+    fn terminates_beyond_the_angle_limit_on_either_side() {
+        let mut env = InvertedPendulum::new(RewardVersion::V5).unwrap();
+        env.reset(Some(0));
+        for sign in [1.0, -1.0] {
+            env.set_state([0.0, sign * 0.19], [0.0, 0.0]);
+            let inside = env.step(&vec![0.0]);
+            let angle = inside.observation[1] * sign;
+            assert!(angle > 0.19 && angle <= ANGLE_LIMIT, "{angle}");
+            assert!(!inside.terminated);
+            assert_eq!(inside.reward, 1.0);
+            env.set_state([0.0, sign * 0.201], [0.0, 0.0]);
+            let beyond = env.step(&vec![0.0]);
+            assert!(beyond.observation[1] * sign > ANGLE_LIMIT);
+            assert!(beyond.terminated);
+            assert_eq!(beyond.reward, 0.0);
+        }
+    }
+
     #[test]
     fn same_seed_same_trajectory() {
         let run = || {
@@ -238,7 +280,6 @@ mod tests {
     #[test]
     fn the_time_limit_truncates_at_1000_steps() {
         let mut env = InvertedPendulum::gymnasium(RewardVersion::V4).unwrap();
-        env.reset(Some(1));
         // Hold the pole upright with a PD controller on the angle until the limit.
         let mut observation = env.reset(Some(1)).0;
         for step in 1..=MAX_EPISODE_STEPS {

@@ -1,7 +1,7 @@
 //! InvertedPendulum against Gymnasium: trajectories recorded from `gym.make("InvertedPendulum-v4"
-//! / "-v5")` on MuJoCo 3.17 (scripts/record/inverted_pendulum.py) replayed from the same initial
-//! states with the same actions. Observations must match to 1e-9; rewards, terminations and the
-//! 1 000-step truncation exactly.
+//! / "-v5")` (gymnasium 1.4.0 on MuJoCo 3.17.0, scripts/record/inverted_pendulum.py) replayed from
+//! the same initial states with the same actions, out-of-range ones included. Observations must
+//! match to 1e-9; rewards, terminations and the 1 000-step truncation exactly.
 #![cfg(feature = "mujoco")]
 
 use serde_json::Value;
@@ -23,9 +23,12 @@ fn replays_gymnasium_trajectories() {
             .map(|x| x.as_f64().unwrap())
             .collect()
     };
+    // The physics engine must be the same version for the 1e-9 bound to be meaningful.
+    assert_eq!(recording["mujoco"].as_str(), Some("3.17.0"));
     let mut worst = 0f64;
+    let mut replayed = 0;
     let trajectories = recording["trajectories"].as_array().unwrap();
-    assert_eq!(trajectories.len(), 5);
+    assert_eq!(trajectories.len(), 6);
     for (index, trajectory) in trajectories.iter().enumerate() {
         let version = match trajectory["version"].as_str().unwrap() {
             "v4" => RewardVersion::V4,
@@ -40,6 +43,7 @@ fn replays_gymnasium_trajectories() {
         assert_eq!(actions.len(), steps.len());
         for (step, (action, expected)) in actions.iter().zip(steps).enumerate() {
             let outcome = env.step(&vec![*action]);
+            replayed += 1;
             for (ours, theirs) in outcome
                 .observation
                 .iter()
@@ -66,5 +70,5 @@ fn replays_gymnasium_trajectories() {
         }
     }
     assert!(worst <= 1e-9, "largest observation difference {worst:e}");
-    eprintln!("largest observation difference {worst:e}");
+    eprintln!("{replayed} steps replayed, largest observation difference {worst:e}");
 }
