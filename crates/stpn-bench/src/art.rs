@@ -15,7 +15,6 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use stpn_envs::art::{self, ArtDataset, Example, SEQUENCE_LENGTH, VOCABULARY};
 use stpn_model::{
@@ -377,18 +376,11 @@ fn train<C: RecurrentCell>(
     let metrics = Metrics::open(run, METRICS_HEADER, state.epoch)?;
 
     let batches = config.train_size / config.batch_size;
-    let progress = if reporting.quiet {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::new(((config.epochs.saturating_sub(state.epoch)) * batches) as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}  (eta {eta})",
-            )
-            .expect("valid template"),
-        );
-        bar
-    };
+    let progress = crate::run_dir::progress_bar(
+        config.epochs.saturating_sub(state.epoch) * batches,
+        "steps",
+        reporting.quiet,
+    );
     if state.epoch > 0 && !reporting.quiet {
         progress.println(format!(
             "resuming {} after epoch {}",

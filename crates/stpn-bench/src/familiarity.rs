@@ -22,7 +22,6 @@ use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use stpn_envs::familiarity::FamiliarityStream;
 use stpn_model::familiarity_net::{hebbnet_cell, stpn_cell};
@@ -440,18 +439,11 @@ fn train<C: RecurrentCell>(
         (config.mode == Mode::Dat).then(|| config.stream(Purpose::Train, 0, config.repeat));
     let validation = config.stream(Purpose::Validation, 0, config.repeat);
 
-    let progress = if quiet {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::new(config.train_steps.saturating_sub(state.step) as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}  (eta {eta})",
-            )
-            .expect("valid template"),
-        );
-        bar
-    };
+    let progress = crate::run_dir::progress_bar(
+        config.train_steps.saturating_sub(state.step),
+        "steps",
+        quiet,
+    );
     if state.step > 0 && !quiet {
         progress.println(format!(
             "resuming {} after step {}",

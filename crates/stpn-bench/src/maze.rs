@@ -15,7 +15,6 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -176,7 +175,7 @@ pub struct Summary {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct TrainingState {
     iteration: usize,
-    recent_rewards: Vec<f64>,
+    recent_rewards: crate::run_dir::LastTen,
     train_seconds: f64,
 }
 
@@ -262,23 +261,16 @@ fn train<C: RecurrentCell>(
         .init();
     let mut state = TrainingState {
         iteration: 0,
-        recent_rewards: Vec::new(),
+        recent_rewards: Default::default(),
         train_seconds: 0.0,
     };
     (agent, optimizer, state) = run.resume_training(agent, optimizer, state, resume)?;
     let metrics = Metrics::open(run, METRICS_HEADER, state.iteration)?;
-    let progress = if quiet {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::new(config.iterations.saturating_sub(state.iteration) as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} iterations  {msg}  (eta {eta})",
-            )
-            .expect("valid template"),
-        );
-        bar
-    };
+    let progress = crate::run_dir::progress_bar(
+        config.iterations.saturating_sub(state.iteration),
+        "iterations",
+        quiet,
+    );
     let plain_device = agent.valid().policy_bias.val().device();
     for iteration in state.iteration..config.iterations {
         let started = Instant::now();
@@ -310,16 +302,12 @@ fn train<C: RecurrentCell>(
         state.iteration = iteration + 1;
         state.train_seconds += seconds;
         state.recent_rewards.push(reward);
-        if state.recent_rewards.len() > 10 {
-            state.recent_rewards.remove(0);
-        }
         metrics.append(&format!(
             "{},{reward:.4},{:.6},{:.6},{:.6},{grad_norm:.6},{seconds:.3}",
             state.iteration, parts.policy, parts.value, parts.penalty
         ))?;
         progress.inc(1);
-        let mean_recent =
-            state.recent_rewards.iter().sum::<f64>() / state.recent_rewards.len() as f64;
+        let mean_recent = state.recent_rewards.mean();
         progress.set_message(format!("reward {reward:.1} (last 10: {mean_recent:.1})"));
         if state.iteration % config.checkpoint_every == 0 || state.iteration == config.iterations {
             run.save_training(&agent, &optimizer, &state)?;
@@ -338,8 +326,7 @@ fn train<C: RecurrentCell>(
         iterations: state.iteration,
         env_steps,
         episodes: (state.iteration * config.batch_size) as u64,
-        mean_return_last10: state.recent_rewards.iter().sum::<f64>()
-            / state.recent_rewards.len().max(1) as f64,
+        mean_return_last10: state.recent_rewards.mean(),
         random_policy_return: RANDOM_POLICY_RETURN,
         steps_per_second: env_steps as f64 / state.train_seconds.max(1e-9),
         train_seconds: state.train_seconds,

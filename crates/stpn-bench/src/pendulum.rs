@@ -17,7 +17,6 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::AdamConfig;
 use burn::tensor::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -134,7 +133,7 @@ struct TrainingState {
     iteration: usize,
     env_steps: u64,
     episodes: u64,
-    recent_returns: Vec<f64>,
+    recent_returns: crate::run_dir::LastTen,
     solved_at_env_steps: Option<u64>,
     kl_coefficient: f64,
     train_seconds: f64,
@@ -258,7 +257,7 @@ where
         iteration: 0,
         env_steps: 0,
         episodes: 0,
-        recent_returns: Vec::new(),
+        recent_returns: Default::default(),
         solved_at_env_steps: None,
         kl_coefficient: config.ppo.kl_coefficient,
         train_seconds: 0.0,
@@ -273,18 +272,11 @@ where
     let mut collector = Collector::new(env, stream);
     let mut rng = ChaCha8Rng::seed_from_u64(stream);
     let iterations = config.iterations();
-    let progress = if quiet {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::new(iterations.saturating_sub(state.iteration) as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} iterations  {msg}  (eta {eta})",
-            )
-            .expect("valid template"),
-        );
-        bar
-    };
+    let progress = crate::run_dir::progress_bar(
+        iterations.saturating_sub(state.iteration),
+        "iterations",
+        quiet,
+    );
     while state.iteration < iterations {
         let started = Instant::now();
         let episodes_before = collector.finished.len();
@@ -311,16 +303,12 @@ where
         for &(episode_return, _) in &collector.finished[episodes_before..] {
             state.episodes += 1;
             state.recent_returns.push(episode_return);
-            if state.recent_returns.len() > 10 {
-                state.recent_returns.remove(0);
-            }
-            let mean = state.recent_returns.iter().sum::<f64>() / state.recent_returns.len() as f64;
-            if state.recent_returns.len() == 10 && mean >= 950.0 {
+            let mean = state.recent_returns.mean();
+            if state.recent_returns.is_full() && mean >= 950.0 {
                 state.solved_at_env_steps.get_or_insert(state.env_steps);
             }
         }
-        let mean_recent =
-            state.recent_returns.iter().sum::<f64>() / state.recent_returns.len().max(1) as f64;
+        let mean_recent = state.recent_returns.mean();
         metrics.append(&format!(
             "{},{},{},{mean_recent:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{seconds:.3}",
             state.iteration,
@@ -349,8 +337,7 @@ where
         params,
         env_steps: state.env_steps,
         episodes: state.episodes,
-        mean_return_last10: state.recent_returns.iter().sum::<f64>()
-            / state.recent_returns.len().max(1) as f64,
+        mean_return_last10: state.recent_returns.mean(),
         solved_at_env_steps: state.solved_at_env_steps,
         steps_per_second: state.env_steps as f64 / state.train_seconds.max(1e-9),
         train_seconds: state.train_seconds,

@@ -17,7 +17,6 @@ use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::optim::AdamConfig;
 use burn::tensor::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -135,7 +134,7 @@ struct TrainingState {
     iteration: usize,
     env_steps: u64,
     episodes: u64,
-    recent_returns: Vec<f64>,
+    recent_returns: crate::run_dir::LastTen,
     train_seconds: f64,
 }
 
@@ -238,7 +237,7 @@ where
         iteration: 0,
         env_steps: 0,
         episodes: 0,
-        recent_returns: Vec::new(),
+        recent_returns: Default::default(),
         train_seconds: 0.0,
     };
     let (mut agent, mut optimizer, mut state) =
@@ -250,18 +249,11 @@ where
     collector.env_steps = state.env_steps; // the learning-rate schedule follows the whole run
     let mut rng = ChaCha8Rng::seed_from_u64(stream);
     let iterations = config.iterations();
-    let progress = if quiet {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::new(iterations.saturating_sub(state.iteration) as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} iterations  {msg}  (eta {eta})",
-            )
-            .expect("valid template"),
-        );
-        bar
-    };
+    let progress = crate::run_dir::progress_bar(
+        iterations.saturating_sub(state.iteration),
+        "iterations",
+        quiet,
+    );
     while state.iteration < iterations {
         let started = Instant::now();
         let episodes_before = collector.finished.len();
@@ -287,12 +279,8 @@ where
         for &(episode_return, _) in &collector.finished[episodes_before..] {
             state.episodes += 1;
             state.recent_returns.push(episode_return);
-            if state.recent_returns.len() > 10 {
-                state.recent_returns.remove(0);
-            }
         }
-        let mean_recent =
-            state.recent_returns.iter().sum::<f64>() / state.recent_returns.len().max(1) as f64;
+        let mean_recent = state.recent_returns.mean();
         metrics.append(&format!(
             "{},{},{},{mean_recent:.3},{:.6},{:.6},{:.6},{:.6},{:e},{seconds:.3}",
             state.iteration,
@@ -321,8 +309,7 @@ where
         params,
         env_steps: state.env_steps,
         episodes: state.episodes,
-        mean_return_last10: state.recent_returns.iter().sum::<f64>()
-            / state.recent_returns.len().max(1) as f64,
+        mean_return_last10: state.recent_returns.mean(),
         steps_per_second: state.env_steps as f64 / state.train_seconds.max(1e-9),
         train_seconds: state.train_seconds,
         seed: config.seed,

@@ -137,6 +137,45 @@ impl RunDir {
     }
 }
 
+/// The progress bar of a training loop over `length` `unit`s (hidden with `quiet`).
+pub fn progress_bar(length: usize, unit: &str, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(length as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit}  {{msg}}  (eta {{eta}})"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
+/// The last ten episode returns (or iteration rewards) of a run, saved with its progress (as a
+/// plain list in `state.json`).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct LastTen(Vec<f64>);
+
+impl LastTen {
+    pub fn push(&mut self, value: f64) {
+        self.0.push(value);
+        if self.0.len() > 10 {
+            self.0.remove(0);
+        }
+    }
+
+    /// The mean of the values kept (0 when there are none).
+    pub fn mean(&self) -> f64 {
+        self.0.iter().sum::<f64>() / self.0.len().max(1) as f64
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.0.len() == 10
+    }
+}
+
 /// A seed derived from a run's seed and two indices (SplitMix64 mixing): the seed of one stream,
 /// episode or iteration, so that runs resume exactly and no two purposes share a generator.
 pub fn derive_seed(seed: u64, first: u64, second: u64) -> u64 {
