@@ -777,7 +777,22 @@ fn parse_backend(text: &str) -> Result<Backend, String> {
         .map_err(|error: stpn_model::BackendError| error.to_string())
 }
 
+/// Keeps freed memory in the process for reuse instead of returning it to the system. A training
+/// step allocates and frees buffers of megabytes (synaptic states, their gradients); by default
+/// glibc maps and unmaps them each time, and the page faults of touching fresh pages took about a
+/// fifth of a fused STPN step. The peak resident memory is unchanged.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator settings; called before any thread starts.
+    unsafe {
+        // The largest fixed threshold glibc accepts (32 MiB on 64-bit); larger blocks are mapped.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

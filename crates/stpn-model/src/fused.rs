@@ -35,24 +35,86 @@ impl KernelConfig {
 }
 
 impl Activation {
-    fn apply<F: Float>(self, preactivation: F) -> F {
+    /// Applies the activation to a row of preactivations, in place.
+    #[inline(always)]
+    fn apply_in_place<F: KernelFloat>(self, values: &mut [F]) {
         match self {
-            Activation::Tanh => preactivation.tanh(),
-            // The same form as `plasticity::sigmoid`, so that both paths round alike.
+            Activation::Tanh => F::tanh_in_place(values),
+            // The same form as `plasticity::sigmoid`: σ(x) = (1 + tanh(x/2)) / 2.
             Activation::Sigmoid => {
                 let half = constant::<F>(0.5);
-                (F::one() + (preactivation * half).tanh()) * half
+                values.iter_mut().for_each(|value| *value = *value * half);
+                F::tanh_in_place(values);
+                values
+                    .iter_mut()
+                    .for_each(|value| *value = (F::one() + *value) * half);
             }
         }
     }
 
     /// The derivative, from the activation's output.
+    #[inline(always)]
     fn derivative<F: Float>(self, output: F) -> F {
         match self {
             Activation::Tanh => F::one() - output * output,
             Activation::Sigmoid => output * (F::one() - output),
         }
     }
+}
+
+/// The float types the kernel runs in.
+pub trait KernelFloat: Float + Send + Sync {
+    /// `tanh` of every value, in place.
+    fn tanh_in_place(values: &mut [Self]);
+}
+
+/// float64, the precision the kernel is tested in against the op-by-op cell: the exact `tanh`.
+impl KernelFloat for f64 {
+    #[inline(always)]
+    fn tanh_in_place(values: &mut [Self]) {
+        values.iter_mut().for_each(|value| *value = value.tanh());
+    }
+}
+
+/// float32, the precision training runs in: a rational approximation that vectorises (glibc's
+/// scalar `tanhf` took an eighth of a training step); within 5e-7 of the exact value, a few
+/// float32 steps near ±1 (tested).
+impl KernelFloat for f32 {
+    #[inline(always)]
+    fn tanh_in_place(values: &mut [Self]) {
+        values.iter_mut().for_each(|value| *value = tanh_f32(*value));
+    }
+}
+
+/// `tanh(x)` for float32 as the ratio of an odd degree-13 and an even degree-6 polynomial, the
+/// minimax fit on [-7.9053, 7.9053] that Eigen uses (beyond that range tanh rounds to ±1 in
+/// float32); `x` itself below 4e-4, where tanh(x) = x in float32.
+#[inline(always)]
+fn tanh_f32(x: f32) -> f32 {
+    const LIMIT: f32 = 7.905_311;
+    const NUMERATOR: [f32; 7] = [
+        4.893_524_6e-3,
+        6.372_619_3e-4,
+        1.485_722_4e-5,
+        5.122_297e-8,
+        -8.604_672e-11,
+        2.000_188e-13,
+        -2.760_768_5e-16,
+    ];
+    const DENOMINATOR: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
+    let clamped = x.clamp(-LIMIT, LIMIT);
+    let square = clamped * clamped;
+    let mut numerator = NUMERATOR[6];
+    for coefficient in NUMERATOR[..6].iter().rev() {
+        numerator = numerator * square + coefficient;
+    }
+    numerator *= clamped;
+    let mut denominator = DENOMINATOR[3];
+    for coefficient in DENOMINATOR[..3].iter().rev() {
+        denominator = denominator * square + coefficient;
+    }
+    let ratio = numerator / denominator;
+    if x.abs() < 4e-4 { x } else { ratio }
 }
 
 /// The parameters, as host slices.
@@ -187,6 +249,29 @@ fn dot<F: Float>(a: &[F], b: &[F]) -> F {
     sum
 }
 
+/// `Σ a·b·c` in independent lanes.
+#[inline(always)]
+fn dot3<F: Float>(a: &[F], b: &[F], c: &[F]) -> F {
+    const LANES: usize = 8;
+    let mut sums = [F::zero(); LANES];
+    let (a_chunks, b_chunks, c_chunks) = (
+        a.chunks_exact(LANES),
+        b.chunks_exact(LANES),
+        c.chunks_exact(LANES),
+    );
+    let (a_rest, b_rest, c_rest) = (a_chunks.remainder(), b_chunks.remainder(), c_chunks.remainder());
+    for ((a, b), c) in a_chunks.zip(b_chunks).zip(c_chunks) {
+        for lane in 0..LANES {
+            sums[lane] = sums[lane] + a[lane] * b[lane] * c[lane];
+        }
+    }
+    let mut sum = sums.iter().fold(F::zero(), |total, lane| total + *lane);
+    for ((a, b), c) in a_rest.iter().zip(b_rest).zip(c_rest) {
+        sum = sum + *a * *b * *c;
+    }
+    sum
+}
+
 /// Buffers of one step's backward, reused from step to step.
 struct BackwardScratch<F> {
     grad_hidden: Vec<F>,
@@ -195,11 +280,9 @@ struct BackwardScratch<F> {
     grad_denominator: Vec<F>,
     /// The gradient reaching `F'` (after the clamp's mask) of one row.
     grad_row: Vec<F>,
-    /// `F_{t-1} / scale` of one row.
-    decaying_row: Vec<F>,
 }
 
-impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
+impl<'a, F: KernelFloat> Kernel<'a, F> {
     fn new(config: KernelConfig, parameters: Parameters<'a, F>) -> Self {
         let width = config.presynaptic_size();
         let broadcast = |values: &[F]| {
@@ -217,6 +300,7 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
         }
     }
 
+    #[inline(always)]
     fn rows(&self, unit: usize) -> (&[F], &[F]) {
         let width = self.config.presynaptic_size();
         let range = unit * width..(unit + 1) * width;
@@ -233,6 +317,14 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
         (lambda, gamma)
     }
 
+    /// Whether the backward needs `F'` before the clamp: for the clamp's mask and the
+    /// post-normalisation; otherwise `F'` is `F_t` itself and is not stored twice.
+    #[inline(always)]
+    fn keeps_unclamped(&self) -> bool {
+        self.config.clamp.is_some() || self.config.normalisation == Normalisation::Post
+    }
+
+    #[inline(always)]
     fn normalised(&self) -> bool {
         self.config.normalisation != Normalisation::Off
     }
@@ -248,7 +340,11 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
             hidden: vec![F::zero(); units],
             update_presynaptic: vec![F::zero(); width],
             presynaptic: vec![F::zero(); width],
-            unclamped: vec![F::zero(); units * width],
+            unclamped: if self.keeps_unclamped() {
+                vec![F::zero(); units * width]
+            } else {
+                Vec::new()
+            },
             post_norm: vec![F::one(); units],
         }
     }
@@ -262,12 +358,12 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
             grad_presynaptic: vec![F::zero(); width],
             grad_denominator: vec![F::zero(); units],
             grad_row: vec![F::zero(); width],
-            decaying_row: vec![F::zero(); width],
         }
     }
 
     /// One step for one batch element: writes `h_t` and `F_t`, and into `trace` what the
     /// backward of the step needs.
+    #[inline(always)]
     fn step(
         &self,
         input: &[F],
@@ -294,7 +390,7 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
                 &trace.presynaptic,
             );
             trace.drive[unit] = drive;
-            let preactivation = if self.normalised() {
+            trace.hidden[unit] = if self.normalised() {
                 let norm = (squares + floor).sqrt();
                 trace.norm[unit] = norm;
                 trace.denominator[unit] = norm + epsilon;
@@ -302,8 +398,8 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
             } else {
                 drive + self.parameters.bias[unit]
             };
-            trace.hidden[unit] = self.config.activation.apply(preactivation);
         }
+        self.config.activation.apply_in_place(&mut trace.hidden);
         hidden.copy_from_slice(&trace.hidden);
         match self.config.presynaptic {
             Presynaptic::CurrentHidden if self.config.recurrent => {
@@ -322,14 +418,17 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
             };
             let (lambda, gamma) = self.rows(unit);
             let post = trace.hidden[unit];
-            let unclamped = &mut trace.unclamped[row.clone()];
             let previous = &synaptic_prev[row.clone()];
-            for j in 0..width {
-                unclamped[j] = lambda[j] * (previous[j] * inverse_scale)
-                    + gamma[j] * post * trace.update_presynaptic[j];
-            }
+            let (lambda, gamma) = (&lambda[..width], &gamma[..width]);
+            let presynaptic = &trace.update_presynaptic[..width];
             let out = &mut synaptic[row.clone()];
-            out.copy_from_slice(unclamped);
+            for j in 0..width {
+                out[j] =
+                    lambda[j] * (previous[j] * inverse_scale) + gamma[j] * post * presynaptic[j];
+            }
+            if self.keeps_unclamped() {
+                trace.unclamped[row.clone()].copy_from_slice(out);
+            }
             if let Some(limit) = limit {
                 for value in out.iter_mut() {
                     *value = value.max(-limit).min(limit);
@@ -352,6 +451,7 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
     /// `grad_synaptic` are the gradients with respect to `h_t` and `F_t`; writes those with
     /// respect to `h_{t-1}`, `F_{t-1}` and the input, and accumulates the parameters'.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn step_backward(
         &self,
         trace: &StepTrace<F>,
@@ -384,39 +484,47 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
         // The plastic update, row by row.
         for unit in 0..units {
             let row = unit * width..(unit + 1) * width;
-            let unclamped = &trace.unclamped[row.clone()];
             let grad_out = &grad_synaptic[row.clone()];
-            let grad_row = &mut scratch.grad_row;
-            if self.config.normalisation == Normalisation::Post {
-                // F_t = F'' / (‖W + F''‖ + ε), F'' = clamp(F')
-                let norm = trace.post_norm[unit];
-                let denominator = norm + epsilon;
-                let clamp = |value: F| match limit {
-                    Some(limit) => value.max(-limit).min(limit),
-                    None => value,
-                };
-                let mut weighted = F::zero();
-                for j in 0..width {
-                    weighted = weighted + grad_out[j] * clamp(unclamped[j]);
+            // The gradient reaching F': that of F_t itself unless a clamp or the
+            // post-normalisation lies between them.
+            let grad_row: &[F] = if self.keeps_unclamped() {
+                let unclamped = &trace.unclamped[row.clone()];
+                let grad_row = &mut scratch.grad_row;
+                if self.config.normalisation == Normalisation::Post {
+                    // F_t = F'' / (‖W + F''‖ + ε), F'' = clamp(F')
+                    let norm = trace.post_norm[unit];
+                    let denominator = norm + epsilon;
+                    let clamp = |value: F| match limit {
+                        Some(limit) => value.max(-limit).min(limit),
+                        None => value,
+                    };
+                    // grad_row holds F'' until it is overwritten below.
+                    for (clamped, value) in grad_row.iter_mut().zip(unclamped) {
+                        *clamped = clamp(*value);
+                    }
+                    let weighted = dot(grad_out, grad_row);
+                    let through_norm = weighted / (denominator * denominator * norm);
+                    let weight_row = &weight[row.clone()];
+                    let grad_weight = &mut grads.weight[row.clone()];
+                    for j in 0..width {
+                        let efficacy = weight_row[j] + grad_row[j];
+                        grad_row[j] = grad_out[j] / denominator - efficacy * through_norm;
+                        grad_weight[j] = grad_weight[j] - efficacy * through_norm;
+                    }
+                } else {
+                    grad_row.copy_from_slice(grad_out);
                 }
-                let through_norm = weighted / (denominator * denominator * norm);
-                let weight_row = &weight[row.clone()];
-                let grad_weight = &mut grads.weight[row.clone()];
-                for j in 0..width {
-                    let efficacy = weight_row[j] + clamp(unclamped[j]);
-                    grad_row[j] = grad_out[j] / denominator - efficacy * through_norm;
-                    grad_weight[j] = grad_weight[j] - efficacy * through_norm;
-                }
-            } else {
-                grad_row.copy_from_slice(grad_out);
-            }
-            if let Some(limit) = limit {
-                for j in 0..width {
-                    if unclamped[j] < -limit || unclamped[j] > limit {
-                        grad_row[j] = F::zero();
+                if let Some(limit) = limit {
+                    for j in 0..width {
+                        if unclamped[j] < -limit || unclamped[j] > limit {
+                            grad_row[j] = F::zero();
+                        }
                     }
                 }
-            }
+                &scratch.grad_row[..width]
+            } else {
+                &grad_out[..width]
+            };
             let pre = self.config.normalisation == Normalisation::Pre;
             let scale = if pre {
                 trace.denominator[unit]
@@ -424,20 +532,18 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
                 F::one()
             };
             let inverse_scale = F::one() / scale;
-            let previous = &synaptic_prev[row.clone()];
-            for (decaying, previous) in scratch.decaying_row.iter_mut().zip(previous) {
-                *decaying = *previous * inverse_scale;
-            }
+            let previous = &synaptic_prev[row.clone()][..width];
             let (lambda, gamma) = self.rows(unit);
+            let (lambda, gamma) = (&lambda[..width], &gamma[..width]);
             let post = trace.hidden[unit];
-            let presynaptic = &trace.update_presynaptic;
+            let presynaptic = &trace.update_presynaptic[..width];
             // Λ and Γ
             if scalar_lambda {
-                grads.lambda[0] = grads.lambda[0] + dot(grad_row, &scratch.decaying_row);
+                grads.lambda[0] = grads.lambda[0] + dot(grad_row, previous) * inverse_scale;
             } else {
                 let grad_lambda = &mut grads.lambda[row.clone()];
                 for j in 0..width {
-                    grad_lambda[j] = grad_lambda[j] + grad_row[j] * scratch.decaying_row[j];
+                    grad_lambda[j] = grad_lambda[j] + grad_row[j] * (previous[j] * inverse_scale);
                 }
             }
             if scalar_gamma {
@@ -448,24 +554,22 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
                     grad_gamma[j] = grad_gamma[j] + grad_row[j] * post * presynaptic[j];
                 }
             }
-            // Through Γ ⊙ (h ⊗ p): to h_t and to p.
-            let mut grad_post = F::zero();
+            // Through Γ ⊙ (h ⊗ p): to h_t and to p. (Reductions apart from the elementwise
+            // loops, in lanes, so that both vectorise.)
+            let grad_post = dot3(grad_row, gamma, presynaptic);
+            let grad_update_presynaptic = &mut scratch.grad_update_presynaptic[..width];
             for j in 0..width {
-                let grad_hebbian = grad_row[j] * gamma[j];
-                grad_post = grad_post + grad_hebbian * presynaptic[j];
-                scratch.grad_update_presynaptic[j] =
-                    scratch.grad_update_presynaptic[j] + grad_hebbian * post;
+                grad_update_presynaptic[j] =
+                    grad_update_presynaptic[j] + grad_row[j] * gamma[j] * post;
             }
             scratch.grad_hidden[unit] = scratch.grad_hidden[unit] + grad_post;
             // Through Λ ⊙ F/scale: to F_{t-1} and to the scale.
             let grad_previous = &mut grad_synaptic_prev[row.clone()];
-            let mut grad_scale = F::zero();
             for j in 0..width {
-                let grad_decaying = grad_row[j] * lambda[j];
-                grad_previous[j] = grad_decaying * inverse_scale;
-                grad_scale = grad_scale - grad_decaying * scratch.decaying_row[j];
+                grad_previous[j] = grad_row[j] * lambda[j] * inverse_scale;
             }
             if pre {
+                let grad_scale = -dot3(grad_row, lambda, previous) * inverse_scale;
                 scratch.grad_denominator[unit] = grad_scale * inverse_scale;
             }
         }
@@ -510,13 +614,14 @@ impl<'a, F: Float + Send + Sync> Kernel<'a, F> {
             let previous = &synaptic_prev[row.clone()];
             let grad_weight = &mut grads.weight[row.clone()];
             let grad_previous = &mut grad_synaptic_prev[row];
-            let presynaptic = &trace.presynaptic;
+            let presynaptic = &trace.presynaptic[..width];
+            let grad_presynaptic = &mut scratch.grad_presynaptic[..width];
             for j in 0..width {
                 let efficacy = weight_row[j] + previous[j];
                 let grad_efficacy = grad_drive * presynaptic[j] + grad_norm * efficacy;
                 grad_weight[j] = grad_weight[j] + grad_efficacy;
                 grad_previous[j] = grad_previous[j] + grad_efficacy;
-                scratch.grad_presynaptic[j] = scratch.grad_presynaptic[j] + grad_drive * efficacy;
+                grad_presynaptic[j] = grad_presynaptic[j] + grad_drive * efficacy;
             }
         }
         grad_input.copy_from_slice(&scratch.grad_presynaptic[..inputs]);
@@ -565,10 +670,11 @@ pub fn checkpoint_interval(steps: usize) -> usize {
 }
 
 fn threads_for(batch: usize) -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(batch)
-        .max(1)
+    // Asked once: the answer reads the cgroup's CPU quota from files, which took 5 % of a small
+    // training step when asked on every call.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    cores.min(batch).max(1)
 }
 
 /// Splits `0..batch` into contiguous chunks, one per thread.
@@ -581,63 +687,187 @@ fn chunks(batch: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
+/// One thread's share of the forward's results, `[count, ...]` rows of the batch-major ones:
+/// it writes them in place (copying megabytes of states after the threads was a measurable part
+/// of a step).
+struct ForwardShare<'a, F> {
+    range: std::ops::Range<usize>,
+    hidden: &'a mut [F],
+    synaptic: &'a mut [F],
+    checkpoints: &'a mut [F],
+}
+
+/// Splits a batch-major buffer of `row` values per batch element into the rows of each range.
+fn split_rows<'a, F>(
+    ranges: &[std::ops::Range<usize>],
+    row: usize,
+    buffer: &'a mut [F],
+) -> Vec<&'a mut [F]> {
+    let mut rest = buffer;
+    ranges
+        .iter()
+        .map(|range| {
+            let (share, after) = std::mem::take(&mut rest).split_at_mut(range.len() * row);
+            rest = after;
+            share
+        })
+        .collect()
+}
+
+/// One thread's share of the backward's results: the gradients of its batch elements' initial
+/// states, written in place.
+struct BackwardShare<'a, F> {
+    range: std::ops::Range<usize>,
+    grad_hidden: &'a mut [F],
+    grad_synaptic: &'a mut [F],
+}
+
+/// What one thread's backward returns: its parameter gradients and the gradients of its inputs,
+/// `[T, count, I]`.
+type BackwardPart<F> = (ParameterGradients<F>, Vec<F>);
+
+/// What the backward of every batch element shares.
+#[derive(Clone, Copy)]
+struct BackwardInputs<'a, F> {
+    checkpoints: Option<&'a [F]>,
+    grad_outputs: &'a [F],
+    grad_final_hidden: Option<&'a [F]>,
+    grad_final_synaptic: Option<&'a [F]>,
+}
+
+/// Whether the kernel may run its AVX2 copy (see [`forward_chunk_avx2`]).
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`forward_chunk`] compiled for AVX2: the kernel's loops are written to vectorise, and the
+/// portable x86-64 baseline has 4-lane SSE only. Everything it calls in the kernel is
+/// `#[inline(always)]`, so it is compiled into this copy.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn forward_chunk_avx2<F: KernelFloat>(
+    kernel: &Kernel<'_, F>,
+    sequence: Sequence<'_, F>,
+    share: ForwardShare<'_, F>,
+) -> Vec<F> {
+    forward_chunk(kernel, sequence, share)
+}
+
+/// [`backward_chunk`] compiled for AVX2 (as [`forward_chunk_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn backward_chunk_avx2<F: KernelFloat>(
+    kernel: &Kernel<'_, F>,
+    sequence: Sequence<'_, F>,
+    given: BackwardInputs<'_, F>,
+    share: BackwardShare<'_, F>,
+) -> BackwardPart<F> {
+    backward_chunk(kernel, sequence, given, share)
+}
+
+/// The forward of the batch elements of `share`, on one thread: writes their final states and
+/// checkpoints into `share` and returns their outputs, `[T, count, H]`.
+#[inline(always)]
+fn forward_chunk<F: KernelFloat>(
+    kernel: &Kernel<'_, F>,
+    sequence: Sequence<'_, F>,
+    share: ForwardShare<'_, F>,
+) -> Vec<F> {
+    let config = kernel.config;
+    let (units, width) = (config.hidden_size, config.presynaptic_size());
+    let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
+    let interval = checkpoint_interval(steps);
+    let state_size = units + units * width;
+    let per_element = steps.div_ceil(interval) * state_size;
+    let count = share.range.len();
+    let mut outputs = vec![F::zero(); steps * count * units];
+    let mut trace = kernel.trace();
+    let (mut hidden, mut synaptic) = (vec![F::zero(); units], vec![F::zero(); units * width]);
+    let (mut next_hidden, mut next_synaptic) = (hidden.clone(), synaptic.clone());
+    for (local, element) in share.range.clone().enumerate() {
+        hidden.copy_from_slice(&sequence.hidden[element * units..(element + 1) * units]);
+        synaptic.copy_from_slice(
+            &sequence.synaptic[element * units * width..(element + 1) * units * width],
+        );
+        let checkpoints = &mut share.checkpoints[local * per_element..(local + 1) * per_element];
+        for step in 0..steps {
+            if step % interval == 0 {
+                let at = step / interval * state_size;
+                checkpoints[at..at + units].copy_from_slice(&hidden);
+                checkpoints[at + units..at + state_size].copy_from_slice(&synaptic);
+            }
+            let offset = (step * batch + element) * inputs;
+            kernel.step(
+                &sequence.inputs[offset..offset + inputs],
+                &hidden,
+                &synaptic,
+                &mut next_hidden,
+                &mut next_synaptic,
+                &mut trace,
+            );
+            std::mem::swap(&mut hidden, &mut next_hidden);
+            std::mem::swap(&mut synaptic, &mut next_synaptic);
+            let out = (step * count + local) * units;
+            outputs[out..out + units].copy_from_slice(&hidden);
+        }
+        share.hidden[local * units..(local + 1) * units].copy_from_slice(&hidden);
+        share.synaptic[local * units * width..(local + 1) * units * width]
+            .copy_from_slice(&synaptic);
+    }
+    outputs
+}
+
 /// Runs the sequence forward.
-pub fn forward<F: Float + Send + Sync>(
+pub fn forward<F: KernelFloat>(
     config: KernelConfig,
     parameters: Parameters<'_, F>,
     sequence: Sequence<'_, F>,
 ) -> ForwardOutput<F> {
     let kernel = Kernel::new(config, parameters);
     let (units, width) = (config.hidden_size, config.presynaptic_size());
-    let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
+    let (steps, batch) = (sequence.steps, sequence.batch);
     let interval = checkpoint_interval(steps);
-    let state_size = units + units * width;
-    let per_element = steps.div_ceil(interval) * state_size;
-    type Part<F> = (std::ops::Range<usize>, Vec<F>, Vec<F>, Vec<F>, Vec<F>);
-    let results: Vec<Part<F>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks(batch)
+    let per_element = steps.div_ceil(interval) * (units + units * width);
+    let mut output = ForwardOutput {
+        outputs: vec![F::zero(); steps * batch * units],
+        hidden: vec![F::zero(); batch * units],
+        synaptic: vec![F::zero(); batch * units * width],
+        checkpoints: vec![F::zero(); batch * per_element],
+    };
+    let ranges = chunks(batch);
+    let shares: Vec<ForwardShare<'_, F>> = ranges
+        .iter()
+        .zip(split_rows(&ranges, units, &mut output.hidden))
+        .zip(split_rows(&ranges, units * width, &mut output.synaptic))
+        .zip(split_rows(&ranges, per_element, &mut output.checkpoints))
+        .map(|(((range, hidden), synaptic), checkpoints)| ForwardShare {
+            range: range.clone(),
+            hidden,
+            synaptic,
+            checkpoints,
+        })
+        .collect();
+    let wide = has_avx2();
+    let outputs: Vec<Vec<F>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
             .into_iter()
-            .map(|range| {
+            .map(|share| {
                 let kernel = &kernel;
                 scope.spawn(move || {
-                    let count = range.len();
-                    let mut outputs = vec![F::zero(); steps * count * units];
-                    let mut hidden_out = vec![F::zero(); count * units];
-                    let mut synaptic_out = vec![F::zero(); count * units * width];
-                    let mut checkpoints = Vec::with_capacity(count * per_element);
-                    let mut trace = kernel.trace();
-                    for (local, element) in range.clone().enumerate() {
-                        let mut hidden =
-                            sequence.hidden[element * units..(element + 1) * units].to_vec();
-                        let mut synaptic = sequence.synaptic
-                            [element * units * width..(element + 1) * units * width]
-                            .to_vec();
-                        let mut next_hidden = vec![F::zero(); units];
-                        let mut next_synaptic = vec![F::zero(); units * width];
-                        for step in 0..steps {
-                            if step % interval == 0 {
-                                checkpoints.extend_from_slice(&hidden);
-                                checkpoints.extend_from_slice(&synaptic);
-                            }
-                            let offset = (step * batch + element) * inputs;
-                            kernel.step(
-                                &sequence.inputs[offset..offset + inputs],
-                                &hidden,
-                                &synaptic,
-                                &mut next_hidden,
-                                &mut next_synaptic,
-                                &mut trace,
-                            );
-                            std::mem::swap(&mut hidden, &mut next_hidden);
-                            std::mem::swap(&mut synaptic, &mut next_synaptic);
-                            let out = (step * count + local) * units;
-                            outputs[out..out + units].copy_from_slice(&hidden);
-                        }
-                        hidden_out[local * units..(local + 1) * units].copy_from_slice(&hidden);
-                        synaptic_out[local * units * width..(local + 1) * units * width]
-                            .copy_from_slice(&synaptic);
+                    #[cfg(target_arch = "x86_64")]
+                    if wide {
+                        // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
+                        return unsafe { forward_chunk_avx2(kernel, sequence, share) };
                     }
-                    (range, outputs, hidden_out, synaptic_out, checkpoints)
+                    let _ = wide;
+                    forward_chunk(kernel, sequence, share)
                 })
             })
             .collect();
@@ -646,15 +876,8 @@ pub fn forward<F: Float + Send + Sync>(
             .map(|handle| handle.join().expect("kernel thread"))
             .collect()
     });
-    let mut output = ForwardOutput {
-        outputs: vec![F::zero(); steps * batch * units],
-        hidden: vec![F::zero(); batch * units],
-        synaptic: vec![F::zero(); batch * units * width],
-        checkpoints: vec![F::zero(); batch * per_element],
-    };
-    for (range, outputs, hidden, synaptic, checkpoints) in results {
-        output.checkpoints[range.start * per_element..range.end * per_element]
-            .copy_from_slice(&checkpoints);
+    // Outputs are step-major: each thread's rows interleave with the others'.
+    for (range, outputs) in ranges.iter().zip(outputs) {
         let count = range.len();
         for step in 0..steps {
             let source = step * count * units;
@@ -662,11 +885,146 @@ pub fn forward<F: Float + Send + Sync>(
             output.outputs[target..target + count * units]
                 .copy_from_slice(&outputs[source..source + count * units]);
         }
-        output.hidden[range.start * units..range.end * units].copy_from_slice(&hidden);
-        output.synaptic[range.start * units * width..range.end * units * width]
-            .copy_from_slice(&synaptic);
     }
     output
+}
+
+/// The backward of the batch elements `range`, on one thread.
+#[inline(always)]
+fn backward_chunk<F: KernelFloat>(
+    kernel: &Kernel<'_, F>,
+    sequence: Sequence<'_, F>,
+    given: BackwardInputs<'_, F>,
+    share: BackwardShare<'_, F>,
+) -> BackwardPart<F> {
+    let BackwardShare {
+        range,
+        grad_hidden: grad_hidden0,
+        grad_synaptic: grad_synaptic0,
+    } = share;
+    let BackwardInputs {
+        checkpoints,
+        grad_outputs,
+        grad_final_hidden,
+        grad_final_synaptic,
+    } = given;
+    let parameters = kernel.parameters;
+    let config = kernel.config;
+    let (units, width) = (config.hidden_size, config.presynaptic_size());
+    let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
+    let interval = checkpoint_interval(steps);
+    let state_size = units + units * width;
+    let per_element = steps.div_ceil(interval) * state_size;
+    let count = range.len();
+    let mut grads = ParameterGradients::zeros(&parameters);
+    let mut grad_inputs = vec![F::zero(); steps * count * inputs];
+    let mut own_checkpoints = Vec::new();
+    let mut scratch_hidden = vec![F::zero(); units];
+    let mut scratch_synaptic = vec![F::zero(); units * width];
+    // Per segment: the state entering every step and every step's trace.
+    let mut scratch = kernel.scratch();
+    let mut traces: Vec<StepTrace<F>> =
+        (0..interval).map(|_| kernel.trace()).collect();
+    let mut segment_hidden = vec![vec![F::zero(); units]; interval + 1];
+    let mut segment_synaptic = vec![vec![F::zero(); units * width]; interval + 1];
+    for (local, element) in range.clone().enumerate() {
+        let input_at = |step: usize| {
+            let offset = (step * batch + element) * inputs;
+            &sequence.inputs[offset..offset + inputs]
+        };
+        // The state entering every `interval`-th step: given, or from a forward.
+        let element_checkpoints = match checkpoints {
+            Some(all) => &all[element * per_element..(element + 1) * per_element],
+            None => {
+                let own = &mut own_checkpoints;
+                own.clear();
+                let mut hidden = sequence.hidden
+                    [element * units..(element + 1) * units]
+                    .to_vec();
+                let mut synaptic = sequence.synaptic
+                    [element * units * width..(element + 1) * units * width]
+                    .to_vec();
+                for step in 0..steps {
+                    if step % interval == 0 {
+                        own.extend_from_slice(&hidden);
+                        own.extend_from_slice(&synaptic);
+                    }
+                    kernel.step(
+                        input_at(step),
+                        &hidden,
+                        &synaptic,
+                        &mut scratch_hidden,
+                        &mut scratch_synaptic,
+                        &mut traces[0],
+                    );
+                    std::mem::swap(&mut hidden, &mut scratch_hidden);
+                    std::mem::swap(&mut synaptic, &mut scratch_synaptic);
+                }
+                &own[..]
+            }
+        };
+        // Backward, segment by segment from the last.
+        let mut grad_hidden = grad_final_hidden
+            .map_or(vec![F::zero(); units], |g| {
+                g[element * units..(element + 1) * units].to_vec()
+            });
+        let mut grad_synaptic = grad_final_synaptic
+            .map_or(vec![F::zero(); units * width], |g| {
+                g[element * units * width..(element + 1) * units * width].to_vec()
+            });
+        let mut grad_hidden_prev = vec![F::zero(); units];
+        let mut grad_synaptic_prev = vec![F::zero(); units * width];
+        for (segment, state) in element_checkpoints
+            .chunks_exact(state_size)
+            .enumerate()
+            .rev()
+        {
+            let start = segment * interval;
+            let end = (start + interval).min(steps);
+            segment_hidden[0].copy_from_slice(&state[..units]);
+            segment_synaptic[0].copy_from_slice(&state[units..]);
+            for offset in 0..end - start {
+                let (before_h, after_h) = segment_hidden.split_at_mut(offset + 1);
+                let (before_f, after_f) = segment_synaptic.split_at_mut(offset + 1);
+                kernel.step(
+                    input_at(start + offset),
+                    &before_h[offset],
+                    &before_f[offset],
+                    &mut after_h[0],
+                    &mut after_f[0],
+                    &mut traces[offset],
+                );
+            }
+            for step in (start..end).rev() {
+                let synaptic_prev = &segment_synaptic[step - start];
+                let out = (step * batch + element) * units;
+                for unit in 0..units {
+                    grad_hidden[unit] =
+                        grad_hidden[unit] + grad_outputs[out + unit];
+                }
+                let grad_input = &mut grad_inputs[(step * count + local) * inputs
+                    ..(step * count + local + 1) * inputs];
+                kernel.step_backward(
+                    &traces[step - start],
+                    synaptic_prev,
+                    &grad_hidden,
+                    &grad_synaptic,
+                    grad_input,
+                    &mut grad_hidden_prev,
+                    &mut grad_synaptic_prev,
+                    &mut grads,
+                    &mut scratch,
+                );
+                std::mem::swap(&mut grad_hidden, &mut grad_hidden_prev);
+                std::mem::swap(&mut grad_synaptic, &mut grad_synaptic_prev);
+            }
+        }
+        grad_hidden0[local * units..(local + 1) * units]
+            .copy_from_slice(&grad_hidden);
+        grad_synaptic0[local * units * width..(local + 1) * units * width]
+            .copy_from_slice(&grad_synaptic);
+    }
+    (grads, grad_inputs)
 }
 
 /// Backpropagation through the whole sequence: the gradients of a loss with respect to the
@@ -675,7 +1033,7 @@ pub fn forward<F: Float + Send + Sync>(
 /// checkpoints every ⌈√T⌉ steps: those of [`ForwardOutput::checkpoints`] when given, otherwise
 /// from a forward pass of its own.
 #[allow(clippy::too_many_arguments)]
-pub fn backward<F: Float + Send + Sync>(
+pub fn backward<F: KernelFloat>(
     config: KernelConfig,
     parameters: Parameters<'_, F>,
     sequence: Sequence<'_, F>,
@@ -687,134 +1045,39 @@ pub fn backward<F: Float + Send + Sync>(
     let kernel = Kernel::new(config, parameters);
     let (units, width) = (config.hidden_size, config.presynaptic_size());
     let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
-    let interval = checkpoint_interval(steps);
-    let state_size = units + units * width;
-    let per_element = steps.div_ceil(interval) * state_size;
-    type Part<F> = (
-        std::ops::Range<usize>,
-        ParameterGradients<F>,
-        Vec<F>,
-        Vec<F>,
-        Vec<F>,
-    );
-    let parts: Vec<Part<F>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks(batch)
+    let given = BackwardInputs {
+        checkpoints,
+        grad_outputs,
+        grad_final_hidden,
+        grad_final_synaptic,
+    };
+    let mut grad_hidden0 = vec![F::zero(); batch * units];
+    let mut grad_synaptic0 = vec![F::zero(); batch * units * width];
+    let ranges = chunks(batch);
+    let shares: Vec<BackwardShare<'_, F>> = ranges
+        .iter()
+        .zip(split_rows(&ranges, units, &mut grad_hidden0))
+        .zip(split_rows(&ranges, units * width, &mut grad_synaptic0))
+        .map(|((range, grad_hidden), grad_synaptic)| BackwardShare {
+            range: range.clone(),
+            grad_hidden,
+            grad_synaptic,
+        })
+        .collect();
+    let wide = has_avx2();
+    let parts: Vec<BackwardPart<F>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
             .into_iter()
-            .map(|range| {
+            .map(|share| {
                 let kernel = &kernel;
                 scope.spawn(move || {
-                    let count = range.len();
-                    let mut grads = ParameterGradients::zeros(&parameters);
-                    let mut grad_inputs = vec![F::zero(); steps * count * inputs];
-                    let mut grad_hidden0 = vec![F::zero(); count * units];
-                    let mut grad_synaptic0 = vec![F::zero(); count * units * width];
-                    let mut scratch_hidden = vec![F::zero(); units];
-                    let mut scratch_synaptic = vec![F::zero(); units * width];
-                    // Per segment: the state entering every step and every step's trace.
-                    let mut scratch = kernel.scratch();
-                    let mut traces: Vec<StepTrace<F>> =
-                        (0..interval).map(|_| kernel.trace()).collect();
-                    let mut segment_hidden = vec![vec![F::zero(); units]; interval + 1];
-                    let mut segment_synaptic = vec![vec![F::zero(); units * width]; interval + 1];
-                    for (local, element) in range.clone().enumerate() {
-                        let input_at = |step: usize| {
-                            let offset = (step * batch + element) * inputs;
-                            &sequence.inputs[offset..offset + inputs]
-                        };
-                        // The state entering every `interval`-th step: given, or from a forward.
-                        let element_checkpoints = match checkpoints {
-                            Some(all) => {
-                                all[element * per_element..(element + 1) * per_element].to_vec()
-                            }
-                            None => {
-                                let mut own = Vec::with_capacity(per_element);
-                                let mut hidden = sequence.hidden
-                                    [element * units..(element + 1) * units]
-                                    .to_vec();
-                                let mut synaptic = sequence.synaptic
-                                    [element * units * width..(element + 1) * units * width]
-                                    .to_vec();
-                                for step in 0..steps {
-                                    if step % interval == 0 {
-                                        own.extend_from_slice(&hidden);
-                                        own.extend_from_slice(&synaptic);
-                                    }
-                                    kernel.step(
-                                        input_at(step),
-                                        &hidden,
-                                        &synaptic,
-                                        &mut scratch_hidden,
-                                        &mut scratch_synaptic,
-                                        &mut traces[0],
-                                    );
-                                    std::mem::swap(&mut hidden, &mut scratch_hidden);
-                                    std::mem::swap(&mut synaptic, &mut scratch_synaptic);
-                                }
-                                own
-                            }
-                        };
-                        // Backward, segment by segment from the last.
-                        let mut grad_hidden = grad_final_hidden
-                            .map_or(vec![F::zero(); units], |g| {
-                                g[element * units..(element + 1) * units].to_vec()
-                            });
-                        let mut grad_synaptic = grad_final_synaptic
-                            .map_or(vec![F::zero(); units * width], |g| {
-                                g[element * units * width..(element + 1) * units * width].to_vec()
-                            });
-                        let mut grad_hidden_prev = vec![F::zero(); units];
-                        let mut grad_synaptic_prev = vec![F::zero(); units * width];
-                        for (segment, state) in element_checkpoints
-                            .chunks_exact(state_size)
-                            .enumerate()
-                            .rev()
-                        {
-                            let start = segment * interval;
-                            let end = (start + interval).min(steps);
-                            segment_hidden[0].copy_from_slice(&state[..units]);
-                            segment_synaptic[0].copy_from_slice(&state[units..]);
-                            for offset in 0..end - start {
-                                let (before_h, after_h) = segment_hidden.split_at_mut(offset + 1);
-                                let (before_f, after_f) = segment_synaptic.split_at_mut(offset + 1);
-                                kernel.step(
-                                    input_at(start + offset),
-                                    &before_h[offset],
-                                    &before_f[offset],
-                                    &mut after_h[0],
-                                    &mut after_f[0],
-                                    &mut traces[offset],
-                                );
-                            }
-                            for step in (start..end).rev() {
-                                let synaptic_prev = &segment_synaptic[step - start];
-                                let out = (step * batch + element) * units;
-                                for unit in 0..units {
-                                    grad_hidden[unit] =
-                                        grad_hidden[unit] + grad_outputs[out + unit];
-                                }
-                                let grad_input = &mut grad_inputs[(step * count + local) * inputs
-                                    ..(step * count + local + 1) * inputs];
-                                kernel.step_backward(
-                                    &traces[step - start],
-                                    synaptic_prev,
-                                    &grad_hidden,
-                                    &grad_synaptic,
-                                    grad_input,
-                                    &mut grad_hidden_prev,
-                                    &mut grad_synaptic_prev,
-                                    &mut grads,
-                                    &mut scratch,
-                                );
-                                std::mem::swap(&mut grad_hidden, &mut grad_hidden_prev);
-                                std::mem::swap(&mut grad_synaptic, &mut grad_synaptic_prev);
-                            }
-                        }
-                        grad_hidden0[local * units..(local + 1) * units]
-                            .copy_from_slice(&grad_hidden);
-                        grad_synaptic0[local * units * width..(local + 1) * units * width]
-                            .copy_from_slice(&grad_synaptic);
+                    #[cfg(target_arch = "x86_64")]
+                    if wide {
+                        // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
+                        return unsafe { backward_chunk_avx2(kernel, sequence, given, share) };
                     }
-                    (range, grads, grad_inputs, grad_hidden0, grad_synaptic0)
+                    let _ = wide;
+                    backward_chunk(kernel, sequence, given, share)
                 })
             })
             .collect();
@@ -830,10 +1093,10 @@ pub fn backward<F: Float + Send + Sync>(
         lambda: Vec::new(),
         gamma: Vec::new(),
         inputs: vec![F::zero(); steps * batch * inputs],
-        hidden: vec![F::zero(); batch * units],
-        synaptic: vec![F::zero(); batch * units * width],
+        hidden: grad_hidden0,
+        synaptic: grad_synaptic0,
     };
-    for (range, grads, grad_inputs, grad_hidden0, grad_synaptic0) in parts {
+    for (range, (grads, grad_inputs)) in ranges.iter().zip(parts) {
         total.add(&grads);
         let count = range.len();
         for step in 0..steps {
@@ -842,9 +1105,6 @@ pub fn backward<F: Float + Send + Sync>(
             gradients.inputs[target..target + count * inputs]
                 .copy_from_slice(&grad_inputs[source..source + count * inputs]);
         }
-        gradients.hidden[range.start * units..range.end * units].copy_from_slice(&grad_hidden0);
-        gradients.synaptic[range.start * units * width..range.end * units * width]
-            .copy_from_slice(&grad_synaptic0);
     }
     gradients.weight = total.weight;
     gradients.bias = total.bias;
@@ -1128,6 +1388,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn float32_tanh_is_within_5e_7_of_the_exact_value() {
+        let grid = (-400_000..=400_000).map(|i| i as f32 * 2.5e-5);
+        let tiny = (-1000..=1000).map(|i| i as f32 * 1e-6);
+        let mut values: Vec<f32> = grid.chain(tiny).chain([-1e6, -20.0, 20.0, 1e6]).collect();
+        let exact: Vec<f64> = values.iter().map(|x| (*x as f64).tanh()).collect();
+        f32::tanh_in_place(&mut values);
+        let worst = values
+            .iter()
+            .zip(&exact)
+            .map(|(ours, exact)| (*ours as f64 - exact).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 5e-7, "largest error {worst:e}");
+        let relative_near_zero = values[400_001..402_002]
+            .iter()
+            .zip(&exact[400_001..402_002])
+            .filter(|(_, exact)| **exact != 0.0)
+            .map(|(ours, exact)| ((*ours as f64 - exact) / exact).abs())
+            .fold(0.0, f64::max);
+        assert!(relative_near_zero < 1e-6, "relative error near 0: {relative_near_zero:e}");
+        let mut nan = [f32::NAN];
+        f32::tanh_in_place(&mut nan);
+        assert!(nan[0].is_nan());
     }
 
     #[test]

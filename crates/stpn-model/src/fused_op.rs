@@ -182,7 +182,7 @@ impl OpInputs {
 /// Registers the node on `Autodiff<B, C>` if the tensors live there.
 fn try_autodiff<B: Backend, C: CheckpointStrategy>(
     tensors: &OpInputs,
-    packed: &[f32],
+    packed: &mut Option<Vec<f32>>,
     saved: &mut Option<Saved<()>>,
 ) -> Option<Tensor<1>>
 where
@@ -207,7 +207,10 @@ where
     let lambda = convert2(&tensors.lambda)?;
     let gamma = convert2(&tensors.gamma)?;
     let device = inputs.primitive().device();
-    let output = from_host::<B>(packed.to_vec(), vec![packed.len()], &device);
+    // Moved, not copied: only the backend that converts takes it.
+    let packed = packed.take().expect("the node is registered once");
+    let length = packed.len();
+    let output = from_host::<B>(packed, vec![length], &device);
     let prepared = <StpnRBackward as Backward<B, 7>>::prepare::<C>(
         StpnRBackward,
         [
@@ -284,6 +287,8 @@ pub fn run(cell: &StpnR, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, St
     packed.extend_from_slice(&result.hidden);
     packed.extend_from_slice(&result.synaptic);
 
+    let length = packed.len();
+    let mut packed = Some(packed);
     let packed: Tensor<1> = if tensors.is_autodiff() {
         // Inputs made outside autodiff enter as constants.
         let tensors = OpInputs {
@@ -301,12 +306,12 @@ pub fn run(cell: &StpnR, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, St
             node = node
                 .or_else(|| {
                     try_autodiff::<burn::backend::Flex, NoCheckpointing>(
-                        &tensors, &packed, &mut saved,
+                        &tensors, &mut packed, &mut saved,
                     )
                 })
                 .or_else(|| {
                     try_autodiff::<burn::backend::Flex, BalancedCheckpointing>(
-                        &tensors, &packed, &mut saved,
+                        &tensors, &mut packed, &mut saved,
                     )
                 });
         }
@@ -315,18 +320,18 @@ pub fn run(cell: &StpnR, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, St
             node = node
                 .or_else(|| {
                     try_autodiff::<burn::backend::NdArray, NoCheckpointing>(
-                        &tensors, &packed, &mut saved,
+                        &tensors, &mut packed, &mut saved,
                     )
                 })
                 .or_else(|| {
                     try_autodiff::<burn::backend::NdArray, BalancedCheckpointing>(
-                        &tensors, &packed, &mut saved,
+                        &tensors, &mut packed, &mut saved,
                     )
                 });
         }
         node.expect("the fused STPN op runs on the flex and ndarray backends; check `fused_op::available` first")
     } else {
-        let length = packed.len();
+        let packed = packed.take().expect("not moved yet");
         Tensor::from_data(TensorData::new(packed, [length]), &tensors.weight.device())
     };
     let outputs_end = steps * batch * units;
