@@ -25,6 +25,13 @@ pub struct KernelConfig {
     /// `h_{t-1}` is part of the presynaptic vector (false: the input alone).
     pub recurrent: bool,
     pub activation: Activation,
+    /// With pre-normalisation, the update also divides `F_{t-1}` by the row norm (STPNr);
+    /// STPNf normalises the drive only.
+    pub normalise_state: bool,
+    /// A normalised drive gets the bias (STPNr); STPNf's normalised path has none.
+    pub normalised_bias: bool,
+    /// The update decays `tanh(F_{t-1})` instead of `F_{t-1}` (STPNf's `squash_state`).
+    pub squash_state: bool,
 }
 
 impl KernelConfig {
@@ -183,6 +190,8 @@ struct StepTrace<F> {
     unclamped: Vec<F>,
     /// The post-normalisation norm of `W + F''` per row (post mode).
     post_norm: Vec<F>,
+    /// `tanh` of a row of `F_{t-1}` (with `squash_state`; not kept for the backward).
+    squashed: Vec<F>,
 }
 
 struct Kernel<'a, F> {
@@ -280,6 +289,8 @@ struct BackwardScratch<F> {
     grad_denominator: Vec<F>,
     /// The gradient reaching `F'` (after the clamp's mask) of one row.
     grad_row: Vec<F>,
+    /// `tanh` of a row of `F_{t-1}` (with `squash_state`).
+    squashed: Vec<F>,
 }
 
 impl<'a, F: KernelFloat> Kernel<'a, F> {
@@ -317,6 +328,25 @@ impl<'a, F: KernelFloat> Kernel<'a, F> {
         (lambda, gamma)
     }
 
+    /// Whether the update divides `F_{t-1}` by the row's norm.
+    #[inline(always)]
+    fn scales_state(&self) -> bool {
+        self.config.normalisation == Normalisation::Pre && self.config.normalise_state
+    }
+
+    /// The row that the update decays: `F_{t-1}` itself, or `tanh(F_{t-1})` written into
+    /// `squashed`.
+    #[inline(always)]
+    fn decaying<'r>(&self, previous: &'r [F], squashed: &'r mut [F]) -> &'r [F] {
+        if self.config.squash_state {
+            squashed.copy_from_slice(previous);
+            F::tanh_in_place(squashed);
+            squashed
+        } else {
+            previous
+        }
+    }
+
     /// Whether the backward needs `F'` before the clamp: for the clamp's mask and the
     /// post-normalisation; otherwise `F'` is `F_t` itself and is not stored twice.
     #[inline(always)]
@@ -346,6 +376,7 @@ impl<'a, F: KernelFloat> Kernel<'a, F> {
                 Vec::new()
             },
             post_norm: vec![F::one(); units],
+            squashed: vec![F::zero(); if self.config.squash_state { width } else { 0 }],
         }
     }
 
@@ -358,6 +389,7 @@ impl<'a, F: KernelFloat> Kernel<'a, F> {
             grad_presynaptic: vec![F::zero(); width],
             grad_denominator: vec![F::zero(); units],
             grad_row: vec![F::zero(); width],
+            squashed: vec![F::zero(); if self.config.squash_state { width } else { 0 }],
         }
     }
 
@@ -394,7 +426,12 @@ impl<'a, F: KernelFloat> Kernel<'a, F> {
                 let norm = (squares + floor).sqrt();
                 trace.norm[unit] = norm;
                 trace.denominator[unit] = norm + epsilon;
-                drive / trace.denominator[unit] + self.parameters.bias[unit]
+                let bias = if self.config.normalised_bias {
+                    self.parameters.bias[unit]
+                } else {
+                    F::zero()
+                };
+                drive / trace.denominator[unit] + bias
             } else {
                 drive + self.parameters.bias[unit]
             };
@@ -411,14 +448,14 @@ impl<'a, F: KernelFloat> Kernel<'a, F> {
         let limit = self.config.clamp.map(constant::<F>);
         for unit in 0..units {
             let row = unit * width..(unit + 1) * width;
-            let inverse_scale = if self.config.normalisation == Normalisation::Pre {
+            let inverse_scale = if self.scales_state() {
                 F::one() / trace.denominator[unit]
             } else {
                 F::one()
             };
             let (lambda, gamma) = self.rows(unit);
             let post = trace.hidden[unit];
-            let previous = &synaptic_prev[row.clone()];
+            let previous = self.decaying(&synaptic_prev[row.clone()], &mut trace.squashed);
             let (lambda, gamma) = (&lambda[..width], &gamma[..width]);
             let presynaptic = &trace.update_presynaptic[..width];
             let out = &mut synaptic[row.clone()];
@@ -525,25 +562,27 @@ impl<'a, F: KernelFloat> Kernel<'a, F> {
             } else {
                 &grad_out[..width]
             };
-            let pre = self.config.normalisation == Normalisation::Pre;
+            let pre = self.scales_state();
             let scale = if pre {
                 trace.denominator[unit]
             } else {
                 F::one()
             };
             let inverse_scale = F::one() / scale;
-            let previous = &synaptic_prev[row.clone()][..width];
+            // What the update decayed: F_{t-1}, or tanh(F_{t-1}).
+            let decaying = self.decaying(&synaptic_prev[row.clone()], &mut scratch.squashed);
+            let decaying = &decaying[..width];
             let (lambda, gamma) = self.rows(unit);
             let (lambda, gamma) = (&lambda[..width], &gamma[..width]);
             let post = trace.hidden[unit];
             let presynaptic = &trace.update_presynaptic[..width];
             // Λ and Γ
             if scalar_lambda {
-                grads.lambda[0] = grads.lambda[0] + dot(grad_row, previous) * inverse_scale;
+                grads.lambda[0] = grads.lambda[0] + dot(grad_row, decaying) * inverse_scale;
             } else {
                 let grad_lambda = &mut grads.lambda[row.clone()];
                 for j in 0..width {
-                    grad_lambda[j] = grad_lambda[j] + grad_row[j] * (previous[j] * inverse_scale);
+                    grad_lambda[j] = grad_lambda[j] + grad_row[j] * (decaying[j] * inverse_scale);
                 }
             }
             if scalar_gamma {
@@ -563,13 +602,18 @@ impl<'a, F: KernelFloat> Kernel<'a, F> {
                     grad_update_presynaptic[j] + grad_row[j] * gamma[j] * post;
             }
             scratch.grad_hidden[unit] = scratch.grad_hidden[unit] + grad_post;
-            // Through Λ ⊙ F/scale: to F_{t-1} and to the scale.
+            // Through Λ ⊙ s(F_{t-1})/scale: to F_{t-1} and to the scale.
             let grad_previous = &mut grad_synaptic_prev[row.clone()];
             for j in 0..width {
                 grad_previous[j] = grad_row[j] * lambda[j] * inverse_scale;
             }
+            if self.config.squash_state {
+                for j in 0..width {
+                    grad_previous[j] = grad_previous[j] * (F::one() - decaying[j] * decaying[j]);
+                }
+            }
             if pre {
-                let grad_scale = -dot3(grad_row, lambda, previous) * inverse_scale;
+                let grad_scale = -dot3(grad_row, lambda, decaying) * inverse_scale;
                 scratch.grad_denominator[unit] = grad_scale * inverse_scale;
             }
         }
@@ -598,7 +642,9 @@ impl<'a, F: KernelFloat> Kernel<'a, F> {
             let hidden = trace.hidden[unit];
             let grad_preactivation =
                 scratch.grad_hidden[unit] * self.config.activation.derivative(hidden);
-            grads.bias[unit] = grads.bias[unit] + grad_preactivation;
+            if !self.normalised() || self.config.normalised_bias {
+                grads.bias[unit] = grads.bias[unit] + grad_preactivation;
+            }
             let (grad_drive, grad_norm) = if self.normalised() {
                 let denominator = trace.denominator[unit];
                 let grad_denominator = scratch.grad_denominator[unit]
@@ -1124,6 +1170,31 @@ impl crate::StpnR {
             clamp: self.clamp,
             recurrent: self.recurrent,
             activation: self.activation,
+            normalise_state: true,
+            normalised_bias: true,
+            squash_state: false,
+        }
+    }
+}
+
+impl crate::StpnF {
+    /// The kernel's view of this layer: not recurrent, the drive alone normalised, no bias then.
+    pub fn kernel_config(&self) -> KernelConfig {
+        KernelConfig {
+            input_size: self.input_size,
+            hidden_size: self.hidden_size,
+            normalisation: if self.normalised {
+                Normalisation::Pre
+            } else {
+                Normalisation::Off
+            },
+            presynaptic: Presynaptic::PreviousHidden,
+            clamp: self.clamp,
+            recurrent: false,
+            activation: Activation::Tanh,
+            normalise_state: false,
+            normalised_bias: false,
+            squash_state: self.squash_state,
         }
     }
 }
@@ -1157,6 +1228,46 @@ mod tests {
             .zip(reference)
             .fold(0f64, |m, (a, b)| m.max((a - b).abs()))
             / scale
+    }
+
+    /// The kernel's forward and backward (given the gradients of the outputs, the final hidden
+    /// and the final synaptic state); the backward without the forward's checkpoints gives the
+    /// same numbers.
+    fn run_kernel(
+        config: KernelConfig,
+        parameters: &BTreeMap<String, Vec<f64>>,
+        (x, hidden0, synaptic0): (&[f64], &[f64], &[f64]),
+        (grad_outputs, grad_hidden, grad_synaptic): (&[f64], &[f64], &[f64]),
+        (steps, batch): (usize, usize),
+    ) -> (ForwardOutput<f64>, Gradients<f64>) {
+        let kernel_parameters = Parameters {
+            weight: &parameters["weight"],
+            bias: &parameters["bias"],
+            lambda: &parameters["lambda"],
+            gamma: &parameters["gamma"],
+        };
+        let sequence = Sequence {
+            steps,
+            batch,
+            inputs: x,
+            hidden: hidden0,
+            synaptic: synaptic0,
+        };
+        let forward = forward(config, kernel_parameters, sequence);
+        let backward_with = |checkpoints| {
+            backward(
+                config,
+                kernel_parameters,
+                sequence,
+                checkpoints,
+                grad_outputs,
+                Some(grad_hidden),
+                Some(grad_synaptic),
+            )
+        };
+        let gradients = backward_with(Some(&forward.checkpoints));
+        assert_eq!(backward_with(None), gradients);
+        (forward, gradients)
     }
 
     /// The fused kernel against the op-by-op cell, in float64, for one option combination:
@@ -1251,41 +1362,17 @@ mod tests {
             clamp,
             recurrent,
             activation,
+            normalise_state: true,
+            normalised_bias: true,
+            squash_state: false,
         };
-        let kernel_parameters = Parameters {
-            weight: &parameters["weight"],
-            bias: &parameters["bias"],
-            lambda: &parameters["lambda"],
-            gamma: &parameters["gamma"],
-        };
-        let sequence_in = Sequence {
-            steps,
-            batch,
-            inputs: &x,
-            hidden: &hidden0,
-            synaptic: &synaptic0,
-        };
-        let forward = forward(config, kernel_parameters, sequence_in);
-        let gradients = backward(
+        let (forward, gradients) = run_kernel(
             config,
-            kernel_parameters,
-            sequence_in,
-            Some(&forward.checkpoints),
-            &grad_outputs,
-            Some(&grad_hidden),
-            Some(&grad_synaptic),
+            &parameters,
+            (&x, &hidden0, &synaptic0),
+            (&grad_outputs, &grad_hidden, &grad_synaptic),
+            (steps, batch),
         );
-        // Without the forward's checkpoints the backward makes its own: the same numbers.
-        let recomputed = backward(
-            config,
-            kernel_parameters,
-            sequence_in,
-            None,
-            &grad_outputs,
-            Some(&grad_hidden),
-            Some(&grad_synaptic),
-        );
-        assert_eq!(recomputed, gradients);
 
         let label = format!(
             "{normalisation:?} {presynaptic:?} per_synapse={per_synapse} clamp={clamp:?} \
@@ -1384,6 +1471,111 @@ mod tests {
                                 );
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The kernel in STPNf's configuration against the op-by-op STPNf cell, in float64:
+    /// outputs, final state, gradients to every parameter, the inputs and the initial state.
+    fn check_stpn_f(normalised: bool, per_synapse: bool, clamp: Option<f64>, squash_state: bool) {
+        let (inputs, units, batch, steps) = (5, 4, 3, 7);
+        let mut rng = ChaCha8Rng::seed_from_u64(u64::from(normalised) * 8 + u64::from(squash_state));
+        let plastic = if per_synapse { units * inputs } else { 1 };
+        let mut parameters = BTreeMap::new();
+        parameters.insert("weight".to_string(), random(&mut rng, units * inputs, 1.0));
+        parameters.insert("bias".to_string(), random(&mut rng, units, 1.0));
+        parameters.insert("lambda".to_string(), random(&mut rng, plastic, 1.0));
+        parameters.insert("gamma".to_string(), random(&mut rng, plastic, 1.5));
+        let x = random(&mut rng, steps * batch * inputs, 1.0);
+        let synaptic0 = random(&mut rng, batch * units * inputs, 0.8);
+        let grad_outputs = random(&mut rng, steps * batch * units, 1.0);
+        let grad_synaptic = random(&mut rng, batch * units * inputs, 1.0);
+
+        let device = Backend::Flex.device().unwrap().autodiff();
+        let options = (&device, DType::F64);
+        let cell = crate::StpnFConfig::new(inputs, units)
+            .with_per_synapse(per_synapse)
+            .with_normalised(normalised)
+            .with_clamp(clamp)
+            .with_squash_state(squash_state)
+            .with_fused(false)
+            .init(&device);
+        let cell = load_named(cell, &parameters, &|name| name.to_string(), &device, DType::F64)
+            .unwrap();
+        let tensor3 = |data: &[f64], shape: [usize; 3]| {
+            Tensor::<3>::from_data(TensorData::new(data.to_vec(), shape), options)
+        };
+        let x_tensor = tensor3(&x, [steps, batch, inputs]).require_grad();
+        let state = crate::SynapticState {
+            synaptic: tensor3(&synaptic0, [batch, units, inputs]).require_grad(),
+        };
+        let sequence = run_sequence(&cell, x_tensor.clone(), state.clone(), false);
+        let loss = (sequence.outputs.clone() * tensor3(&grad_outputs, [steps, batch, units])).sum()
+            + (sequence.final_state.synaptic.clone()
+                * tensor3(&grad_synaptic, [batch, units, inputs]))
+            .sum();
+        let autodiff = loss.backward();
+        let reference_grads = named_gradients(&cell, &autodiff);
+
+        let (forward, gradients) = run_kernel(
+            cell.kernel_config(),
+            &parameters,
+            (&x, &vec![0.0; batch * units], &synaptic0),
+            (&grad_outputs, &vec![0.0; batch * units], &grad_synaptic),
+            (steps, batch),
+        );
+        let label = format!(
+            "STPNf normalised={normalised} per_synapse={per_synapse} clamp={clamp:?} \
+             squash_state={squash_state}"
+        );
+        let reference = |name: &str| reference_grads[name].clone().map(|g| g.values);
+        let comparisons = [
+            ("outputs", forward.outputs, host_values::<f64, _>(sequence.outputs)),
+            (
+                "final F",
+                forward.synaptic,
+                host_values::<f64, _>(sequence.final_state.synaptic),
+            ),
+            ("grad weight", gradients.weight, reference("weight").unwrap()),
+            // The normalised path has no bias: no gradient reaches it.
+            (
+                "grad bias",
+                gradients.bias,
+                reference("bias").unwrap_or(vec![0.0; units]),
+            ),
+            ("grad lambda", gradients.lambda, reference("lambda").unwrap()),
+            ("grad gamma", gradients.gamma, reference("gamma").unwrap()),
+            (
+                "grad inputs",
+                gradients.inputs,
+                host_values::<f64, _>(x_tensor.grad(&autodiff).unwrap()),
+            ),
+            (
+                "grad F0",
+                gradients.synaptic,
+                host_values::<f64, _>(state.synaptic.grad(&autodiff).unwrap()),
+            ),
+        ];
+        for (what, ours, reference) in comparisons {
+            let error = max_relative_error(&ours, &reference);
+            assert!(error < 1e-10, "{label}: {what} relative error {error:e}");
+        }
+        assert_eq!(
+            reference("bias").is_none(),
+            normalised,
+            "{label}: the bias gets a gradient exactly when it is used"
+        );
+    }
+
+    #[test]
+    fn fused_matches_the_op_by_op_stpn_f_for_every_option() {
+        for normalised in [true, false] {
+            for per_synapse in [true, false] {
+                for clamp in [None, Some(0.3)] {
+                    for squash_state in [false, true] {
+                        check_stpn_f(normalised, per_synapse, clamp, squash_state);
                     }
                 }
             }

@@ -250,22 +250,56 @@ pub fn available(tensor: &Tensor<2>) -> bool {
     available
 }
 
+/// The parameters of a cell the kernel computes (STPNr or STPNf), as tensors.
+pub struct KernelTensors {
+    pub weight: Tensor<2>,
+    pub bias: Tensor<1>,
+    pub lambda: Tensor<2>,
+    pub gamma: Tensor<2>,
+}
+
 /// Runs `cell` over `inputs` (`[T, B, I]`) from `state` with the fused kernel; returns the
 /// outputs `[T, B, H]` and the final state, all differentiable on an autodiff device.
 pub fn run(cell: &StpnR, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, StpnRState) {
-    let [steps, batch, _] = inputs.dims();
-    let (units, width) = (cell.hidden_size, cell.kernel_config().presynaptic_size());
-    let tensors = OpInputs {
-        inputs,
-        hidden: state.hidden,
-        synaptic: state.synaptic,
+    let parameters = KernelTensors {
         weight: cell.weight.val(),
         bias: cell.bias.val(),
         lambda: cell.lambda.val(),
         gamma: cell.gamma.val(),
     };
+    let (outputs, hidden, synaptic) = run_kernel(
+        cell.kernel_config(),
+        parameters,
+        inputs,
+        state.hidden,
+        state.synaptic,
+    );
+    (outputs, StpnRState { hidden, synaptic })
+}
+
+/// Runs the kernel with `config` over `inputs` (`[T, B, I]`) from the hidden (`[B, H]`) and
+/// synaptic (`[B, H, P]`) states: the outputs `[T, B, H]` and the final hidden and synaptic
+/// states, all differentiable on an autodiff device.
+pub fn run_kernel(
+    config: KernelConfig,
+    parameters: KernelTensors,
+    inputs: Tensor<3>,
+    hidden: Tensor<2>,
+    synaptic: Tensor<3>,
+) -> (Tensor<3>, Tensor<2>, Tensor<3>) {
+    let [steps, batch, _] = inputs.dims();
+    let (units, width) = (config.hidden_size, config.presynaptic_size());
+    let tensors = OpInputs {
+        inputs,
+        hidden,
+        synaptic,
+        weight: parameters.weight,
+        bias: parameters.bias,
+        lambda: parameters.lambda,
+        gamma: parameters.gamma,
+    };
     let saved = Saved {
-        config: cell.kernel_config(),
+        config,
         steps,
         batch,
         weight: host_values(tensors.weight.clone()),
@@ -346,7 +380,7 @@ pub fn run(cell: &StpnR, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, St
     let synaptic = packed
         .narrow(0, outputs_end + batch * units, batch * units * width)
         .reshape([batch, units, width]);
-    (outputs, StpnRState { hidden, synaptic })
+    (outputs, hidden, synaptic)
 }
 
 #[cfg(test)]
@@ -524,8 +558,11 @@ mod tests {
 
     /// The recurrent STPN parity cases pass through the fused path (float32 tolerances).
     #[test]
-    fn golden_stpn_r_cases_through_the_fused_path() {
+    fn golden_stpn_cases_through_the_fused_path() {
         for file in [
+            "stpn_f_norm_s0.json",
+            "stpn_f_nonorm_clamp_s0.json",
+            "art_stpn_f_s0.json",
             "stpn_r_pre_s0.json",
             "stpn_r_scalar_s0.json",
             "stpn_r_post_clamp_s0.json",

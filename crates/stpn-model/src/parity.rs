@@ -327,8 +327,8 @@ pub fn run_case_in(
     run_case_with(case, device, precision, false)
 }
 
-/// [`run_case_in`], with STPNr cells on their fused path when `fused_stpn` (float32 only: the
-/// kernel computes in float32).
+/// [`run_case_in`], with STPNr and STPNf cells on their fused path when `fused_stpn` (float32
+/// only: the kernel computes in float32).
 pub fn run_case_with(
     case: &ParityCase,
     device: &Device,
@@ -380,7 +380,8 @@ pub fn run_case_with(
                 .with_per_synapse(case.flag_bool("per_synapse", true)?)
                 .with_normalised(case.flag_bool("weight_norm", true)?)
                 .with_clamp(case.flag_f64("clamp")?)
-                .with_squash_state(squash_state);
+                .with_squash_state(squash_state)
+                .with_fused(fused_stpn);
             observe(case, &inputs, config.init(&inputs.device))?
         }
         "hebbff" => {

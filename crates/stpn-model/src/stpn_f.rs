@@ -42,6 +42,10 @@ pub struct StpnFConfig {
     /// Apply tanh to `F` before each update (the reference's associative-retrieval runner).
     #[config(default = false)]
     pub squash_state: bool,
+    /// Run whole sequences with the fused kernel ([`crate::fused_op`]) where it is available
+    /// (flex and ndarray, float32); the op-by-op path (the reference) otherwise.
+    #[config(default = true)]
+    pub fused: bool,
 }
 
 /// The feedforward STPN layer; see the module documentation for its equations.
@@ -59,6 +63,7 @@ pub struct StpnF {
     pub squash_state: bool,
     #[module(skip)]
     pub clamp: Option<f64>,
+    pub fused: bool,
     pub input_size: usize,
     pub hidden_size: usize,
 }
@@ -81,6 +86,7 @@ impl StpnFConfig {
             normalised: self.normalised,
             squash_state: self.squash_state,
             clamp: self.clamp,
+            fused: self.fused,
             input_size: input,
             hidden_size: hidden,
         }
@@ -114,6 +120,38 @@ impl RecurrentCell for StpnF {
                 [batch, self.hidden_size, self.input_size],
                 (&weight.device(), weight.dtype()),
             ),
+        }
+    }
+
+    fn forward_sequence(
+        &self,
+        inputs: Tensor<3>,
+        state: SynapticState,
+    ) -> (Tensor<3>, SynapticState) {
+        let weight = self.weight.val();
+        if self.fused
+            && weight.dtype() == burn::tensor::DType::F32
+            && crate::fused_op::available(&weight)
+        {
+            let [_, batch, _] = inputs.dims();
+            // The kernel carries a hidden state; without recurrence it reaches nothing.
+            let hidden = Tensor::zeros([batch, self.hidden_size], (&weight.device(), weight.dtype()));
+            let parameters = crate::fused_op::KernelTensors {
+                weight,
+                bias: self.bias.val(),
+                lambda: self.lambda.val(),
+                gamma: self.gamma.val(),
+            };
+            let (outputs, _, synaptic) = crate::fused_op::run_kernel(
+                self.kernel_config(),
+                parameters,
+                inputs,
+                hidden,
+                state.synaptic,
+            );
+            (outputs, SynapticState { synaptic })
+        } else {
+            crate::cell::step_by_step(self, inputs, state)
         }
     }
 
