@@ -1,14 +1,22 @@
-//! A fused STPNr sequence kernel on host memory: the forward of a whole sequence and its exact,
+//! A fused STPN sequence kernel on host memory: the forward of a whole sequence and its exact,
 //! hand-written backward, with the synaptic state checkpointed every `k ≈ √T` steps and recomputed
 //! in between, so that backpropagation through time needs memory in `√T`, not `T`. Batch elements
 //! are independent and run on threads.
 //!
 //! The equations are those of [`crate::stpn_r`] (every option: per-synapse or scalar Λ Γ,
-//! normalisation off / pre / post, clamp, presynaptic term from `h_{t-1}` or `h_t`); the op-by-op
-//! cell is the reference it is tested against.
+//! normalisation off / pre / post, clamp, presynaptic term from `h_{t-1}` or `h_t`, tanh or
+//! sigmoid, with or without `h_{t-1}` in the presynaptic vector) and of [`crate::stpn_f`] (the
+//! drive alone normalised and no bias then, the squashed state); the op-by-op cells are the
+//! reference it is tested against.
+//!
+//! Speed: each thread runs a copy of the loops compiled for AVX2 where the processor has it
+//! (detected at run time); the loops are written so that they vectorise (reductions in lanes,
+//! selects instead of branches, slices of known length), and float32 `tanh` is a rational
+//! approximation that vectorises too.
 //!
 //! Layouts (row-major): inputs `[T, B, I]`, outputs `[T, B, H]`, hidden `[B, H]`, synaptic state
-//! `[B, H, P]` with `P = I + H`, weights `[H, P]`, Λ and Γ `[H, P]` or `[1]`.
+//! `[B, H, P]` with `P = I + H` (`P = I` without recurrence), weights `[H, P]`, Λ and Γ `[H, P]`
+//! or `[1]`.
 
 use num_traits::Float;
 
@@ -552,10 +560,10 @@ impl<'a, F: KernelFloat> Kernel<'a, F> {
                     grad_row.copy_from_slice(grad_out);
                 }
                 if let Some(limit) = limit {
-                    for j in 0..width {
-                        if unclamped[j] < -limit || unclamped[j] > limit {
-                            grad_row[j] = F::zero();
-                        }
+                    // A select rather than a branch, so that the loop vectorises.
+                    for (grad, value) in grad_row.iter_mut().zip(unclamped) {
+                        let outside = *value < -limit || *value > limit;
+                        *grad = if outside { F::zero() } else { *grad };
                     }
                 }
                 &scratch.grad_row[..width]

@@ -1,4 +1,4 @@
-//! The fused STPNr kernel ([`crate::fused`]) as a node of Burn's autodiff graph: one operation
+//! The fused STPN kernel ([`crate::fused`], STPNr and STPNf) as a node of Burn's autodiff graph: one operation
 //! from `(inputs, h_0, F_0, W, b, Λ, Γ)` to `(outputs, h_T, F_T)` whose backward is the kernel's
 //! hand-written one, so that gradients reach every parameter, the input sequence (an encoder in
 //! front of the cell trains through it) and the initial state.
