@@ -156,12 +156,33 @@ pub struct Sequence<'a, F> {
 /// Outputs of the forward pass.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ForwardOutput<F> {
-    pub outputs: Vec<F>,
-    pub hidden: Vec<F>,
-    pub synaptic: Vec<F>,
+    /// The outputs `[T, B, H]`, the final hidden state `[B, H]` and the final synaptic state
+    /// `[B, H, P]`, one after the other in one buffer (the autodiff node's single output).
+    pub packed: Vec<F>,
+    /// Where the final hidden and synaptic states start in `packed`.
+    hidden_start: usize,
+    synaptic_start: usize,
     /// The state `[h ; F]` entering every ⌈√T⌉-th step, `[B, checkpoints, H + H·P]`: what
-    /// [`backward`] starts from, so that it need not run the forward again.
+    /// [`backward`] starts from, so that it need not run the forward again. Empty when not
+    /// asked for (a forward without backward).
     pub checkpoints: Vec<F>,
+}
+
+impl<F> ForwardOutput<F> {
+    /// The outputs, `[T, B, H]`.
+    pub fn outputs(&self) -> &[F] {
+        &self.packed[..self.hidden_start]
+    }
+
+    /// The final hidden state, `[B, H]`.
+    pub fn hidden(&self) -> &[F] {
+        &self.packed[self.hidden_start..self.synaptic_start]
+    }
+
+    /// The final synaptic state, `[B, H, P]`.
+    pub fn synaptic(&self) -> &[F] {
+        &self.packed[self.synaptic_start..]
+    }
 }
 
 /// Gradients of the backward pass, each in the layout of what it is the gradient of.
@@ -850,9 +871,14 @@ fn forward_chunk<F: KernelFloat>(
         synaptic.copy_from_slice(
             &sequence.synaptic[element * units * width..(element + 1) * units * width],
         );
-        let checkpoints = &mut share.checkpoints[local * per_element..(local + 1) * per_element];
+        let keep = !share.checkpoints.is_empty();
+        let checkpoints = if keep {
+            &mut share.checkpoints[local * per_element..(local + 1) * per_element]
+        } else {
+            &mut []
+        };
         for step in 0..steps {
-            if step % interval == 0 {
+            if keep && step % interval == 0 {
                 let at = step / interval * state_size;
                 checkpoints[at..at + units].copy_from_slice(&hidden);
                 checkpoints[at + units..at + state_size].copy_from_slice(&synaptic);
@@ -878,28 +904,36 @@ fn forward_chunk<F: KernelFloat>(
     outputs
 }
 
-/// Runs the sequence forward.
+/// Runs the sequence forward; with `checkpoints`, keeps the states the backward starts from.
 pub fn forward<F: KernelFloat>(
     config: KernelConfig,
     parameters: Parameters<'_, F>,
     sequence: Sequence<'_, F>,
+    checkpoints: bool,
 ) -> ForwardOutput<F> {
     let kernel = Kernel::new(config, parameters);
     let (units, width) = (config.hidden_size, config.presynaptic_size());
     let (steps, batch) = (sequence.steps, sequence.batch);
     let interval = checkpoint_interval(steps);
-    let per_element = steps.div_ceil(interval) * (units + units * width);
+    let per_element = if checkpoints {
+        steps.div_ceil(interval) * (units + units * width)
+    } else {
+        0
+    };
+    let (hidden_start, synaptic_start) = (steps * batch * units, (steps + 1) * batch * units);
     let mut output = ForwardOutput {
-        outputs: vec![F::zero(); steps * batch * units],
-        hidden: vec![F::zero(); batch * units],
-        synaptic: vec![F::zero(); batch * units * width],
+        packed: vec![F::zero(); synaptic_start + batch * units * width],
+        hidden_start,
+        synaptic_start,
         checkpoints: vec![F::zero(); batch * per_element],
     };
+    let (outputs_and_hidden, synaptic) = output.packed.split_at_mut(synaptic_start);
+    let (all_outputs, hidden) = outputs_and_hidden.split_at_mut(hidden_start);
     let ranges = chunks(batch);
     let shares: Vec<ForwardShare<'_, F>> = ranges
         .iter()
-        .zip(split_rows(&ranges, units, &mut output.hidden))
-        .zip(split_rows(&ranges, units * width, &mut output.synaptic))
+        .zip(split_rows(&ranges, units, hidden))
+        .zip(split_rows(&ranges, units * width, synaptic))
         .zip(split_rows(&ranges, per_element, &mut output.checkpoints))
         .map(|(((range, hidden), synaptic), checkpoints)| ForwardShare {
             range: range.clone(),
@@ -936,7 +970,7 @@ pub fn forward<F: KernelFloat>(
         for step in 0..steps {
             let source = step * count * units;
             let target = (step * batch + range.start) * units;
-            output.outputs[target..target + count * units]
+            all_outputs[target..target + count * units]
                 .copy_from_slice(&outputs[source..source + count * units]);
         }
     }
@@ -1261,7 +1295,7 @@ mod tests {
             hidden: hidden0,
             synaptic: synaptic0,
         };
-        let forward = forward(config, kernel_parameters, sequence);
+        let forward = forward(config, kernel_parameters, sequence, true);
         let backward_with = |checkpoints| {
             backward(
                 config,
@@ -1389,17 +1423,17 @@ mod tests {
         let comparisons = [
             (
                 "outputs",
-                forward.outputs.clone(),
+                forward.outputs().to_vec(),
                 host_values::<f64, _>(sequence.outputs),
             ),
             (
                 "final h",
-                forward.hidden.clone(),
+                forward.hidden().to_vec(),
                 host_values::<f64, _>(sequence.final_state.hidden),
             ),
             (
                 "final F",
-                forward.synaptic.clone(),
+                forward.synaptic().to_vec(),
                 host_values::<f64, _>(sequence.final_state.synaptic),
             ),
             (
@@ -1451,7 +1485,7 @@ mod tests {
         }
         if let Some(limit) = clamp {
             assert!(
-                forward.synaptic.iter().any(|v| v.abs() >= limit * 0.999)
+                forward.synaptic().iter().any(|v| v.abs() >= limit * 0.999)
                     || normalisation == Normalisation::Post,
                 "{label}: the clamp was never active"
             );
@@ -1540,10 +1574,10 @@ mod tests {
         );
         let reference = |name: &str| reference_grads[name].clone().map(|g| g.values);
         let comparisons = [
-            ("outputs", forward.outputs, host_values::<f64, _>(sequence.outputs)),
+            ("outputs", forward.outputs().to_vec(), host_values::<f64, _>(sequence.outputs)),
             (
                 "final F",
-                forward.synaptic,
+                forward.synaptic().to_vec(),
                 host_values::<f64, _>(sequence.final_state.synaptic),
             ),
             ("grad weight", gradients.weight, reference("weight").unwrap()),

@@ -312,14 +312,18 @@ pub fn run_kernel(
         checkpoints: Vec::new(),
         device: (),
     };
-    let result = forward(saved.config, saved.parameters(), saved.sequence());
+    // Without autodiff there is no backward: no checkpoints.
+    let result = forward(
+        saved.config,
+        saved.parameters(),
+        saved.sequence(),
+        tensors.is_autodiff(),
+    );
     let mut saved = Some(Saved {
         checkpoints: result.checkpoints,
         ..saved
     });
-    let mut packed = result.outputs;
-    packed.extend_from_slice(&result.hidden);
-    packed.extend_from_slice(&result.synaptic);
+    let packed = result.packed;
 
     let length = packed.len();
     let mut packed = Some(packed);
