@@ -108,7 +108,7 @@ enum Command {
         /// Paths: `fused` (the hand-written kernel) and `ops` (op by op, the reference).
         #[arg(long, value_delimiter = ',', default_value = "fused,ops")]
         paths: Vec<String>,
-        /// Timed steps per measurement (default 20; 3 for the maze).
+        /// Timed steps per measurement (default 20; 5 for the Pong core, 3 for the maze).
         #[arg(long)]
         repeats: Option<usize>,
         /// One JSON object per line (case, backend, path, ms_per_step, peak_rss_mb, ...).

@@ -206,7 +206,11 @@ pub fn run(
     }
     for case in &selected {
         // Long steps get fewer repeats.
-        let repeats = repeats.unwrap_or(if case.name == "maze" { 3 } else { 20 });
+        let repeats = repeats.unwrap_or(match case.name {
+            "maze" => 3,
+            "pong_core" => 5,
+            _ => 20,
+        });
         for backend in backends {
             for path in paths {
                 // The op-by-op maze step stores every intermediate of 200 steps (spec §7: on the
