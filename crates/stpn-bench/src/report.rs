@@ -459,10 +459,11 @@ pub fn report_maze(folders: &[PathBuf], out: &Path) -> Result<String> {
             .collect();
         curves.push((
             format!(
-                "{} h{} (seed {})",
+                "{} h{} (seed {}, {} iterations)",
                 name_of(summary.core),
                 summary.hidden_size,
-                summary.seed
+                summary.seed,
+                summary.iterations
             ),
             curve,
         ));
