@@ -96,6 +96,38 @@ enum Command {
         #[arg(long, default_value_t = 12345)]
         seed: u64,
     },
+    /// Evaluate an InvertedPendulum run's last checkpoint on fresh episodes without updates:
+    /// mean return, length and energy per step (spec §2.3); writes eval.json into the run folder.
+    /// Defaults as the paper's evaluation: 10 episodes, sampled actions.
+    PendulumEval {
+        /// Run folder of `stpn-bench pendulum`.
+        run: PathBuf,
+        /// Number of episodes.
+        #[arg(long, default_value_t = 10)]
+        episodes: usize,
+        /// How actions are chosen: `sampled` from the Gaussian policy, or `greedy` (its mean).
+        #[arg(long, value_enum, default_value_t = Actions::Sampled)]
+        actions: Actions,
+        /// Seed of the evaluation episodes and action draws.
+        #[arg(long, default_value_t = 12345)]
+        seed: u64,
+    },
+    /// Evaluate a Pong run's last checkpoint on fresh episodes without updates: mean return,
+    /// length and energy per step (spec §2.3); writes eval.json into the run folder. Defaults as
+    /// the paper's evaluation: one episode, greedy actions.
+    PongEval {
+        /// Run folder of `stpn-bench pong`.
+        run: PathBuf,
+        /// Number of episodes.
+        #[arg(long, default_value_t = 1)]
+        episodes: usize,
+        /// How actions are chosen: `greedy` (the most probable), or `sampled`.
+        #[arg(long, value_enum, default_value_t = Actions::Greedy)]
+        actions: Actions,
+        /// Seed of the evaluation episodes and action draws.
+        #[arg(long, default_value_t = 12345)]
+        seed: u64,
+    },
     /// Milliseconds per STPN training step and peak memory, for the cases of the paper's
     /// experiments (art_h11, art_h64, pong_core, maze), on every compiled CPU backend.
     Perf {
@@ -144,6 +176,15 @@ enum Command {
         #[arg(long)]
         float32: bool,
     },
+}
+
+/// How an evaluation chooses actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Actions {
+    /// The policy's most probable action (the Gaussian's mean).
+    Greedy,
+    /// A draw from the policy.
+    Sampled,
 }
 
 #[derive(Subcommand, Debug)]
@@ -825,16 +866,31 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let run_dir = run_dir::RunDir::open(&run)?;
             let evaluation = maze::evaluate_run(&run_dir, cli.backend, episodes, greedy, seed)?;
-            println!(
-                "{}: {} episodes ({}), mean reward {:.2} ± {:.2}, energy per step {:.3}  [{}]",
-                run.display(),
-                evaluation.episodes,
-                if greedy { "greedy" } else { "sampled" },
-                evaluation.mean_return,
-                evaluation.std_return,
-                evaluation.energy_per_step,
-                run_dir.file("eval.json").display()
-            );
+            println!("{}", evaluation.line(&run_dir));
+            Ok(())
+        }
+        Command::PendulumEval {
+            run,
+            episodes,
+            actions,
+            seed,
+        } => {
+            let run_dir = run_dir::RunDir::open(&run)?;
+            let greedy = actions == Actions::Greedy;
+            let evaluation = pendulum::evaluate_run(&run_dir, cli.backend, episodes, greedy, seed)?;
+            println!("{}", evaluation.line(&run_dir));
+            Ok(())
+        }
+        Command::PongEval {
+            run,
+            episodes,
+            actions,
+            seed,
+        } => {
+            let run_dir = run_dir::RunDir::open(&run)?;
+            let greedy = actions == Actions::Greedy;
+            let evaluation = pong::evaluate_run(&run_dir, cli.backend, episodes, greedy, seed)?;
+            println!("{}", evaluation.line(&run_dir));
             Ok(())
         }
         Command::Perf {

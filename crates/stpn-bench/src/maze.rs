@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::Device;
@@ -23,7 +23,7 @@ use stpn_model::{Backend, LstmConfig, Normalisation, RecurrentCell, StpnRConfig}
 use stpn_rl::maze_a2c::{self, LossConfig};
 use stpn_rl::{ActorCritic, ActorCriticConfig, clip_by_global_norm};
 
-use crate::run_dir::{Metrics, RunDir};
+use crate::run_dir::{Evaluation, Metrics, RunDir};
 
 /// The maze agent's core.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -337,18 +337,6 @@ fn train<C: RecurrentCell>(
     Ok(summary)
 }
 
-/// What `eval.json` holds.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Evaluation {
-    pub episodes: usize,
-    pub greedy: bool,
-    pub mean_return: f64,
-    pub std_return: f64,
-    /// Energy of a step summed over the units, mean over steps and episodes (spec §2.3).
-    pub energy_per_step: f64,
-    pub seed: u64,
-}
-
 /// Evaluates the last checkpoint of a run on `episodes` fresh episodes (no updates), writes
 /// `eval.json` and returns it.
 pub fn evaluate_run(
@@ -359,9 +347,6 @@ pub fn evaluate_run(
     seed: u64,
 ) -> Result<Evaluation> {
     let config: MazeConfig = run.read_json("config.json")?;
-    let folder = run
-        .checkpoint("last")
-        .with_context(|| format!("{} has no checkpoint to evaluate", run.path.display()))?;
     let device = backend.device()?;
     let heads = ActorCriticConfig::new(maze::ACTIONS);
     let (inputs, hidden) = (maze::OBSERVATION_SIZE, config.hidden_size);
@@ -374,10 +359,7 @@ pub fn evaluate_run(
     };
     macro_rules! evaluate_with {
         ($core:expr) => {{
-            let agent = heads
-                .init($core, &device)
-                .try_load_file(folder.join("model.bpk"))
-                .with_context(|| format!("cannot load the model of {}", folder.display()))?;
+            let agent = run.load_last_model(heads.init($core, &device))?;
             maze_a2c::rollout(&agent, episodes, episode_seed, &mut rng, options, &device)
         }};
     }
@@ -405,6 +387,7 @@ pub fn evaluate_run(
         greedy,
         mean_return: mean,
         std_return: variance.sqrt(),
+        mean_length: maze::EPISODE_LENGTH as f64,
         energy_per_step: rollout.energy_per_step.unwrap_or(f64::NAN),
         seed,
     };

@@ -21,11 +21,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use stpn_envs::env::Env;
-use stpn_model::{Backend, LstmConfig, RecurrentCell, RnnConfig, StpnFConfig};
+use stpn_model::{Backend, LstmConfig, MlpConfig, RecurrentCell, RnnConfig, StpnFConfig};
+use stpn_rl::evaluate::evaluate_continuous;
 use stpn_rl::ppo::{self, Collector, PpoConfig};
 use stpn_rl::{ActorCritic, ActorCriticConfig};
 
-use crate::run_dir::{Metrics, RunDir};
+use crate::run_dir::{Evaluation, Metrics, RunDir};
 
 /// The agent's core (spec §5.3; all H = 64 in the paper).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -36,8 +37,10 @@ pub enum PendulumCore {
     Stpnf,
     /// LSTM (one bias vector).
     Lstm,
-    /// Elman RNN.
+    /// Elman RNN (one bias vector).
     Rnn,
+    /// One tanh layer, no memory (RLlib's "mlp").
+    Mlp,
 }
 
 /// One InvertedPendulum run; defaults are the paper's.
@@ -155,6 +158,85 @@ fn environment(
     InvertedPendulum::gymnasium(version).context("cannot start MuJoCo InvertedPendulum")
 }
 
+/// Builds the agent of `config` for `env` on `device` (its core per `config.core`) and evaluates
+/// `$body` with it bound to `$agent` (each core is a different type).
+macro_rules! with_agent {
+    ($config:expr, $env:expr, $device:expr, |$agent:ident| $body:expr) => {{
+        let (config, device) = ($config, $device);
+        let inputs = $env.observation_space().size();
+        // Mean and pre-scale per action dimension.
+        let heads = ActorCriticConfig::new(2 * $env.action_space().size());
+        let hidden = config.hidden_size;
+        match config.core {
+            PendulumCore::Stpnf => {
+                let core = StpnFConfig::new(inputs, hidden)
+                    .with_normalised(false)
+                    .with_clamp(Some(0.1))
+                    .init(device);
+                let $agent = heads.init(core, device);
+                $body
+            }
+            PendulumCore::Lstm => {
+                let $agent = heads.init(LstmConfig::new(inputs, hidden).init(device), device);
+                $body
+            }
+            PendulumCore::Rnn => {
+                let $agent = heads.init(RnnConfig::new(inputs, hidden).init(device), device);
+                $body
+            }
+            PendulumCore::Mlp => {
+                let $agent = heads.init(MlpConfig::new(inputs, hidden).init(device), device);
+                $body
+            }
+        }
+    }};
+}
+
+/// Evaluates the last checkpoint of a run on `episodes` fresh episodes (no updates; the paper:
+/// 10 with sampled actions), writes `eval.json` and returns it.
+pub fn evaluate_run(
+    run: &RunDir,
+    backend: Backend,
+    episodes: usize,
+    greedy: bool,
+    seed: u64,
+) -> Result<Evaluation> {
+    #[cfg(feature = "mujoco")]
+    {
+        let config: PendulumConfig = run.read_json("config.json")?;
+        evaluate_on(environment(&config)?, run, backend, episodes, greedy, seed)
+    }
+    #[cfg(not(feature = "mujoco"))]
+    {
+        let _ = (run, backend, episodes, greedy, seed);
+        bail!(MUJOCO_MISSING)
+    }
+}
+
+/// [`evaluate_run`] on `env` (any env with box observations and actions).
+pub fn evaluate_on<E>(
+    mut env: E,
+    run: &RunDir,
+    backend: Backend,
+    episodes: usize,
+    greedy: bool,
+    seed: u64,
+) -> Result<Evaluation>
+where
+    E: Env<Observation = Vec<f64>, Action = Vec<f64>>,
+{
+    let config: PendulumConfig = run.read_json("config.json")?;
+    let device = backend.device()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let result = with_agent!(&config, &env, &device, |agent| {
+        let agent = run.load_last_model(agent)?;
+        evaluate_continuous(&agent, &mut env, episodes, greedy, seed, &mut rng, &device)
+    });
+    let evaluation = Evaluation::of(&result, greedy, seed);
+    run.write_json("eval.json", &evaluation)?;
+    Ok(evaluation)
+}
+
 /// What a binary without MuJoCo says when asked for InvertedPendulum.
 pub const MUJOCO_MISSING: &str = "InvertedPendulum needs MuJoCo, which this binary was built without: run scripts/setup-mujoco, then build stpn-bench with --features mujoco (scripts/stpn does both)";
 
@@ -191,48 +273,9 @@ where
 {
     let device = backend.device()?.autodiff();
     device.seed(config.seed);
-    let inputs = env.observation_space().size();
-    // Mean and pre-scale per action dimension.
-    let heads = ActorCriticConfig::new(2 * env.action_space().size());
-    let hidden = config.hidden_size;
-    match config.core {
-        PendulumCore::Stpnf => train(
-            heads.init(
-                StpnFConfig::new(inputs, hidden)
-                    .with_normalised(false)
-                    .with_clamp(Some(0.1))
-                    .init(&device),
-                &device,
-            ),
-            env,
-            config,
-            run,
-            backend,
-            resume,
-            quiet,
-            &device,
-        ),
-        PendulumCore::Lstm => train(
-            heads.init(LstmConfig::new(inputs, hidden).init(&device), &device),
-            env,
-            config,
-            run,
-            backend,
-            resume,
-            quiet,
-            &device,
-        ),
-        PendulumCore::Rnn => train(
-            heads.init(RnnConfig::new(inputs, hidden).init(&device), &device),
-            env,
-            config,
-            run,
-            backend,
-            resume,
-            quiet,
-            &device,
-        ),
-    }
+    with_agent!(config, &env, &device, |agent| train(
+        agent, env, config, run, backend, resume, quiet, &device
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -359,17 +402,22 @@ mod tests {
 
     /// The paper's STPNf agent has 1 027 parameters (spec §5.3).
     #[test]
-    fn paper_stpnf_agent_has_the_paper_parameter_count() {
+    fn paper_agents_have_the_paper_parameter_counts() {
         let _seeded = crate::seeded_device_lock();
         let device = Backend::Flex.device().unwrap();
-        let agent = ActorCriticConfig::new(2).init(
-            StpnFConfig::new(4, 64)
-                .with_normalised(false)
-                .with_clamp(Some(0.1))
-                .init(&device),
-            &device,
-        );
-        assert_eq!(agent.num_params(), 1_027);
+        let env = SignTask::default();
+        // Spec §5.3: STPNf 1 027, mlp 515, rnn 4 675, lstm 18 115 with torch's two bias vectors;
+        // our LSTM and RNN have one (4·64 and 64 fewer).
+        for (core, expected) in [
+            (PendulumCore::Stpnf, 1_027),
+            (PendulumCore::Mlp, 515),
+            (PendulumCore::Rnn, 4_675 - 64),
+            (PendulumCore::Lstm, 18_115 - 4 * 64),
+        ] {
+            let count = with_agent!(&PendulumConfig::paper(core), &env, &device, |agent| agent
+                .num_params());
+            assert_eq!(count, expected, "{core:?}");
+        }
         assert_eq!(PendulumConfig::paper(PendulumCore::Stpnf).iterations(), 489);
     }
 
@@ -419,6 +467,13 @@ mod tests {
                 .count(),
             3
         );
+        // The evaluation command's path: fresh episodes from the last checkpoint.
+        let evaluation =
+            evaluate_on(SignTask::default(), &run, Backend::Flex, 3, false, 7).unwrap();
+        assert_eq!((evaluation.episodes, evaluation.mean_length), (3, 4.0));
+        assert!(evaluation.energy_per_step > 0.0 && evaluation.mean_return.is_finite());
+        let saved: Evaluation = crate::run_dir::read_json(&run.file("eval.json")).unwrap();
+        assert_eq!(saved.episodes, 3);
         std::fs::remove_dir_all(&run.path).ok();
     }
 

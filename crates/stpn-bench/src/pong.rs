@@ -23,9 +23,10 @@ use serde::{Deserialize, Serialize};
 use stpn_envs::env::{Env, SyncVectorEnv};
 use stpn_model::{Backend, LstmConfig, RecurrentCell, StpnRConfig};
 use stpn_rl::a2c::{self, A2cConfig, VecCollector};
+use stpn_rl::evaluate::evaluate_discrete;
 use stpn_rl::{ActorCritic, ActorCriticConfig, ConvEncoder};
 
-use crate::run_dir::{Metrics, RunDir};
+use crate::run_dir::{Evaluation, Metrics, RunDir};
 
 /// The agent's core.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -171,6 +172,30 @@ pub fn run(
     }
 }
 
+/// Builds the agent of `config` with `actions` outputs on `device` (the conv encoder into the
+/// core per `config.core`) and evaluates `$body` with it bound to `$agent`.
+macro_rules! with_agent {
+    ($config:expr, $actions:expr, $device:expr, |$agent:ident| $body:expr) => {{
+        let (config, device) = ($config, $device);
+        let heads = ActorCriticConfig::new($actions);
+        let (features, hidden) = (ConvEncoder::FEATURES, config.hidden_size);
+        match config.core {
+            PongCore::Stpn => {
+                let $agent = heads
+                    .init(StpnRConfig::new(features, hidden).init(device), device)
+                    .with_conv_encoder(device);
+                $body
+            }
+            PongCore::Lstm => {
+                let $agent = heads
+                    .init(LstmConfig::new(features, hidden).init(device), device)
+                    .with_conv_encoder(device);
+                $body
+            }
+        }
+    }};
+}
+
 /// Trains on `envs` (any vector of envs with flat observations and discrete actions).
 pub fn train_on<E>(
     envs: SyncVectorEnv<E>,
@@ -186,35 +211,54 @@ where
     let device = backend.device()?.autodiff();
     device.seed(config.seed);
     let actions = envs.envs[0].action_space().size();
-    let heads = ActorCriticConfig::new(actions);
-    let features = ConvEncoder::FEATURES;
-    let hidden = config.hidden_size;
-    match config.core {
-        PongCore::Stpn => train(
-            heads
-                .init(StpnRConfig::new(features, hidden).init(&device), &device)
-                .with_conv_encoder(&device),
-            envs,
-            config,
-            run,
-            backend,
-            resume,
-            quiet,
-            &device,
-        ),
-        PongCore::Lstm => train(
-            heads
-                .init(LstmConfig::new(features, hidden).init(&device), &device)
-                .with_conv_encoder(&device),
-            envs,
-            config,
-            run,
-            backend,
-            resume,
-            quiet,
-            &device,
-        ),
+    with_agent!(config, actions, &device, |agent| train(
+        agent, envs, config, run, backend, resume, quiet, &device
+    ))
+}
+
+/// Evaluates the last checkpoint of a run on `episodes` fresh episodes (no updates; the paper:
+/// one greedy episode), writes `eval.json` and returns it.
+pub fn evaluate_run(
+    run: &RunDir,
+    backend: Backend,
+    episodes: usize,
+    greedy: bool,
+    seed: u64,
+) -> Result<Evaluation> {
+    #[cfg(feature = "atari")]
+    {
+        evaluate_on(stpn_atari::Pong::new()?, run, backend, episodes, greedy, seed)
     }
+    #[cfg(not(feature = "atari"))]
+    {
+        let _ = (run, backend, episodes, greedy, seed);
+        bail!(ATARI_MISSING)
+    }
+}
+
+/// [`evaluate_run`] on `env` (any env with flat observations and discrete actions).
+pub fn evaluate_on<E>(
+    mut env: E,
+    run: &RunDir,
+    backend: Backend,
+    episodes: usize,
+    greedy: bool,
+    seed: u64,
+) -> Result<Evaluation>
+where
+    E: Env<Observation = Vec<f32>, Action = usize>,
+{
+    let config: PongConfig = run.read_json("config.json")?;
+    let device = backend.device()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let actions = env.action_space().size();
+    let result = with_agent!(&config, actions, &device, |agent| {
+        let agent = run.load_last_model(agent)?;
+        evaluate_discrete(&agent, &mut env, episodes, greedy, seed, &mut rng, &device)
+    });
+    let evaluation = Evaluation::of(&result, greedy, seed);
+    run.write_json("eval.json", &evaluation)?;
+    Ok(evaluation)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -334,16 +378,74 @@ mod tests {
     fn paper_agents_have_the_paper_parameter_counts() {
         let _seeded = crate::seeded_device_lock();
         let device = Backend::Flex.device().unwrap();
-        let heads = ActorCriticConfig::new(6);
-        let features = ConvEncoder::FEATURES;
-        let stpn = heads
-            .init(StpnRConfig::new(features, 64).init(&device), &device)
-            .with_conv_encoder(&device);
-        assert_eq!(stpn.num_params(), 519_735);
-        let lstm = heads
-            .init(LstmConfig::new(features, 48).init(&device), &device)
-            .with_conv_encoder(&device);
-        assert_eq!(lstm.num_params(), 516_871 - 4 * 48);
+        for (core, expected) in [
+            (PongCore::Stpn, 519_735),
+            (PongCore::Lstm, 516_871 - 4 * 48),
+        ] {
+            let count = with_agent!(&PongConfig::paper(core), 6, &device, |agent| agent
+                .num_params());
+            assert_eq!(count, expected, "{core:?}");
+        }
         assert_eq!(PongConfig::paper(PongCore::Stpn).iterations(), 2_500);
+    }
+
+    /// Blank 84×84 frames, 6 actions, 5-step episodes with reward 1 for action 0.
+    struct Blank(usize);
+
+    impl Env for Blank {
+        type Observation = Vec<f32>;
+        type Action = usize;
+
+        fn reset(&mut self, _: Option<u64>) -> (Vec<f32>, stpn_envs::env::Info<Vec<f32>>) {
+            self.0 = 0;
+            (vec![0.0; 84 * 84], stpn_envs::env::Info::empty())
+        }
+
+        fn step(&mut self, action: &usize) -> stpn_envs::env::Step<Vec<f32>> {
+            self.0 += 1;
+            stpn_envs::env::Step {
+                observation: vec![0.0; 84 * 84],
+                reward: f64::from(*action == 0),
+                terminated: self.0 == 5,
+                truncated: false,
+                info: stpn_envs::env::Info::empty(),
+            }
+        }
+
+        fn observation_space(&self) -> stpn_envs::env::Space {
+            stpn_envs::env::Space::Box {
+                low: vec![-1.0; 84 * 84],
+                high: vec![1.0; 84 * 84],
+                shape: vec![84 * 84],
+            }
+        }
+
+        fn action_space(&self) -> stpn_envs::env::Space {
+            stpn_envs::env::Space::Discrete(6)
+        }
+    }
+
+    /// The evaluation command's path: the checkpoint's agent on fresh episodes, `eval.json`.
+    #[test]
+    fn evaluation_loads_the_checkpoint_and_writes_eval_json() {
+        let _seeded = crate::seeded_device_lock();
+        let run = RunDir::create(
+            &std::env::temp_dir().join(format!("stpn-pong-eval-{}", std::process::id())),
+        )
+        .unwrap();
+        let mut config = PongConfig::paper(PongCore::Stpn);
+        config.hidden_size = 4;
+        run.write_json("config.json", &config).unwrap();
+        let device = Backend::Flex.device().unwrap();
+        with_agent!(&config, 6, &device, |agent| run
+            .save_training(&agent, &AdamConfig::new().init(), &0)
+            .unwrap());
+        let evaluation = evaluate_on(Blank(0), &run, Backend::Flex, 2, true, 0).unwrap();
+        assert_eq!((evaluation.episodes, evaluation.mean_length), (2, 5.0));
+        assert!(evaluation.greedy && evaluation.energy_per_step > 0.0);
+        // Greedy and deterministic: both episodes alike.
+        assert_eq!(evaluation.std_return, 0.0);
+        assert!(run.file("eval.json").exists());
+        std::fs::remove_dir_all(&run.path).ok();
     }
 }

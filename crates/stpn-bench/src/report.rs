@@ -427,7 +427,8 @@ fn plot_training(runs: &[(String, Vec<(f64, f64)>)], path: &Path) -> Result<()> 
 /// throughput) and `maze_reward.svg` (mean episode reward per iteration, averaged over windows
 /// of 20 iterations).
 pub fn report_maze(folders: &[PathBuf], out: &Path) -> Result<String> {
-    use crate::maze::{Evaluation, Summary as MazeSummary};
+    use crate::maze::Summary as MazeSummary;
+    use crate::run_dir::Evaluation;
     let mut table = String::new();
     writeln!(
         table,

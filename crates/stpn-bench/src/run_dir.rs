@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
 
 /// A run's folder.
@@ -107,6 +107,17 @@ impl RunDir {
         })
     }
 
+    /// The model of the last checkpoint, loaded into `model` (a freshly built one of the run's
+    /// configuration): what evaluations start from.
+    pub fn load_last_model<M: burn::module::Module>(&self, model: M) -> Result<M> {
+        let folder = self
+            .checkpoint("last")
+            .with_context(|| format!("{} has no checkpoint to evaluate", self.path.display()))?;
+        model
+            .try_load_file(folder.join("model.bpk"))
+            .with_context(|| format!("cannot load the model of {}", folder.display()))
+    }
+
     /// With `resume`, the model, optimiser and progress of the training checkpoint `last/` (if
     /// the run has one) in place of the fresh ones given; otherwise the fresh ones.
     pub fn resume_training<M: burn::module::Module, S: DeserializeOwned>(
@@ -138,6 +149,54 @@ impl RunDir {
 }
 
 /// The progress bar of a training loop over `length` `unit`s (hidden with `quiet`).
+/// What `eval.json` holds: an evaluation of a run's last checkpoint on fresh episodes without
+/// updates (`maze-eval`, `pendulum-eval`, `pong-eval`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub episodes: usize,
+    pub greedy: bool,
+    pub mean_return: f64,
+    pub std_return: f64,
+    /// Mean episode length in environment steps.
+    #[serde(default)]
+    pub mean_length: f64,
+    /// Energy of a step summed over the core's units, mean over steps and episodes (spec §2.3).
+    pub energy_per_step: f64,
+    pub seed: u64,
+}
+
+impl Evaluation {
+    /// From the result of [`stpn_rl::evaluate`].
+    pub fn of(result: &stpn_rl::evaluate::EvaluationResult, greedy: bool, seed: u64) -> Self {
+        let (mean_return, std_return) = result.return_mean_std();
+        Self {
+            episodes: result.returns.len(),
+            greedy,
+            mean_return,
+            std_return,
+            mean_length: result.lengths.iter().sum::<usize>() as f64
+                / result.lengths.len().max(1) as f64,
+            energy_per_step: result.energy_per_step,
+            seed,
+        }
+    }
+
+    /// The line the evaluation commands print.
+    pub fn line(&self, run: &RunDir) -> String {
+        format!(
+            "{}: {} episodes ({}), mean return {:.2} ± {:.2}, mean length {:.0}, energy per step {:.3}  [{}]",
+            run.path.display(),
+            self.episodes,
+            if self.greedy { "greedy" } else { "sampled" },
+            self.mean_return,
+            self.std_return,
+            self.mean_length,
+            self.energy_per_step,
+            run.file("eval.json").display()
+        )
+    }
+}
+
 pub fn progress_bar(length: usize, unit: &str, quiet: bool) -> indicatif::ProgressBar {
     if quiet {
         return indicatif::ProgressBar::hidden();

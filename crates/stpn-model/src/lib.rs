@@ -14,6 +14,7 @@
 //! | [`FastWeights`] (Ba et al. 2016) | `fast_weights.rs` | spec §1.6 |
 //! | [`Modplast`] backpropamine (Miconi et al.) | `modplast.rs` | spec §1.9 |
 //! | [`Lstm`], [`Rnn`] | `lstm.rs`, `rnn.rs` | spec §1.8 |
+//! | [`Mlp`] one tanh layer (RLlib "mlp") | `mlp.rs` | spec §5.1 |
 //!
 //! [`ArtNet`] and [`FamiliarityNet`] (`familiarity_net.rs`, spec §6.2) wrap a cell with the readout of
 //! their task.
@@ -31,6 +32,7 @@ pub mod fused_op;
 pub mod hebbff;
 pub mod init;
 pub mod lstm;
+pub mod mlp;
 pub mod modplast;
 pub mod params;
 pub mod parity;
@@ -46,6 +48,7 @@ pub use familiarity_net::{FamiliarityNet, FamiliarityNetConfig};
 pub use fast_weights::{FastWeights, FastWeightsConfig, FastWeightsState};
 pub use hebbff::{HebbFf, HebbFfConfig};
 pub use lstm::{Lstm, LstmConfig, LstmState};
+pub use mlp::{Mlp, MlpConfig, NoState};
 pub use modplast::{Modplast, ModplastConfig, ModplastState};
 pub use plasticity::SynapticState;
 pub use rnn::{Rnn, RnnConfig};

@@ -9,6 +9,7 @@
 //! | [`ppo`] | PPO with recurrent sequences and a diagonal Gaussian policy (InvertedPendulum) |
 //! | [`sequences`] | cutting rollouts into sequences with stored states, and packing them for the update |
 //! | [`clip`] | clipping of all gradients by their global L2 norm |
+//! | [`evaluate`] | fresh episodes without updates: returns, lengths, energy per step |
 //!
 //! Rollouts run on the plain (non-autodiff) model, one step at a time; the update recomputes the
 //! whole sequence of the recorded observations under autodiff (the fused kernel for STPN), which
@@ -18,6 +19,7 @@
 pub mod a2c;
 pub mod actor_critic;
 pub mod clip;
+pub mod evaluate;
 pub mod maze_a2c;
 pub mod ppo;
 pub mod sequences;

@@ -104,7 +104,7 @@ pub(crate) fn sample(probabilities: &[f32], rng: &mut ChaCha8Rng) -> usize {
 }
 
 /// The most probable action.
-fn most_probable(probabilities: &[f32]) -> usize {
+pub(crate) fn most_probable(probabilities: &[f32]) -> usize {
     (0..probabilities.len())
         .max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]))
         .unwrap_or(0)

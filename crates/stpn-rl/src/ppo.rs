@@ -29,7 +29,7 @@ use burn::tensor::activation::softplus;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use rand_distr_free::standard_normal;
+pub(crate) use rand_distr_free::standard_normal;
 use serde::{Deserialize, Serialize};
 use stpn_envs::env::Env;
 use stpn_model::params::host_values;
@@ -163,8 +163,18 @@ fn action_box<E: Env>(env: &E) -> (Vec<f64>, Vec<f64>) {
     }
 }
 
+/// RLlib's `normalize_actions`: the policy's action in [−1, 1] mapped to [low, high], then
+/// clipped to the box.
+pub(crate) fn normalize_action(action: &[f64], low: &[f64], high: &[f64]) -> Vec<f64> {
+    action
+        .iter()
+        .zip(low.iter().zip(high))
+        .map(|(a, (l, h))| (l + (a + 1.0) * (h - l) / 2.0).clamp(*l, *h))
+        .collect()
+}
+
 /// Mean and standard deviation `[N, A]` of the policy from the heads' output `[N, 2A]`.
-fn policy_parameters(output: Tensor<2>, action_size: usize) -> (Tensor<2>, Tensor<2>) {
+pub(crate) fn policy_parameters(output: Tensor<2>, action_size: usize) -> (Tensor<2>, Tensor<2>) {
     let mean = output.clone().narrow(1, 0, action_size);
     let std = softplus(output.narrow(1, action_size, action_size), 1.0);
     (mean, std)
@@ -238,12 +248,7 @@ where
                 .zip(&std)
                 .map(|(m, s)| m + s * standard_normal(rng))
                 .collect();
-            // normalize_actions: [−1, 1] → [low, high], then clipped to the box.
-            let env_action: Vec<f64> = action
-                .iter()
-                .zip(low.iter().zip(&high))
-                .map(|(a, (l, h))| (l + (a + 1.0) * (h - l) / 2.0).clamp(*l, *h))
-                .collect();
+            let env_action = normalize_action(&action, &low, &high);
             batch
                 .observations
                 .extend(collector.observation.iter().map(|&x| x as f32));
