@@ -207,6 +207,24 @@ enum ReportCommand {
         #[arg(long, default_value = "docs/results")]
         out: PathBuf,
     },
+    /// InvertedPendulum: a markdown table of the runs (return, evaluation, energy) and the
+    /// return curves (pendulum.md, pendulum_return.svg).
+    Pendulum {
+        /// Run folders of `stpn-bench pendulum`.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        #[arg(long, default_value = "docs/results")]
+        out: PathBuf,
+    },
+    /// Pong: a markdown table of the runs (return, evaluation, energy) and the return curves
+    /// (pong.md, pong_return.svg).
+    Pong {
+        /// Run folders of `stpn-bench pong`.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        #[arg(long, default_value = "docs/results")]
+        out: PathBuf,
+    },
     /// Familiarity: a markdown table of the runs and SVG plots (generalisation curves,
     /// training accuracy).
     Familiarity {
@@ -920,6 +938,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Report(ReportCommand::Maze { runs, out }) => {
             let table = report::report_maze(&runs, &out)?;
+            print!("{table}");
+            println!("written to {}", out.display());
+            Ok(())
+        }
+        Command::Report(ReportCommand::Pendulum { runs, out }) => {
+            let table = report::report_rl(&runs, &out, report::RlTask::Pendulum)?;
+            print!("{table}");
+            println!("written to {}", out.display());
+            Ok(())
+        }
+        Command::Report(ReportCommand::Pong { runs, out }) => {
+            let table = report::report_rl(&runs, &out, report::RlTask::Pong)?;
             print!("{table}");
             println!("written to {}", out.display());
             Ok(())

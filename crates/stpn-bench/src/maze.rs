@@ -19,7 +19,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use stpn_envs::maze;
-use stpn_model::{Backend, LstmConfig, Normalisation, RecurrentCell, StpnRConfig};
+use stpn_model::{
+    Backend, HebbFfConfig, LstmConfig, ModplastConfig, Normalisation, RecurrentCell, RnnConfig,
+    StpnFConfig, StpnRConfig,
+};
 use stpn_rl::maze_a2c::{self, LossConfig};
 use stpn_rl::{ActorCritic, ActorCriticConfig, clip_by_global_norm};
 
@@ -34,18 +37,89 @@ pub enum MazeCore {
     Stpn,
     /// STPNr, per-synapse, pre-normalisation, no clamp (the ablation STPN_Maze_h30).
     StpnPre,
+    /// STPNr with scalar Λ Γ, pre-normalisation (the ablation STPN_Maze_scalarSTP_h55).
+    StpnScalar,
+    /// STPNf, per-synapse, the drive normalised (the ablation STPNf_Maze_h76).
+    Stpnf,
+    /// STPNf with scalar Λ Γ (the ablation STPNf_Maze_scalarSTP_h181).
+    StpnfScalar,
+    /// HebbFF (the ablation HebbFF_Maze_h181).
+    Hebbff,
     /// LSTM (one bias vector), h47 in the paper.
     Lstm,
+    /// Miconi's RNN (tanh, recurrent weights from U[0, 0.01)), h100 in the paper.
+    Rnn,
+    /// Neuromodulated plasticity, backpropamine (clamp 1), h73 in the paper.
+    Modplast,
 }
 
 impl MazeCore {
+    /// The hidden size of the paper's config for this core (spec §4.4).
     pub fn paper_hidden_size(self) -> usize {
         match self {
-            Self::Stpn => 55,
+            Self::Stpn | Self::StpnScalar => 55,
             Self::StpnPre => 30,
+            Self::Stpnf => 76,
+            Self::StpnfScalar | Self::Hebbff => 181,
             Self::Lstm => 47,
+            Self::Rnn => 100,
+            Self::Modplast => 73,
         }
     }
+}
+
+/// Builds the maze agent of `config` on `device` (its core per `config.core`) and evaluates
+/// `$body` with it bound to `$agent` (each core is a different type).
+macro_rules! with_agent {
+    ($config:expr, $device:expr, |$agent:ident| $body:expr) => {{
+        let (config, device) = ($config, $device);
+        let heads = ActorCriticConfig::new(maze::ACTIONS);
+        let (inputs, hidden) = (maze::OBSERVATION_SIZE, config.hidden_size);
+        let stpn_r = StpnRConfig::new(inputs, hidden).with_fused(config.fused);
+        let stpn_f = StpnFConfig::new(inputs, hidden).with_fused(config.fused);
+        match config.core {
+            MazeCore::Stpn => {
+                let core = stpn_r
+                    .with_normalisation(Normalisation::Post)
+                    .with_clamp(Some(1.0));
+                let $agent = heads.init(core.init(device), device);
+                $body
+            }
+            MazeCore::StpnPre => {
+                let $agent = heads.init(stpn_r.init(device), device);
+                $body
+            }
+            MazeCore::StpnScalar => {
+                let $agent = heads.init(stpn_r.with_per_synapse(false).init(device), device);
+                $body
+            }
+            MazeCore::Stpnf => {
+                let $agent = heads.init(stpn_f.init(device), device);
+                $body
+            }
+            MazeCore::StpnfScalar => {
+                let $agent = heads.init(stpn_f.with_per_synapse(false).init(device), device);
+                $body
+            }
+            MazeCore::Hebbff => {
+                let $agent = heads.init(HebbFfConfig::new(inputs, hidden).init(device), device);
+                $body
+            }
+            MazeCore::Lstm => {
+                let $agent = heads.init(LstmConfig::new(inputs, hidden).init(device), device);
+                $body
+            }
+            MazeCore::Rnn => {
+                let core = RnnConfig::new(inputs, hidden).with_miconi_init(true);
+                let $agent = heads.init(core.init(device), device);
+                $body
+            }
+            MazeCore::Modplast => {
+                let $agent = heads.init(ModplastConfig::new(inputs, hidden).init(device), device);
+                $body
+            }
+        }
+    }};
 }
 
 /// One maze run. Defaults are the paper's (spec §4.2), except `iterations`, which the
@@ -193,50 +267,9 @@ pub fn run(
 ) -> Result<Summary> {
     let device = backend.device()?.autodiff();
     device.seed(config.seed);
-    let heads = ActorCriticConfig::new(maze::ACTIONS);
-    let inputs = maze::OBSERVATION_SIZE;
-    let hidden = config.hidden_size;
-    match config.core {
-        MazeCore::Stpn => train(
-            heads.init(
-                StpnRConfig::new(inputs, hidden)
-                    .with_normalisation(Normalisation::Post)
-                    .with_clamp(Some(1.0))
-                    .with_fused(config.fused)
-                    .init(&device),
-                &device,
-            ),
-            config,
-            run,
-            backend,
-            resume,
-            quiet,
-            &device,
-        ),
-        MazeCore::StpnPre => train(
-            heads.init(
-                StpnRConfig::new(inputs, hidden)
-                    .with_fused(config.fused)
-                    .init(&device),
-                &device,
-            ),
-            config,
-            run,
-            backend,
-            resume,
-            quiet,
-            &device,
-        ),
-        MazeCore::Lstm => train(
-            heads.init(LstmConfig::new(inputs, hidden).init(&device), &device),
-            config,
-            run,
-            backend,
-            resume,
-            quiet,
-            &device,
-        ),
-    }
+    with_agent!(config, &device, |agent| train(
+        agent, config, run, backend, resume, quiet, &device
+    ))
 }
 
 /// The seed of one episode (or, with index `u64::MAX`, of one iteration's action draws).
@@ -348,8 +381,6 @@ pub fn evaluate_run(
 ) -> Result<Evaluation> {
     let config: MazeConfig = run.read_json("config.json")?;
     let device = backend.device()?;
-    let heads = ActorCriticConfig::new(maze::ACTIONS);
-    let (inputs, hidden) = (maze::OBSERVATION_SIZE, config.hidden_size);
     // Evaluation episodes have seeds of their own, apart from every training iteration's.
     let episode_seed = |episode: usize| derived_seed(seed, usize::MAX, episode as u64);
     let mut rng = ChaCha8Rng::seed_from_u64(derived_seed(seed, usize::MAX, u64::MAX));
@@ -357,22 +388,10 @@ pub fn evaluate_run(
         greedy,
         energy: true,
     };
-    macro_rules! evaluate_with {
-        ($core:expr) => {{
-            let agent = run.load_last_model(heads.init($core, &device))?;
-            maze_a2c::rollout(&agent, episodes, episode_seed, &mut rng, options, &device)
-        }};
-    }
-    let rollout = match config.core {
-        MazeCore::Stpn => evaluate_with!(
-            StpnRConfig::new(inputs, hidden)
-                .with_normalisation(Normalisation::Post)
-                .with_clamp(Some(1.0))
-                .init(&device)
-        ),
-        MazeCore::StpnPre => evaluate_with!(StpnRConfig::new(inputs, hidden).init(&device)),
-        MazeCore::Lstm => evaluate_with!(LstmConfig::new(inputs, hidden).init(&device)),
-    };
+    let rollout = with_agent!(&config, &device, |agent| {
+        let agent = run.load_last_model(agent)?;
+        maze_a2c::rollout(&agent, episodes, episode_seed, &mut rng, options, &device)
+    });
     let returns: Vec<f64> = (0..episodes)
         .map(|episode| {
             (0..rollout.steps)
@@ -470,25 +489,23 @@ mod tests {
     fn shipped_configs_have_the_paper_parameter_counts() {
         let _seeded = crate::seeded_device_lock();
         let device = Backend::Flex.device().unwrap();
-        let heads = ActorCriticConfig::new(maze::ACTIONS);
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/maze");
         for (file, expected) in [
             ("stpn_h55.json", 12_215),
             ("stpn_h55_scaled.json", 12_215),
             ("stpn_h30_pre.json", 4_415),
+            ("stpn_scalar_h55.json", 4_297),
+            ("stpnf_h76.json", 4_337),
+            ("stpnf_scalar_h181.json", 4_170),
+            ("hebbff_h181.json", 4_170),
             ("lstm_h47.json", 12_648 - 4 * 47),
             ("lstm_h47_scaled.json", 12_648 - 4 * 47),
+            ("rnn_h100.json", 12_305),
+            ("modplast_h73.json", 12_416),
         ] {
             let config = MazeConfig::load(&root.join(file)).unwrap();
-            let (inputs, hidden) = (maze::OBSERVATION_SIZE, config.hidden_size);
-            let params = match config.core {
-                MazeCore::Stpn | MazeCore::StpnPre => heads
-                    .init(StpnRConfig::new(inputs, hidden).init(&device), &device)
-                    .num_params(),
-                MazeCore::Lstm => heads
-                    .init(LstmConfig::new(inputs, hidden).init(&device), &device)
-                    .num_params(),
-            };
+            assert_eq!(config.hidden_size, config.core.paper_hidden_size(), "{file}");
+            let params = with_agent!(&config, &device, |agent| agent.num_params());
             assert_eq!(params, expected, "{file}");
         }
         let bad = scratch("bad.json");

@@ -510,3 +510,111 @@ pub fn report_maze(folders: &[PathBuf], out: &Path) -> Result<String> {
     )?;
     Ok(table)
 }
+
+/// The RL tasks whose runs share a layout: `metrics.csv` with `env_steps` and
+/// `mean_return_last10` in columns 2 and 4, `summary.json` with `core`, `hidden_size`, `params`,
+/// `env_steps`, `episodes`, `mean_return_last10`, `steps_per_second` and `seed`.
+#[derive(Clone, Copy, Debug)]
+pub enum RlTask {
+    Pendulum,
+    Pong,
+}
+
+impl RlTask {
+    fn name(self) -> &'static str {
+        match self {
+            RlTask::Pendulum => "pendulum",
+            RlTask::Pong => "pong",
+        }
+    }
+
+    /// The plot's title and the range of returns.
+    fn plot(self) -> (&'static str, std::ops::Range<f64>) {
+        match self {
+            RlTask::Pendulum => (
+                "InvertedPendulum (PPO): mean return of the last 10 episodes",
+                0.0..1050.0,
+            ),
+            RlTask::Pong => ("Pong (A2C): mean return of the last 10 episodes", -21.5..21.5),
+        }
+    }
+}
+
+/// InvertedPendulum or Pong: a table of the runs (final return, evaluation if run, energy,
+/// throughput) into `<task>.md` and the return curves (mean of the last 10 episodes against
+/// environment steps) into `<task>_return.svg`.
+pub fn report_rl(folders: &[PathBuf], out: &Path, task: RlTask) -> Result<String> {
+    use crate::run_dir::Evaluation;
+    let mut table = String::new();
+    writeln!(
+        table,
+        "| core | hidden | params | seed | env steps | episodes | return, last 10 episodes | eval return | eval episodes | energy per step | steps/s |"
+    )?;
+    writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+    let mut curves = Vec::new();
+    for folder in folders {
+        let summary: serde_json::Value = read_json(&folder.join("summary.json")).with_context(
+            || format!("{} is not a finished {} run", folder.display(), task.name()),
+        )?;
+        let field = |name: &str| {
+            summary
+                .get(name)
+                .cloned()
+                .with_context(|| format!("{}/summary.json lacks `{name}`", folder.display()))
+        };
+        let number = |name: &str| -> Result<f64> {
+            field(name)?
+                .as_f64()
+                .with_context(|| format!("{}/summary.json: `{name}` is not a number", folder.display()))
+        };
+        let core = name_of(field("core")?);
+        let evaluation: Option<Evaluation> = read_json(&folder.join("eval.json")).ok();
+        let metrics = std::fs::read_to_string(folder.join("metrics.csv"))
+            .with_context(|| format!("cannot read {}/metrics.csv", folder.display()))?;
+        let curve: Vec<(f64, f64)> = metrics
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(',').collect();
+                Some((fields.get(1)?.parse().ok()?, fields.get(3)?.parse().ok()?))
+            })
+            .collect();
+        let (hidden, seed) = (number("hidden_size")?, number("seed")?);
+        curves.push((format!("{core} h{hidden} (seed {seed})"), curve));
+        writeln!(
+            table,
+            "| {core} | {hidden} | {} | {seed} | {} | {} | {:.1} | {} | {} | {} | {:.0} |",
+            number("params")?,
+            number("env_steps")?,
+            number("episodes")?,
+            number("mean_return_last10")?,
+            evaluation.as_ref().map_or("—".into(), |e| format!(
+                "{:.1} ± {:.1} ({})",
+                e.mean_return,
+                e.std_return,
+                if e.greedy { "greedy" } else { "sampled" }
+            )),
+            evaluation
+                .as_ref()
+                .map_or("—".into(), |e| e.episodes.to_string()),
+            evaluation
+                .as_ref()
+                .map_or("—".into(), |e| format!("{:.3}", e.energy_per_step)),
+            number("steps_per_second")?
+        )?;
+    }
+    if curves.is_empty() {
+        bail!("no runs given");
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(out.join(format!("{}.md", task.name())), &table)?;
+    let (title, range) = task.plot();
+    plot_lines(
+        &curves,
+        title,
+        ("environment steps", "mean return of the last 10 episodes"),
+        range,
+        &out.join(format!("{}_return.svg", task.name())),
+    )?;
+    Ok(table)
+}

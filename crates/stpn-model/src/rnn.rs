@@ -1,7 +1,9 @@
 //! The Elman RNN baseline of the associative-retrieval experiment (the reference's
 //! `CustomRNNCell`; spec §1.8): `h_t = tanh(W [x_t ; h_{t-1}] + b)`, every parameter `U(±1/√H)`.
 //! (The reference stores `W` transposed, `[I+H, H]`; here rows are postsynaptic units as for
-//! every other cell.)
+//! every other cell.) The maze's RNN (`MiconiNetwork`, type `rnn`) has the same equations and
+//! parameter count with another initialisation: the input part and the bias as torch's
+//! `Linear(I, H)`, `U(±1/√I)`, the recurrent part `U[0, 0.01)` (`miconi_init`).
 
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -18,6 +20,9 @@ pub struct RnnConfig {
     pub input_size: usize,
     /// Number of hidden units `H`.
     pub hidden_size: usize,
+    /// The maze reference's initialisation (see the module documentation).
+    #[config(default = false)]
+    pub miconi_init: bool,
 }
 
 /// The Elman RNN layer.
@@ -71,10 +76,25 @@ impl RnnConfig {
     /// A layer initialised as in spec §1.8.
     pub fn init(&self, device: &Device) -> Rnn {
         let hidden = self.hidden_size;
-        let scale = 1.0 / (hidden as f64).sqrt();
+        let (weight, bias) = if self.miconi_init {
+            let input_scale = 1.0 / (self.input_size as f64).sqrt();
+            let input: Param<Tensor<2>> =
+                init::symmetric([hidden, self.input_size], input_scale, device);
+            let recurrent: Param<Tensor<2>> = init::uniform([hidden, hidden], 0.0, 0.01, device);
+            (
+                Param::from_tensor(Tensor::cat(vec![input.val(), recurrent.val()], 1).detach()),
+                init::symmetric([hidden], input_scale, device),
+            )
+        } else {
+            let scale = 1.0 / (hidden as f64).sqrt();
+            (
+                init::symmetric([hidden, self.input_size + hidden], scale, device),
+                init::symmetric([hidden], scale, device),
+            )
+        };
         Rnn {
-            weight: init::symmetric([hidden, self.input_size + hidden], scale, device),
-            bias: init::symmetric([hidden], scale, device),
+            weight,
+            bias,
             input_size: self.input_size,
             hidden_size: hidden,
         }
@@ -123,5 +143,23 @@ mod tests {
     #[test]
     fn parity_rnn_art() {
         assert_case("rnn_art_s0.json");
+    }
+
+    /// The maze initialisation: input part and bias within ±1/√I, recurrent part in [0, 0.01).
+    #[test]
+    fn miconi_init_has_the_maze_references_ranges() {
+        // On an autodiff device, where the parameters must be trainable leaves.
+        let device = crate::Backend::Flex.device().unwrap().autodiff();
+        let rnn = super::RnnConfig::new(17, 100).with_miconi_init(true).init(&device);
+        let gradients = rnn.weight.val().sum().backward();
+        assert!(rnn.weight.val().grad(&gradients).is_some());
+        let weight = rnn.weight.val();
+        let bound = 1.0 / 17f32.sqrt();
+        let input_max = weight.clone().narrow(1, 0, 17).abs().max().into_scalar::<f32>();
+        assert!(input_max <= bound && input_max > 0.9 * bound);
+        let recurrent = weight.narrow(1, 17, 100);
+        assert!(recurrent.clone().min().into_scalar::<f32>() >= 0.0);
+        assert!(recurrent.max().into_scalar::<f32>() < 0.01);
+        assert!(rnn.bias.val().abs().max().into_scalar::<f32>() <= bound);
     }
 }
