@@ -850,6 +850,16 @@ fn keep_freed_memory() {
     }
 }
 
+/// The evaluation commands: opens the run folder, evaluates, prints the result's line.
+fn evaluate_and_print(
+    run: &std::path::Path,
+    evaluate: impl FnOnce(&run_dir::RunDir) -> Result<run_dir::Evaluation>,
+) -> Result<()> {
+    let run = run_dir::RunDir::open(run)?;
+    println!("{}", evaluate(&run)?.line(&run));
+    Ok(())
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
     tracing_subscriber::fmt()
@@ -881,36 +891,27 @@ fn run(cli: Cli) -> Result<()> {
             episodes,
             greedy,
             seed,
-        } => {
-            let run_dir = run_dir::RunDir::open(&run)?;
-            let evaluation = maze::evaluate_run(&run_dir, cli.backend, episodes, greedy, seed)?;
-            println!("{}", evaluation.line(&run_dir));
-            Ok(())
-        }
+        } => evaluate_and_print(&run, |run| {
+            maze::evaluate_run(run, cli.backend, episodes, greedy, seed)
+        }),
         Command::PendulumEval {
             run,
             episodes,
             actions,
             seed,
-        } => {
-            let run_dir = run_dir::RunDir::open(&run)?;
+        } => evaluate_and_print(&run, |run| {
             let greedy = actions == Actions::Greedy;
-            let evaluation = pendulum::evaluate_run(&run_dir, cli.backend, episodes, greedy, seed)?;
-            println!("{}", evaluation.line(&run_dir));
-            Ok(())
-        }
+            pendulum::evaluate_run(run, cli.backend, episodes, greedy, seed)
+        }),
         Command::PongEval {
             run,
             episodes,
             actions,
             seed,
-        } => {
-            let run_dir = run_dir::RunDir::open(&run)?;
+        } => evaluate_and_print(&run, |run| {
             let greedy = actions == Actions::Greedy;
-            let evaluation = pong::evaluate_run(&run_dir, cli.backend, episodes, greedy, seed)?;
-            println!("{}", evaluation.line(&run_dir));
-            Ok(())
-        }
+            pong::evaluate_run(run, cli.backend, episodes, greedy, seed)
+        }),
         Command::Perf {
             cases,
             backends,

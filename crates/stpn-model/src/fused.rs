@@ -752,6 +752,21 @@ fn threads_for(batch: usize) -> usize {
     cores.min(batch).max(1)
 }
 
+/// Runs `work` on every share, each on a thread of its own; the results in order.
+fn on_threads<S: Send, R: Send>(shares: Vec<S>, work: impl Fn(S) -> R + Sync) -> Vec<R> {
+    std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| scope.spawn(move || work(share)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("kernel thread"))
+            .collect()
+    })
+}
+
 /// Splits `0..batch` into contiguous chunks, one per thread.
 fn chunks(batch: usize) -> Vec<std::ops::Range<usize>> {
     let threads = threads_for(batch);
@@ -943,26 +958,14 @@ pub fn forward<F: KernelFloat>(
         })
         .collect();
     let wide = has_avx2();
-    let outputs: Vec<Vec<F>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = shares
-            .into_iter()
-            .map(|share| {
-                let kernel = &kernel;
-                scope.spawn(move || {
-                    #[cfg(target_arch = "x86_64")]
-                    if wide {
-                        // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
-                        return unsafe { forward_chunk_avx2(kernel, sequence, share) };
-                    }
-                    let _ = wide;
-                    forward_chunk(kernel, sequence, share)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| handle.join().expect("kernel thread"))
-            .collect()
+    let outputs = on_threads(shares, |share| {
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
+            return unsafe { forward_chunk_avx2(&kernel, sequence, share) };
+        }
+        let _ = wide;
+        forward_chunk(&kernel, sequence, share)
     });
     // Outputs are step-major: each thread's rows interleave with the others'.
     for (range, outputs) in ranges.iter().zip(outputs) {
@@ -1153,26 +1156,14 @@ pub fn backward<F: KernelFloat>(
         })
         .collect();
     let wide = has_avx2();
-    let parts: Vec<BackwardPart<F>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = shares
-            .into_iter()
-            .map(|share| {
-                let kernel = &kernel;
-                scope.spawn(move || {
-                    #[cfg(target_arch = "x86_64")]
-                    if wide {
-                        // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
-                        return unsafe { backward_chunk_avx2(kernel, sequence, given, share) };
-                    }
-                    let _ = wide;
-                    backward_chunk(kernel, sequence, given, share)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| handle.join().expect("kernel thread"))
-            .collect()
+    let parts = on_threads(shares, |share| {
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
+            return unsafe { backward_chunk_avx2(&kernel, sequence, given, share) };
+        }
+        let _ = wide;
+        backward_chunk(&kernel, sequence, given, share)
     });
     let mut total = ParameterGradients::zeros(&parameters);
     let mut gradients = Gradients {
