@@ -421,6 +421,32 @@ mod tests {
         assert_eq!(PendulumConfig::paper(PendulumCore::Stpnf).iterations(), 489);
     }
 
+    /// `configs/pendulum/` holds the paper's settings for every core (10⁶ steps) and the CPU
+    /// budget (300 000 steps).
+    #[test]
+    fn shipped_configs_are_the_papers_settings() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pendulum");
+        for core in [
+            PendulumCore::Stpnf,
+            PendulumCore::Lstm,
+            PendulumCore::Rnn,
+            PendulumCore::Mlp,
+        ] {
+            for (suffix, steps) in [("", 1_000_000), ("_scaled", 300_000)] {
+                let file = root.join(format!("{}_h64{suffix}.json", crate::art::name_of(core)));
+                let config = PendulumConfig::load(&file).unwrap();
+                let mut paper = PendulumConfig::paper(core);
+                paper.total_steps = steps;
+                assert_eq!(
+                    serde_json::to_value(&config).unwrap(),
+                    serde_json::to_value(&paper).unwrap(),
+                    "{}",
+                    file.display()
+                );
+            }
+        }
+    }
+
     /// PPO through the whole driver (metrics, checkpoint, summary) on a stand-in task with
     /// box observations and actions: the agent must push its action to the sign it is shown.
     #[test]

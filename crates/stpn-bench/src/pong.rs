@@ -389,6 +389,28 @@ mod tests {
         assert_eq!(PongConfig::paper(PongCore::Stpn).iterations(), 2_500);
     }
 
+    /// `configs/pong/` holds the paper's settings (64 environments, 10⁸ frames) and the CPU
+    /// budget (16 environments, 2·10⁶ frames) for both cores.
+    #[test]
+    fn shipped_configs_are_the_papers_settings() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pong");
+        for (core, hidden) in [(PongCore::Stpn, 64), (PongCore::Lstm, 48)] {
+            for (suffix, envs, steps) in [("", 64, 100_000_000), ("_scaled", 16, 2_000_000)] {
+                let name = crate::art::name_of(core);
+                let file = root.join(format!("{name}_h{hidden}{suffix}.json"));
+                let config = PongConfig::load(&file).unwrap();
+                let mut paper = PongConfig::paper(core);
+                (paper.envs, paper.total_steps) = (envs, steps);
+                assert_eq!(
+                    serde_json::to_value(&config).unwrap(),
+                    serde_json::to_value(&paper).unwrap(),
+                    "{}",
+                    file.display()
+                );
+            }
+        }
+    }
+
     /// Blank 84×84 frames, 6 actions, 5-step episodes with reward 1 for action 0.
     struct Blank(usize);
 
