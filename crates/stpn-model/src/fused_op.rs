@@ -1,7 +1,7 @@
-//! The fused STPN kernel ([`crate::fused`], STPNr and STPNf) as a node of Burn's autodiff graph: one operation
-//! from `(inputs, h_0, F_0, W, b, Λ, Γ)` to `(outputs, h_T, F_T)` whose backward is the kernel's
-//! hand-written one, so that gradients reach every parameter, the input sequence (an encoder in
-//! front of the cell trains through it) and the initial state.
+//! The fused STPN kernel ([`crate::fused`], STPNr and STPNf) as a node of Burn's autodiff graph:
+//! one operation from `(inputs, h_0, F_0, W, b, Λ, Γ)` to `(outputs, h_T, F_T)` whose backward is
+//! the kernel's hand-written one, so that gradients reach every parameter, the input sequence (an
+//! encoder in front of the cell trains through it) and the initial state.
 //!
 //! The node is registered on `Autodiff<Flex>` and `Autodiff<NdArray>` (with or without gradient
 //! checkpointing); on a device without autodiff the kernel runs forward only. Other backends
@@ -248,6 +248,12 @@ pub fn available(tensor: &Tensor<2>) -> bool {
     }
     let _ = device;
     available
+}
+
+/// Whether a cell whose `fused` option is `enabled` and whose weights are `weight` runs on the
+/// kernel: float32 on a CPU backend ([`available`]).
+pub fn applies(enabled: bool, weight: &Tensor<2>) -> bool {
+    enabled && weight.dtype() == burn::tensor::DType::F32 && available(weight)
 }
 
 /// The parameters of a cell the kernel computes (STPNr or STPNf), as tensors.

@@ -129,10 +129,7 @@ impl RecurrentCell for StpnF {
         state: SynapticState,
     ) -> (Tensor<3>, SynapticState) {
         let weight = self.weight.val();
-        if self.fused
-            && weight.dtype() == burn::tensor::DType::F32
-            && crate::fused_op::available(&weight)
-        {
+        if crate::fused_op::applies(self.fused, &weight) {
             let [_, batch, _] = inputs.dims();
             // The kernel carries a hidden state; without recurrence it reaches nothing.
             let hidden = Tensor::zeros([batch, self.hidden_size], (&weight.device(), weight.dtype()));

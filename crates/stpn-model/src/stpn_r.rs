@@ -249,10 +249,7 @@ impl RecurrentCell for StpnR {
 
     fn forward_sequence(&self, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, StpnRState) {
         let weight = self.weight.val();
-        if self.fused
-            && weight.dtype() == burn::tensor::DType::F32
-            && crate::fused_op::available(&weight)
-        {
+        if crate::fused_op::applies(self.fused, &weight) {
             crate::fused_op::run(self, inputs, state)
         } else {
             crate::cell::step_by_step(self, inputs, state)
