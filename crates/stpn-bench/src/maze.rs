@@ -504,7 +504,11 @@ mod tests {
             ("modplast_h73.json", 12_416),
         ] {
             let config = MazeConfig::load(&root.join(file)).unwrap();
-            assert_eq!(config.hidden_size, config.core.paper_hidden_size(), "{file}");
+            assert_eq!(
+                config.hidden_size,
+                config.core.paper_hidden_size(),
+                "{file}"
+            );
             let params = with_agent!(&config, &device, |agent| agent.num_params());
             assert_eq!(params, expected, "{file}");
         }

@@ -227,7 +227,14 @@ pub fn evaluate_run(
 ) -> Result<Evaluation> {
     #[cfg(feature = "atari")]
     {
-        evaluate_on(stpn_atari::Pong::new()?, run, backend, episodes, greedy, seed)
+        evaluate_on(
+            stpn_atari::Pong::new()?,
+            run,
+            backend,
+            episodes,
+            greedy,
+            seed,
+        )
     }
     #[cfg(not(feature = "atari"))]
     {

@@ -535,7 +535,10 @@ impl RlTask {
                 "InvertedPendulum (PPO): mean return of the last 10 episodes",
                 0.0..1050.0,
             ),
-            RlTask::Pong => ("Pong (A2C): mean return of the last 10 episodes", -21.5..21.5),
+            RlTask::Pong => (
+                "Pong (A2C): mean return of the last 10 episodes",
+                -21.5..21.5,
+            ),
         }
     }
 }
@@ -553,9 +556,10 @@ pub fn report_rl(folders: &[PathBuf], out: &Path, task: RlTask) -> Result<String
     writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|")?;
     let mut curves = Vec::new();
     for folder in folders {
-        let summary: serde_json::Value = read_json(&folder.join("summary.json")).with_context(
-            || format!("{} is not a finished {} run", folder.display(), task.name()),
-        )?;
+        let summary: serde_json::Value =
+            read_json(&folder.join("summary.json")).with_context(|| {
+                format!("{} is not a finished {} run", folder.display(), task.name())
+            })?;
         let field = |name: &str| {
             summary
                 .get(name)
@@ -563,9 +567,12 @@ pub fn report_rl(folders: &[PathBuf], out: &Path, task: RlTask) -> Result<String
                 .with_context(|| format!("{}/summary.json lacks `{name}`", folder.display()))
         };
         let number = |name: &str| -> Result<f64> {
-            field(name)?
-                .as_f64()
-                .with_context(|| format!("{}/summary.json: `{name}` is not a number", folder.display()))
+            field(name)?.as_f64().with_context(|| {
+                format!(
+                    "{}/summary.json: `{name}` is not a number",
+                    folder.display()
+                )
+            })
         };
         let core = name_of(field("core")?);
         let evaluation: Option<Evaluation> = read_json(&folder.join("eval.json")).ok();

@@ -97,7 +97,9 @@ impl KernelFloat for f64 {
 impl KernelFloat for f32 {
     #[inline(always)]
     fn tanh_in_place(values: &mut [Self]) {
-        values.iter_mut().for_each(|value| *value = tanh_f32(*value));
+        values
+            .iter_mut()
+            .for_each(|value| *value = tanh_f32(*value));
     }
 }
 
@@ -297,7 +299,11 @@ fn dot3<F: Float>(a: &[F], b: &[F], c: &[F]) -> F {
         b.chunks_exact(LANES),
         c.chunks_exact(LANES),
     );
-    let (a_rest, b_rest, c_rest) = (a_chunks.remainder(), b_chunks.remainder(), c_chunks.remainder());
+    let (a_rest, b_rest, c_rest) = (
+        a_chunks.remainder(),
+        b_chunks.remainder(),
+        c_chunks.remainder(),
+    );
     for ((a, b), c) in a_chunks.zip(b_chunks).zip(c_chunks) {
         for lane in 0..LANES {
             sums[lane] = sums[lane] + a[lane] * b[lane] * c[lane];
@@ -1014,8 +1020,7 @@ fn backward_chunk<F: KernelFloat>(
     let mut scratch_synaptic = vec![F::zero(); units * width];
     // Per segment: the state entering every step and every step's trace.
     let mut scratch = kernel.scratch();
-    let mut traces: Vec<StepTrace<F>> =
-        (0..interval).map(|_| kernel.trace()).collect();
+    let mut traces: Vec<StepTrace<F>> = (0..interval).map(|_| kernel.trace()).collect();
     let mut segment_hidden = vec![vec![F::zero(); units]; interval + 1];
     let mut segment_synaptic = vec![vec![F::zero(); units * width]; interval + 1];
     for (local, element) in range.clone().enumerate() {
@@ -1029,9 +1034,7 @@ fn backward_chunk<F: KernelFloat>(
             None => {
                 let own = &mut own_checkpoints;
                 own.clear();
-                let mut hidden = sequence.hidden
-                    [element * units..(element + 1) * units]
-                    .to_vec();
+                let mut hidden = sequence.hidden[element * units..(element + 1) * units].to_vec();
                 let mut synaptic = sequence.synaptic
                     [element * units * width..(element + 1) * units * width]
                     .to_vec();
@@ -1055,14 +1058,12 @@ fn backward_chunk<F: KernelFloat>(
             }
         };
         // Backward, segment by segment from the last.
-        let mut grad_hidden = grad_final_hidden
-            .map_or(vec![F::zero(); units], |g| {
-                g[element * units..(element + 1) * units].to_vec()
-            });
-        let mut grad_synaptic = grad_final_synaptic
-            .map_or(vec![F::zero(); units * width], |g| {
-                g[element * units * width..(element + 1) * units * width].to_vec()
-            });
+        let mut grad_hidden = grad_final_hidden.map_or(vec![F::zero(); units], |g| {
+            g[element * units..(element + 1) * units].to_vec()
+        });
+        let mut grad_synaptic = grad_final_synaptic.map_or(vec![F::zero(); units * width], |g| {
+            g[element * units * width..(element + 1) * units * width].to_vec()
+        });
         let mut grad_hidden_prev = vec![F::zero(); units];
         let mut grad_synaptic_prev = vec![F::zero(); units * width];
         for (segment, state) in element_checkpoints
@@ -1090,11 +1091,10 @@ fn backward_chunk<F: KernelFloat>(
                 let synaptic_prev = &segment_synaptic[step - start];
                 let out = (step * batch + element) * units;
                 for unit in 0..units {
-                    grad_hidden[unit] =
-                        grad_hidden[unit] + grad_outputs[out + unit];
+                    grad_hidden[unit] = grad_hidden[unit] + grad_outputs[out + unit];
                 }
-                let grad_input = &mut grad_inputs[(step * count + local) * inputs
-                    ..(step * count + local + 1) * inputs];
+                let grad_input = &mut grad_inputs
+                    [(step * count + local) * inputs..(step * count + local + 1) * inputs];
                 kernel.step_backward(
                     &traces[step - start],
                     synaptic_prev,
@@ -1110,8 +1110,7 @@ fn backward_chunk<F: KernelFloat>(
                 std::mem::swap(&mut grad_synaptic, &mut grad_synaptic_prev);
             }
         }
-        grad_hidden0[local * units..(local + 1) * units]
-            .copy_from_slice(&grad_hidden);
+        grad_hidden0[local * units..(local + 1) * units].copy_from_slice(&grad_hidden);
         grad_synaptic0[local * units * width..(local + 1) * units * width]
             .copy_from_slice(&grad_synaptic);
     }
@@ -1514,7 +1513,8 @@ mod tests {
     /// outputs, final state, gradients to every parameter, the inputs and the initial state.
     fn check_stpn_f(normalised: bool, per_synapse: bool, clamp: Option<f64>, squash_state: bool) {
         let (inputs, units, batch, steps) = (5, 4, 3, 7);
-        let mut rng = ChaCha8Rng::seed_from_u64(u64::from(normalised) * 8 + u64::from(squash_state));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(u64::from(normalised) * 8 + u64::from(squash_state));
         let plastic = if per_synapse { units * inputs } else { 1 };
         let mut parameters = BTreeMap::new();
         parameters.insert("weight".to_string(), random(&mut rng, units * inputs, 1.0));
@@ -1535,8 +1535,14 @@ mod tests {
             .with_squash_state(squash_state)
             .with_fused(false)
             .init(&device);
-        let cell = load_named(cell, &parameters, &|name| name.to_string(), &device, DType::F64)
-            .unwrap();
+        let cell = load_named(
+            cell,
+            &parameters,
+            &|name| name.to_string(),
+            &device,
+            DType::F64,
+        )
+        .unwrap();
         let tensor3 = |data: &[f64], shape: [usize; 3]| {
             Tensor::<3>::from_data(TensorData::new(data.to_vec(), shape), options)
         };
@@ -1565,20 +1571,32 @@ mod tests {
         );
         let reference = |name: &str| reference_grads[name].clone().map(|g| g.values);
         let comparisons = [
-            ("outputs", forward.outputs().to_vec(), host_values::<f64, _>(sequence.outputs)),
+            (
+                "outputs",
+                forward.outputs().to_vec(),
+                host_values::<f64, _>(sequence.outputs),
+            ),
             (
                 "final F",
                 forward.synaptic().to_vec(),
                 host_values::<f64, _>(sequence.final_state.synaptic),
             ),
-            ("grad weight", gradients.weight, reference("weight").unwrap()),
+            (
+                "grad weight",
+                gradients.weight,
+                reference("weight").unwrap(),
+            ),
             // The normalised path has no bias: no gradient reaches it.
             (
                 "grad bias",
                 gradients.bias,
                 reference("bias").unwrap_or(vec![0.0; units]),
             ),
-            ("grad lambda", gradients.lambda, reference("lambda").unwrap()),
+            (
+                "grad lambda",
+                gradients.lambda,
+                reference("lambda").unwrap(),
+            ),
             ("grad gamma", gradients.gamma, reference("gamma").unwrap()),
             (
                 "grad inputs",
@@ -1634,7 +1652,10 @@ mod tests {
             .filter(|(_, exact)| **exact != 0.0)
             .map(|(ours, exact)| ((*ours as f64 - exact) / exact).abs())
             .fold(0.0, f64::max);
-        assert!(relative_near_zero < 1e-6, "relative error near 0: {relative_near_zero:e}");
+        assert!(
+            relative_near_zero < 1e-6,
+            "relative error near 0: {relative_near_zero:e}"
+        );
         let mut nan = [f32::NAN];
         f32::tanh_in_place(&mut nan);
         assert!(nan[0].is_nan());

@@ -350,12 +350,16 @@ pub fn run_kernel(
             node = node
                 .or_else(|| {
                     try_autodiff::<burn::backend::Flex, NoCheckpointing>(
-                        &tensors, &mut packed, &mut saved,
+                        &tensors,
+                        &mut packed,
+                        &mut saved,
                     )
                 })
                 .or_else(|| {
                     try_autodiff::<burn::backend::Flex, BalancedCheckpointing>(
-                        &tensors, &mut packed, &mut saved,
+                        &tensors,
+                        &mut packed,
+                        &mut saved,
                     )
                 });
         }
@@ -364,12 +368,16 @@ pub fn run_kernel(
             node = node
                 .or_else(|| {
                     try_autodiff::<burn::backend::NdArray, NoCheckpointing>(
-                        &tensors, &mut packed, &mut saved,
+                        &tensors,
+                        &mut packed,
+                        &mut saved,
                     )
                 })
                 .or_else(|| {
                     try_autodiff::<burn::backend::NdArray, BalancedCheckpointing>(
-                        &tensors, &mut packed, &mut saved,
+                        &tensors,
+                        &mut packed,
+                        &mut saved,
                     )
                 });
         }

@@ -115,14 +115,25 @@ mod tests {
     fn the_sequence_is_the_steps_and_the_energy_is_the_weighted_squares() {
         let device = Backend::Flex.device().unwrap();
         let mlp = MlpConfig::new(3, 4).init(&device);
-        let inputs: Tensor<3> = Tensor::random([5, 2, 3], Distribution::Uniform(-1.0, 1.0), &device);
+        let inputs: Tensor<3> =
+            Tensor::random([5, 2, 3], Distribution::Uniform(-1.0, 1.0), &device);
         let (together, _) = mlp.forward_sequence(inputs.clone(), NoState);
         let (stepped, _) = step_by_step(&mlp, inputs.clone(), NoState);
-        together.into_data().assert_approx_eq::<f32>(&stepped.into_data(), Default::default());
+        together
+            .into_data()
+            .assert_approx_eq::<f32>(&stepped.into_data(), Default::default());
         // One input with a single nonzero component: E_i = |W_i0| · x_0².
         let input = Tensor::<2>::from_data([[2.0, 0.0, 0.0]], &device);
         let energy = mlp.energy(input, &NoState);
-        let expected = mlp.weight.val().narrow(1, 0, 1).abs().mul_scalar(4.0).reshape([1, 4]);
-        energy.into_data().assert_approx_eq::<f32>(&expected.into_data(), Default::default());
+        let expected = mlp
+            .weight
+            .val()
+            .narrow(1, 0, 1)
+            .abs()
+            .mul_scalar(4.0)
+            .reshape([1, 4]);
+        energy
+            .into_data()
+            .assert_approx_eq::<f32>(&expected.into_data(), Default::default());
     }
 }

@@ -150,12 +150,19 @@ mod tests {
     fn miconi_init_has_the_maze_references_ranges() {
         // On an autodiff device, where the parameters must be trainable leaves.
         let device = crate::Backend::Flex.device().unwrap().autodiff();
-        let rnn = super::RnnConfig::new(17, 100).with_miconi_init(true).init(&device);
+        let rnn = super::RnnConfig::new(17, 100)
+            .with_miconi_init(true)
+            .init(&device);
         let gradients = rnn.weight.val().sum().backward();
         assert!(rnn.weight.val().grad(&gradients).is_some());
         let weight = rnn.weight.val();
         let bound = 1.0 / 17f32.sqrt();
-        let input_max = weight.clone().narrow(1, 0, 17).abs().max().into_scalar::<f32>();
+        let input_max = weight
+            .clone()
+            .narrow(1, 0, 17)
+            .abs()
+            .max()
+            .into_scalar::<f32>();
         assert!(input_max <= bound && input_max > 0.9 * bound);
         let recurrent = weight.narrow(1, 17, 100);
         assert!(recurrent.clone().min().into_scalar::<f32>() >= 0.0);

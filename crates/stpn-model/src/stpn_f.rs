@@ -132,7 +132,10 @@ impl RecurrentCell for StpnF {
         if crate::fused_op::applies(self.fused, &weight) {
             let [_, batch, _] = inputs.dims();
             // The kernel carries a hidden state; without recurrence it reaches nothing.
-            let hidden = Tensor::zeros([batch, self.hidden_size], (&weight.device(), weight.dtype()));
+            let hidden = Tensor::zeros(
+                [batch, self.hidden_size],
+                (&weight.device(), weight.dtype()),
+            );
             let parameters = crate::fused_op::KernelTensors {
                 weight,
                 bias: self.bias.val(),

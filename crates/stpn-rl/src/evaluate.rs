@@ -183,7 +183,10 @@ mod tests {
                 type Observation = Vec<$observation>;
                 type Action = $action;
 
-                fn reset(&mut self, _: Option<u64>) -> (Self::Observation, Info<Self::Observation>) {
+                fn reset(
+                    &mut self,
+                    _: Option<u64>,
+                ) -> (Self::Observation, Info<Self::Observation>) {
                     self.step = 0;
                     (vec![0.0, 1.0], Info::empty())
                 }
@@ -214,7 +217,8 @@ mod tests {
         };
     }
 
-    counter_env!(f32, usize, Space::Discrete(2), |action: &usize| *action as f64);
+    counter_env!(f32, usize, Space::Discrete(2), |action: &usize| *action
+        as f64);
     counter_env!(
         f64,
         Vec<f64>,
@@ -230,7 +234,8 @@ mod tests {
     fn evaluation_counts_episodes_steps_and_energy() {
         let device = Backend::Flex.device().unwrap();
         let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-        let discrete = ActorCriticConfig::new(2).init(StpnRConfig::new(2, 5).init(&device), &device);
+        let discrete =
+            ActorCriticConfig::new(2).init(StpnRConfig::new(2, 5).init(&device), &device);
         let mut env = Counter::<usize>::new(7);
         for greedy in [true, false] {
             let result = evaluate_discrete(&discrete, &mut env, 3, greedy, 0, &mut rng, &device);
