@@ -263,17 +263,38 @@ struct PongArgs {
     quiet: bool,
 }
 
+/// The config and run folder of a training command. With `resume`: the run in `out` and its
+/// `config.json`; otherwise `fresh()` (a config file or the paper's settings, with the command's
+/// overrides) in a new folder at `out`, or at `default_out(config)`. Then `extend` applies what
+/// may change on resume too (the budget) and checks the result, and the config is written back.
+fn prepare_run<C: serde::Serialize + serde::de::DeserializeOwned>(
+    resume: bool,
+    out: Option<&PathBuf>,
+    fresh: impl FnOnce() -> Result<C>,
+    extend: impl FnOnce(&mut C) -> Result<()>,
+    default_out: impl FnOnce(&C) -> PathBuf,
+) -> Result<(C, run_dir::RunDir)> {
+    let (mut config, run) = if resume {
+        let run = run_dir::RunDir::open(out.expect("clap requires --out with --resume"))?;
+        (run.read_json("config.json")?, Some(run))
+    } else {
+        (fresh()?, None)
+    };
+    extend(&mut config)?;
+    let run = match run {
+        Some(run) => run,
+        None => run_dir::RunDir::create(&out.cloned().unwrap_or_else(|| default_out(&config)))?,
+    };
+    run.write_json("config.json", &config)?;
+    Ok((config, run))
+}
+
 fn train_pong(backend: Backend, args: &PongArgs) -> Result<()> {
     // Before any folder is made.
     if !cfg!(feature = "atari") {
         bail!(pong::ATARI_MISSING);
     }
-    let (mut config, run) = if args.resume {
-        let out = args.out.as_ref().expect("clap requires it");
-        let run = run_dir::RunDir::open(out)?;
-        let config: pong::PongConfig = run.read_json("config.json")?;
-        (config, Some(run))
-    } else {
+    let fresh = || {
         let mut config = match &args.config {
             Some(path) => pong::PongConfig::load(path)?,
             None => pong::PongConfig::paper(args.core),
@@ -284,21 +305,21 @@ fn train_pong(backend: Backend, args: &PongArgs) -> Result<()> {
         if let Some(envs) = args.envs {
             config.envs = envs;
         }
-        (config, None)
+        Ok(config)
     };
-    if let Some(steps) = args.steps {
-        config.total_steps = steps;
-    }
-    let run = match run {
-        Some(run) => run,
-        None => run_dir::RunDir::create(
-            &args
-                .out
-                .clone()
-                .unwrap_or_else(|| pong::default_out(&config)),
-        )?,
+    let extend = |config: &mut pong::PongConfig| {
+        if let Some(steps) = args.steps {
+            config.total_steps = steps;
+        }
+        Ok(())
     };
-    run.write_json("config.json", &config)?;
+    let (config, run) = prepare_run(
+        args.resume,
+        args.out.as_ref(),
+        fresh,
+        extend,
+        pong::default_out,
+    )?;
     if !args.quiet {
         println!(
             "pong: {} on {backend}, {} frames -> {}",
@@ -352,12 +373,7 @@ fn train_pendulum(backend: Backend, args: &PendulumArgs) -> Result<()> {
     if !cfg!(feature = "mujoco") {
         bail!(pendulum::MUJOCO_MISSING);
     }
-    let (mut config, run) = if args.resume {
-        let out = args.out.as_ref().expect("clap requires it");
-        let run = run_dir::RunDir::open(out)?;
-        let config: pendulum::PendulumConfig = run.read_json("config.json")?;
-        (config, Some(run))
-    } else {
+    let fresh = || {
         let mut config = match &args.config {
             Some(path) => pendulum::PendulumConfig::load(path)?,
             None => pendulum::PendulumConfig::paper(args.core),
@@ -366,21 +382,21 @@ fn train_pendulum(backend: Backend, args: &PendulumArgs) -> Result<()> {
             config.seed = seed;
         }
         config.v5_rewards |= args.v5;
-        (config, None)
+        Ok(config)
     };
-    if let Some(steps) = args.steps {
-        config.total_steps = steps;
-    }
-    let run = match run {
-        Some(run) => run,
-        None => run_dir::RunDir::create(
-            &args
-                .out
-                .clone()
-                .unwrap_or_else(|| pendulum::default_out(&config)),
-        )?,
+    let extend = |config: &mut pendulum::PendulumConfig| {
+        if let Some(steps) = args.steps {
+            config.total_steps = steps;
+        }
+        Ok(())
     };
-    run.write_json("config.json", &config)?;
+    let (config, run) = prepare_run(
+        args.resume,
+        args.out.as_ref(),
+        fresh,
+        extend,
+        pendulum::default_out,
+    )?;
     if !args.quiet {
         println!(
             "pendulum: {} on {backend}, {} environment steps -> {}",
@@ -442,12 +458,7 @@ struct MazeArgs {
 }
 
 fn train_maze(backend: Backend, args: &MazeArgs) -> Result<()> {
-    let (mut config, run) = if args.resume {
-        let out = args.out.as_ref().expect("clap requires it");
-        let run = run_dir::RunDir::open(out)?;
-        let config: maze::MazeConfig = run.read_json("config.json")?;
-        (config, Some(run))
-    } else {
+    let fresh = || {
         let mut config = match &args.config {
             Some(path) => maze::MazeConfig::load(path)?,
             None => {
@@ -469,25 +480,24 @@ fn train_maze(backend: Backend, args: &MazeArgs) -> Result<()> {
         if let Some(seed) = args.seed {
             config.seed = seed;
         }
-        (config, None)
+        Ok(config)
     };
-    if let Some(iterations) = args.iterations {
-        config.iterations = iterations;
-    }
-    if let Some(steps) = args.steps {
-        config.iterations = config.iterations_for(steps);
-    }
-    config.validate()?;
-    let run = match run {
-        Some(run) => run,
-        None => run_dir::RunDir::create(
-            &args
-                .out
-                .clone()
-                .unwrap_or_else(|| maze::default_out(&config)),
-        )?,
+    let extend = |config: &mut maze::MazeConfig| {
+        if let Some(iterations) = args.iterations {
+            config.iterations = iterations;
+        }
+        if let Some(steps) = args.steps {
+            config.iterations = config.iterations_for(steps);
+        }
+        config.validate()
     };
-    run.write_json("config.json", &config)?;
+    let (config, run) = prepare_run(
+        args.resume,
+        args.out.as_ref(),
+        fresh,
+        extend,
+        maze::default_out,
+    )?;
     if !args.quiet {
         println!(
             "maze: {} on {backend}, {} iterations of {} episodes -> {}",
@@ -584,25 +594,19 @@ impl FamiliarityArgs {
 }
 
 fn train_familiarity(backend: Backend, args: &FamiliarityArgs) -> Result<()> {
-    let (config, run) = if args.resume {
-        let out = args.out.as_ref().expect("clap requires it");
-        let run = run_dir::RunDir::open(out)?;
-        let mut config: familiarity::FamiliarityConfig = run.read_json("config.json")?;
+    let extend = |config: &mut familiarity::FamiliarityConfig| {
         if let Some(steps) = args.steps {
             config.train_steps = steps;
-            run.write_json("config.json", &config)?;
         }
-        (config, run)
-    } else {
-        let config = args.config()?;
-        let out = args
-            .out
-            .clone()
-            .unwrap_or_else(|| familiarity::default_out(&config));
-        let run = run_dir::RunDir::create(&out)?;
-        run.write_json("config.json", &config)?;
-        (config, run)
+        Ok(())
     };
+    let (config, run) = prepare_run(
+        args.resume,
+        args.out.as_ref(),
+        || args.config(),
+        extend,
+        familiarity::default_out,
+    )?;
     if !args.quiet {
         println!(
             "familiarity: {} on {backend}, {} steps of {} items -> {}",
@@ -716,25 +720,19 @@ impl ArtArgs {
 }
 
 fn train_art(backend: Backend, args: &ArtArgs) -> Result<()> {
-    let (config, run) = if args.resume {
-        let out = args.out.as_ref().expect("clap requires it");
-        let run = run_dir::RunDir::open(out)?;
-        let mut config: art::ArtConfig = run.read_json("config.json")?;
+    let extend = |config: &mut art::ArtConfig| {
         if let Some(epochs) = args.epochs {
             config.epochs = epochs;
-            run.write_json("config.json", &config)?;
         }
-        (config, run)
-    } else {
-        let config = args.config()?;
-        let out = args
-            .out
-            .clone()
-            .unwrap_or_else(|| art::default_out(&config));
-        let run = run_dir::RunDir::create(&out)?;
-        run.write_json("config.json", &config)?;
-        (config, run)
+        Ok(())
     };
+    let (config, run) = prepare_run(
+        args.resume,
+        args.out.as_ref(),
+        || args.config(),
+        extend,
+        art::default_out,
+    )?;
     if !args.quiet {
         println!(
             "associative retrieval: {} on {backend}, {} epochs, {} training sequences -> {}",
