@@ -483,6 +483,37 @@ mod tests {
         }
     }
 
+    /// Every core trains (updates included) and evaluates: finite losses, a checkpoint, an
+    /// energy per step above zero.
+    #[test]
+    fn every_core_trains_and_evaluates() {
+        let _seeded = crate::seeded_device_lock();
+        for core in [
+            MazeCore::Stpn,
+            MazeCore::StpnPre,
+            MazeCore::StpnScalar,
+            MazeCore::Stpnf,
+            MazeCore::StpnfScalar,
+            MazeCore::Hebbff,
+            MazeCore::Lstm,
+            MazeCore::Rnn,
+            MazeCore::Modplast,
+        ] {
+            let mut config = tiny(core);
+            config.iterations = 2;
+            let name = format!("core-{}", crate::art::name_of(core));
+            let (summary, run) = train_fresh(&config, &name);
+            assert_eq!(summary.iterations, 2, "{core:?}");
+            let evaluation = evaluate_run(&run, Backend::Flex, 2, false, 0).unwrap();
+            assert!(
+                evaluation.energy_per_step.is_finite() && evaluation.energy_per_step > 0.0,
+                "{core:?}: energy {}",
+                evaluation.energy_per_step
+            );
+            std::fs::remove_dir_all(&run.path).ok();
+        }
+    }
+
     /// The shipped configs load and build the paper's networks (spec §4.4; our LSTM has one
     /// bias vector, PyTorch's LSTMCell two: 12 648 − 4·47).
     #[test]

@@ -503,6 +503,47 @@ mod tests {
         std::fs::remove_dir_all(&run.path).ok();
     }
 
+    /// Every core trains (PPO updates included) and evaluates with energy above zero.
+    #[test]
+    fn every_core_trains_and_evaluates() {
+        let _seeded = crate::seeded_device_lock();
+        for core in [
+            PendulumCore::Stpnf,
+            PendulumCore::Lstm,
+            PendulumCore::Rnn,
+            PendulumCore::Mlp,
+        ] {
+            let run = RunDir::create(&crate::test_support::scratch(
+                "pendulum",
+                &format!("core-{}", crate::art::name_of(core)),
+            ))
+            .unwrap();
+            let mut config = PendulumConfig::paper(core);
+            config.hidden_size = 8;
+            config.ppo.rollout_length = 128;
+            config.ppo.epochs = 1;
+            config.total_steps = 256;
+            run.write_json("config.json", &config).unwrap();
+            let summary = train_on(
+                SignTask::default(),
+                &config,
+                &run,
+                Backend::Flex,
+                false,
+                true,
+            )
+            .unwrap();
+            assert_eq!(summary.env_steps, 256, "{core:?}");
+            let evaluation =
+                evaluate_on(SignTask::default(), &run, Backend::Flex, 2, false, 0).unwrap();
+            assert!(
+                evaluation.energy_per_step > 0.0 && evaluation.mean_return.is_finite(),
+                "{core:?}"
+            );
+            std::fs::remove_dir_all(&run.path).ok();
+        }
+    }
+
     /// Four-step episodes; reward −|a − 3s| for the sign s shown.
     #[derive(Default)]
     struct SignTask {
