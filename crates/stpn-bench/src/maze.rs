@@ -533,6 +533,13 @@ mod tests {
             ("lstm_h47_scaled.json", 12_648 - 4 * 47),
             ("rnn_h100.json", 12_305),
             ("modplast_h73.json", 12_416),
+            ("stpn_h30_pre_scaled.json", 4_415),
+            ("stpn_scalar_h55_scaled.json", 4_297),
+            ("stpnf_h76_scaled.json", 4_337),
+            ("stpnf_scalar_h181_scaled.json", 4_170),
+            ("hebbff_h181_scaled.json", 4_170),
+            ("rnn_h100_scaled.json", 12_305),
+            ("modplast_h73_scaled.json", 12_416),
         ] {
             let config = MazeConfig::load(&root.join(file)).unwrap();
             assert_eq!(
