@@ -399,17 +399,12 @@ pub fn evaluate_run(
                 .sum()
         })
         .collect();
-    let mean = returns.iter().sum::<f64>() / episodes as f64;
-    let variance = returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / episodes as f64;
-    let evaluation = Evaluation {
-        episodes,
-        greedy,
-        mean_return: mean,
-        std_return: variance.sqrt(),
-        mean_length: maze::EPISODE_LENGTH as f64,
+    let result = stpn_rl::evaluate::EvaluationResult {
+        returns,
+        lengths: vec![rollout.steps; episodes],
         energy_per_step: rollout.energy_per_step.unwrap_or(f64::NAN),
-        seed,
     };
+    let evaluation = Evaluation::of(&result, greedy, seed);
     run.write_json("eval.json", &evaluation)?;
     Ok(evaluation)
 }

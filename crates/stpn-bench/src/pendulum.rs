@@ -400,7 +400,7 @@ pub fn default_out(config: &PendulumConfig) -> PathBuf {
 mod tests {
     use super::*;
 
-    /// The paper's STPNf agent has 1 027 parameters (spec §5.3).
+    /// Every core's agent has the parameter count of spec §5.3 (up to our single bias vector).
     #[test]
     fn paper_agents_have_the_paper_parameter_counts() {
         let _seeded = crate::seeded_device_lock();
