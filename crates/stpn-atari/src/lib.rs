@@ -1,4 +1,4 @@
-//! Atari Pong for the STPN experiments (spec §5.2) on the real Arcade Learning Environment 0.12.1,
+//! Atari Pong for the STPN experiments (docs/reference.md §5.2) on the real Arcade Learning Environment 0.12.1,
 //! compiled from the C++ source of the ale-py 0.12.1 package by `build.rs`.
 //!
 //! - [`ale`]: a safe wrapper around ALE's `ALEInterface`.

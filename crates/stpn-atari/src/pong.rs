@@ -1,5 +1,5 @@
 //! Pong as Gymnasium's `PongNoFrameskip-v4` (ale-py 0.12.1), observed as the STPN paper's agents
-//! observed it (spec §5.2).
+//! observed it (docs/reference.md §5.2).
 //!
 //! Semantics (`ale_py.env.AtariEnv` with the v4 registration):
 //! - one step is one emulator frame (frame skip 1), with no sticky actions

@@ -20,7 +20,9 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates a new run folder; refuses one that already holds a run.
+    /// Creates a new run folder. Refuses a folder that already holds a run, and any other folder
+    /// that is not empty: a run writes and replaces `last/`, `best/`, `metrics.csv`, …, and must
+    /// never overwrite what a user keeps there.
     pub fn create(path: &Path) -> Result<Self> {
         if path.join("config.json").exists() {
             bail!(
@@ -28,17 +30,28 @@ impl RunDir {
                 path.display()
             );
         }
+        if path.exists() {
+            let empty = fs::read_dir(path)
+                .map(|mut entries| entries.next().is_none())
+                .unwrap_or(false);
+            if !empty {
+                bail!(
+                    "{} exists and is not an empty folder; choose a new or empty folder with --out",
+                    path.display()
+                );
+            }
+        }
         fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(Self {
             path: path.to_path_buf(),
         })
     }
 
-    /// Opens an existing run folder for `--resume`.
+    /// Opens an existing run folder (to resume or evaluate it).
     pub fn open(path: &Path) -> Result<Self> {
         if !path.join("config.json").exists() {
             bail!(
-                "{} holds no run to resume (no config.json); drop --resume to start one",
+                "{} is not a run folder (it has no config.json); give the --out folder of a training run",
                 path.display()
             );
         }
@@ -160,7 +173,7 @@ pub struct Evaluation {
     /// Mean episode length in environment steps.
     #[serde(default)]
     pub mean_length: f64,
-    /// Energy of a step summed over the core's units, mean over steps and episodes (spec §2.3).
+    /// Energy of a step summed over the core's units, mean over steps and episodes (docs/reference.md §2.3).
     pub energy_per_step: f64,
     pub seed: u64,
 }

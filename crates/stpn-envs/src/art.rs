@@ -1,4 +1,4 @@
-//! Associative retrieval data (Ba et al. 2016, as the STPN reference generates it; spec §3.1).
+//! Associative retrieval data (Ba et al. 2016, as the STPN reference generates it; docs/reference.md §3.1).
 //!
 //! A sequence is nine symbols `k1 v1 k2 v2 k3 v3 ? ? q` over a vocabulary of 37: letters `a`–`z`
 //! (indices 0–25) are keys, digits `0`–`9` (26–35) are values, `?` (36) separates. The three keys

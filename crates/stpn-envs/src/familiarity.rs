@@ -1,5 +1,5 @@
 //! The continual familiarity stream of Tyulmankov et al. (2022), as the STPN reference generates
-//! it (spec §6.1): a stream of random ±1 vectors of dimension `d`; at each step `t ≥ R`, with
+//! it (docs/reference.md §6.1): a stream of random ±1 vectors of dimension `d`; at each step `t ≥ R`, with
 //! probability `P` the item is replaced by a copy of the item `R` steps earlier and labelled 1
 //! ("familiar") — unless that earlier item was itself a repeat (no double repetitions). Other items
 //! are labelled 0 ("novel"). The familiar fraction is `P / (1 + P)`, 1/3 at `P = 0.5`, so always

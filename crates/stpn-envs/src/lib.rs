@@ -1,10 +1,10 @@
 //! Environments and data of the STPN experiments, behind a small API that follows Gymnasium's
 //! conventions ([`env`]).
 //!
-//! - [`art`]: the associative retrieval task (spec §3.1).
-//! - [`maze`]: Miconi's grid maze (spec §4.1).
-//! - [`familiarity`]: the continual familiarity stream of HebbFF (spec §6.1).
-//! - `pendulum` (feature `mujoco`): InvertedPendulum on MuJoCo 3.17 (spec §5.3).
+//! - [`art`]: the associative retrieval task (docs/reference.md §3.1).
+//! - [`maze`]: Miconi's grid maze (docs/reference.md §4.1).
+//! - [`familiarity`]: the continual familiarity stream of HebbFF (docs/reference.md §6.1).
+//! - `pendulum` (feature `mujoco`): InvertedPendulum on MuJoCo 3.17 (docs/reference.md §5.3).
 
 pub mod art;
 pub mod env;

@@ -1,4 +1,4 @@
-//! The grid maze of Miconi et al. (backpropamine) as the STPN reference runs it (spec §4.1).
+//! The grid maze of Miconi et al. (backpropamine) as the STPN reference runs it (docs/reference.md §4.1).
 //!
 //! A 13×13 grid: the border is wall, an interior cell `(r, c)` is a pillar iff `r` and `c` are both
 //! even, except the centre `(6, 6)`, which is open: 97 free cells. Each episode draws a reward cell
@@ -262,7 +262,7 @@ mod tests {
         assert_ne!(run(5), run(6));
     }
 
-    /// A uniform random policy collects about 5.5 reward per episode (spec §4.5): 2 000 episodes,
+    /// A uniform random policy collects about 5.5 reward per episode (docs/reference.md §4.5): 2 000 episodes,
     /// whose mean has a standard error of about 0.1.
     #[test]
     fn random_policy_averages_about_5_5() {

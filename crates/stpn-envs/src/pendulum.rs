@@ -1,4 +1,4 @@
-//! InvertedPendulum on MuJoCo 3.17, with Gymnasium's semantics (spec §5.3; the paper used
+//! InvertedPendulum on MuJoCo 3.17, with Gymnasium's semantics (docs/reference.md §5.3; the paper used
 //! `InvertedPendulum-v2`, whose model, frame skip, termination and rewards v4 keeps).
 //!
 //! - Model: Gymnasium's `inverted_pendulum.xml` (MIT licence, Farama Foundation), a cart on a

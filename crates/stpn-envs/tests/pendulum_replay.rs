@@ -44,13 +44,11 @@ fn replays_gymnasium_trajectories() {
         for (step, (action, expected)) in actions.iter().zip(steps).enumerate() {
             let outcome = env.step(&vec![*action]);
             replayed += 1;
-            for (ours, theirs) in outcome
-                .observation
-                .iter()
-                .zip(numbers(&expected["observation"]))
-            {
-                worst = worst.max((ours - theirs).abs());
-            }
+            let difference = stpn_model::compare::max_abs_difference(
+                outcome.observation.iter().copied(),
+                numbers(&expected["observation"]),
+            );
+            worst = stpn_model::compare::nan_max([worst, difference]);
             let label = format!("trajectory {index}, step {step}");
             assert_eq!(
                 outcome.reward,

@@ -60,7 +60,7 @@ pub trait RecurrentCell: Module + ModuleDisplay {
     }
 
     /// Energy of each unit for the step that `input` and `state` are about to make,
-    /// `[B, energy_units]` (spec §2): computed from the state entering the step, outside the
+    /// `[B, energy_units]` (docs/reference.md §2): computed from the state entering the step, outside the
     /// autodiff graph, biases and heads excluded.
     fn energy(&self, input: Tensor<2>, state: &Self::State) -> Tensor<2>;
 }

@@ -12,8 +12,9 @@ use std::path::Path;
 use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 use serde_json::Value;
 
-use crate::art_net::{ArtNet, ArtNetConfig};
 use crate::cell::{CellState, RecurrentCell, run_sequence};
+use crate::compare;
+use crate::networks::art_net::{ArtNet, ArtNetConfig};
 use crate::params::{LoadError, NamedValues, host_values, load_named, named_gradients};
 use crate::{
     FastWeightsConfig, HebbFfConfig, LstmConfig, ModplastConfig, Normalisation, Presynaptic,
@@ -132,6 +133,10 @@ impl ParityCase {
         let (mut shape, mut values) = (Vec::new(), Vec::new());
         flatten(value, &mut shape, 0, &mut values)
             .map_err(|message| self.error(format!("`{what}`: {message}")))?;
+        // Numbers at different depths (`[1, [2, 3]]`) pass the walk; their count does not.
+        if values.len() != shape.iter().product::<usize>() {
+            return Err(self.error(format!("`{what}`: ragged array")));
+        }
         Ok(Array { shape, values })
     }
 
@@ -223,36 +228,23 @@ pub struct Comparison {
 
 impl Comparison {
     fn new(quantity: String, observed: &[f64], expected: &[f64], tolerance: f64) -> Self {
-        let max_abs = observed
-            .iter()
-            .zip(expected)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, |worst: f64, error| {
-                if error.is_nan() {
-                    f64::NAN
-                } else {
-                    worst.max(error)
-                }
-            });
-        let scale = expected
-            .iter()
-            .fold(0.0f64, |scale, value| scale.max(value.abs()));
-        let relative = if scale > 0.0 {
-            max_abs / scale
-        } else {
-            max_abs
-        };
         Self {
             quantity,
-            max_abs,
-            relative,
+            max_abs: compare::max_abs_difference(
+                observed.iter().copied(),
+                expected.iter().copied(),
+            ),
+            relative: compare::relative_difference(
+                observed.iter().copied(),
+                expected.iter().copied(),
+            ),
             tolerance,
         }
     }
 
     /// Whether the error is within tolerance (a NaN never is).
     pub fn passed(&self) -> bool {
-        self.relative <= self.tolerance
+        compare::within(self.relative, self.tolerance)
     }
 }
 
@@ -351,8 +343,27 @@ pub fn run_case_with(
         device,
         parameters,
     };
-    let (input_size, hidden_size) = (case.size("input_size")?, case.size("hidden_size")?);
+    let observed = observe_case(case, &inputs, fused_stpn, Observe::Everything)?;
+    compare_with_reference(case, dtype, observed)
+}
 
+/// What [`observe`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Observe {
+    /// Outputs, energy, final state, loss and gradients.
+    Everything,
+    /// The loss alone (finite differences).
+    Loss,
+}
+
+/// Builds the case's cell with `inputs.parameters` and runs it.
+fn observe_case(
+    case: &ParityCase,
+    inputs: &Inputs,
+    fused_stpn: bool,
+    what: Observe,
+) -> Result<Observed, ParityError> {
+    let (input_size, hidden_size) = (case.size("input_size")?, case.size("hidden_size")?);
     let observed = match case.cell()? {
         "stpn_r" => {
             let normalisation = match (case.flag_bool("weight_norm", true)?, case.flag_str("norm_time")?) {
@@ -372,7 +383,7 @@ pub fn run_case_with(
                 .with_clamp(case.flag_f64("clamp")?)
                 .with_presynaptic(presynaptic)
                 .with_fused(fused_stpn);
-            observe(case, &inputs, config.init(&inputs.device))?
+            observe(case, inputs, config.init(&inputs.device), what)?
         }
         "stpn_f" => {
             let squash_state = squash_flag(case, "tanh")?;
@@ -382,12 +393,12 @@ pub fn run_case_with(
                 .with_clamp(case.flag_f64("clamp")?)
                 .with_squash_state(squash_state)
                 .with_fused(fused_stpn);
-            observe(case, &inputs, config.init(&inputs.device))?
+            observe(case, inputs, config.init(&inputs.device), what)?
         }
         "hebbff" => {
             let config = HebbFfConfig::new(input_size, hidden_size)
                 .with_squash_state(squash_flag(case, "sigmoid")?);
-            observe(case, &inputs, config.init(&inputs.device))?
+            observe(case, inputs, config.init(&inputs.device), what)?
         }
         "fast_weights" => {
             if !case.flag_bool("layer_norm", true)? {
@@ -404,22 +415,22 @@ pub fn run_case_with(
             if let Some(steps) = case.flag_f64("inner_steps")? {
                 config = config.with_inner_steps(steps as usize);
             }
-            observe(case, &inputs, config.init(&inputs.device))?
+            observe(case, inputs, config.init(&inputs.device), what)?
         }
-        "lstm" => observe(case, &inputs, LstmConfig::new(input_size, hidden_size).init(&inputs.device))?,
-        "rnn" => observe(case, &inputs, RnnConfig::new(input_size, hidden_size).init(&inputs.device))?,
+        "lstm" => observe(case, inputs, LstmConfig::new(input_size, hidden_size).init(&inputs.device), what)?,
+        "rnn" => observe(case, inputs, RnnConfig::new(input_size, hidden_size).init(&inputs.device), what)?,
         "modplast" => {
             let mut config = ModplastConfig::new(input_size, hidden_size);
             if let Some(clamp) = case.flag_f64("clamp")? {
                 config = config.with_clamp(clamp);
             }
-            observe(case, &inputs, config.init(&inputs.device))?
+            observe(case, inputs, config.init(&inputs.device), what)?
         }
         other => return Err(case.error(format!(
             "unknown cell `{other}`; known: stpn_r, stpn_f, hebbff, fast_weights, lstm, rnn, modplast"
         ))),
     };
-    compare(case, dtype, observed)
+    Ok(observed)
 }
 
 /// The `squash_state` flag: absent, or the name of the cell's own activation.
@@ -437,13 +448,53 @@ fn observe<C: RecurrentCell>(
     case: &ParityCase,
     inputs: &Inputs,
     cell: C,
+    what: Observe,
 ) -> Result<Observed, ParityError> {
     let parameter_error = |source| ParityError::Parameters {
         case: case.name.clone(),
         source,
     };
-    let x: Tensor<3> = inputs.tensor(&case.field("x")?);
-    let [_, batch, _] = x.dims();
+    // Shapes are checked here, so that a malformed file is an error, not a panic in a kernel.
+    let x_array = case.field("x")?;
+    let input_size = case.size("input_size")?;
+    let (steps, batch) = match x_array.shape[..] {
+        [steps, batch, width] if steps > 0 && batch > 0 && width == input_size => (steps, batch),
+        _ => {
+            return Err(case.error(format!(
+                "`x` has shape {:?}; expected [steps ≥ 1, batch ≥ 1, input_size {input_size}]",
+                x_array.shape
+            )));
+        }
+    };
+    let hidden_size = case.size("hidden_size")?;
+    if input_size == 0 || hidden_size == 0 {
+        return Err(case.error("input_size and hidden_size must be at least 1"));
+    }
+    let loss_weights = case.field("loss_weights")?;
+    let expected_weights = if case.is_art() {
+        vec![batch, case.size("output_size")?]
+    } else {
+        vec![steps, batch, hidden_size]
+    };
+    if loss_weights.shape != expected_weights || expected_weights.contains(&0) {
+        return Err(case.error(format!(
+            "`loss_weights` has shape {:?}; expected {expected_weights:?}",
+            loss_weights.shape
+        )));
+    }
+    let x: Tensor<3> = inputs.tensor(&x_array);
+    // The comparison is only as strict as the type it ran in: a cell that silently computes in
+    // float32 must not be measured against the float64 tolerance.
+    let check_dtype = |dtype: DType| {
+        if dtype == inputs.dtype {
+            Ok(())
+        } else {
+            Err(case.error(format!(
+                "the model computed in {dtype:?}, not in the requested {:?}",
+                inputs.dtype
+            )))
+        }
+    };
     if case.is_art() {
         let output_size = case.size("output_size")?;
         let network = ArtNetConfig::new()
@@ -459,11 +510,15 @@ fn observe<C: RecurrentCell>(
             inputs.dtype,
         )
         .map_err(parameter_error)?;
+        let output = network.forward(x.clone(), false);
+        check_dtype(output.logits.dtype())?;
+        let loss = (output.logits.clone() * inputs.tensor::<2>(&loss_weights)).sum();
+        if what == Observe::Loss {
+            return Ok(Observed::loss_only(host_values::<f64, _>(loss)[0]));
+        }
         // Energy comes from the step-by-step path; outputs and gradients from the cell's own
         // sequence path (fused where enabled).
-        let energy = network.forward(x.clone(), true).energy_per_step;
-        let output = network.forward(x, false);
-        let loss = (output.logits.clone() * inputs.tensor::<2>(&case.field("loss_weights")?)).sum();
+        let energy = network.forward(x, true).energy_per_step;
         let gradients = loss.backward();
         Ok(Observed {
             outputs: host_values::<f64, _>(output.logits),
@@ -485,10 +540,13 @@ fn observe<C: RecurrentCell>(
             inputs.dtype,
         )
         .map_err(parameter_error)?;
-        let energy = run_sequence(&cell, x.clone(), cell.init_state(batch), true).energy;
-        let sequence = run_sequence(&cell, x, cell.init_state(batch), false);
-        let loss =
-            (sequence.outputs.clone() * inputs.tensor::<3>(&case.field("loss_weights")?)).sum();
+        let sequence = run_sequence(&cell, x.clone(), cell.init_state(batch), false);
+        check_dtype(sequence.outputs.dtype())?;
+        let loss = (sequence.outputs.clone() * inputs.tensor::<3>(&loss_weights)).sum();
+        if what == Observe::Loss {
+            return Ok(Observed::loss_only(host_values::<f64, _>(loss)[0]));
+        }
+        let energy = run_sequence(&cell, x, cell.init_state(batch), true).energy;
         let gradients = loss.backward();
         Ok(Observed {
             outputs: host_values::<f64, _>(sequence.outputs),
@@ -500,6 +558,112 @@ fn observe<C: RecurrentCell>(
     }
 }
 
+impl Observed {
+    fn loss_only(loss: f64) -> Self {
+        Self {
+            outputs: Vec::new(),
+            energy: Vec::new(),
+            final_state: BTreeMap::new(),
+            loss,
+            gradients: BTreeMap::new(),
+        }
+    }
+}
+
+/// Step of the finite differences, relative to the magnitude of the entry (at least 1e-4 in
+/// absolute terms): large enough that rounding stays near 1e-12 of the loss, small enough that
+/// the fourth-order stencil's truncation error does too, and that a step rarely crosses a kink
+/// (a clamp's threshold).
+const FINITE_DIFFERENCE_STEP: f64 = 1e-4;
+
+/// Checks the gradients of the loss of `case` computed by backpropagation against central finite
+/// differences of the same loss, in float64 on the op-by-op path, for up to `entries_per_parameter`
+/// entries of every parameter (spread evenly over it). This needs no reference: a backward pass
+/// that is wrong anywhere (an operation's derivative, a missing path through the state) shows up
+/// here at any size. The fourth-order stencil
+/// `(−L(p+2h) + 8 L(p+h) − 8 L(p−h) + L(p−2h)) / 12h` is accurate to about 1e-11 relative here.
+///
+/// Returns one [`Comparison`] per parameter (`fd.<name>`), scale-relative to the largest
+/// gradient of that parameter (or 1 where it is all zero).
+pub fn finite_difference_check(
+    case: &ParityCase,
+    device: &Device,
+    entries_per_parameter: usize,
+    tolerance: f64,
+) -> Result<Vec<Comparison>, ParityError> {
+    let device = device.clone().autodiff();
+    if !device.supports_dtype(FloatDType::F64) {
+        return Err(case.error("finite differences need a backend with float64"));
+    }
+    let parameters: BTreeMap<String, Vec<f64>> = case
+        .named_arrays("params")?
+        .into_iter()
+        .map(|(name, array)| (name, array.values))
+        .collect();
+    let mut inputs = Inputs {
+        dtype: DType::F64,
+        device,
+        parameters,
+    };
+    let analytic = observe_case(case, &inputs, false, Observe::Everything)?.gradients;
+    let mut comparisons = Vec::new();
+    for (name, gradient) in analytic {
+        let values = inputs.parameters.get(&name).cloned().ok_or_else(|| {
+            case.error(format!("the model's parameter `{name}` is not in the file"))
+        })?;
+        let gradient = gradient.map_or_else(|| vec![0.0; values.len()], |g| g.values);
+        let stride = values.len().div_ceil(entries_per_parameter.max(1)).max(1);
+        let scale = compare::nan_max(gradient.iter().map(|g| g.abs()));
+        let (mut ours, mut numeric, mut kinks) = (Vec::new(), Vec::new(), 0);
+        for index in (0..values.len()).step_by(stride) {
+            let mut loss_at = |offset: f64| -> Result<f64, ParityError> {
+                let mut moved = values.clone();
+                moved[index] += offset;
+                inputs.parameters.insert(name.clone(), moved);
+                Ok(observe_case(case, &inputs, false, Observe::Loss)?.loss)
+            };
+            let mut stencil = |step: f64| -> Result<f64, ParityError> {
+                Ok(
+                    (-loss_at(2.0 * step)? + 8.0 * loss_at(step)? - 8.0 * loss_at(-step)?
+                        + loss_at(-2.0 * step)?)
+                        / (12.0 * step),
+                )
+            };
+            let step = FINITE_DIFFERENCE_STEP * values[index].abs().max(1.0);
+            let (coarse, fine) = (stencil(step)?, stencil(step / 4.0)?);
+            // Two step sizes that disagree mean the loss is not smooth within a step of this
+            // entry (a clamp's threshold is that close): its derivative is one-sided there and
+            // no stencil measures it. Such entries are left out, and counted.
+            if (coarse - fine).abs() > tolerance * if scale > 0.0 { scale } else { 1.0 } {
+                kinks += 1;
+                continue;
+            }
+            ours.push(gradient[index]);
+            numeric.push(fine);
+        }
+        inputs.parameters.insert(name.clone(), values);
+        let checked = ours.len();
+        if checked == 0 || kinks > checked {
+            return Err(case.error(format!(
+                "finite differences of `{name}`: {kinks} of {} entries sit at a kink of the loss",
+                kinks + checked
+            )));
+        }
+        let max_abs = compare::max_abs_difference(ours.iter().copied(), numeric.iter().copied());
+        comparisons.push(Comparison {
+            quantity: format!("fd.{name}"),
+            max_abs,
+            relative: if scale > 0.0 {
+                max_abs / scale
+            } else {
+                max_abs
+            },
+            tolerance,
+        });
+    }
+    Ok(comparisons)
+}
+
 fn state_values<S: CellState>(state: &S) -> BTreeMap<String, Vec<f64>> {
     state
         .parity_tensors()
@@ -508,7 +672,7 @@ fn state_values<S: CellState>(state: &S) -> BTreeMap<String, Vec<f64>> {
         .collect()
 }
 
-fn compare(
+fn compare_with_reference(
     case: &ParityCase,
     dtype: DType,
     observed: Observed,
@@ -549,14 +713,30 @@ fn compare(
         &case.field(energy_key)?,
         tolerance,
     )?;
-    for (name, expected) in case.named_arrays("final_state")? {
-        let ours = observed.final_state.get(&name).ok_or_else(|| {
+    let expected_state = case.named_arrays("final_state")?;
+    for (name, expected) in &expected_state {
+        let ours = observed.final_state.get(name).ok_or_else(|| {
             case.error(format!("final_state `{name}`: this cell has no such state"))
         })?;
-        check(format!("state.{name}"), ours, &expected, tolerance)?;
+        check(format!("state.{name}"), ours, expected, tolerance)?;
+    }
+    // The other direction: a case that leaves out a state tensor of the cell checks too little.
+    // The associative-retrieval cases record the plastic state alone (the network's output is
+    // the readout of the last hidden state, which the logits check).
+    let recorded = |name: &str| case.is_art() && matches!(name, "h" | "c");
+    if let Some(name) = observed
+        .final_state
+        .keys()
+        .find(|name| !expected_state.contains_key(name.as_str()) && !recorded(name))
+    {
+        return Err(case.error(format!(
+            "final_state has no `{name}`, a state tensor of this cell"
+        )));
     }
     let loss = case.field("loss")?;
-    check("loss".into(), &[observed.loss], &loss, tolerance)?;
+    // The loss is a sum of products of both signs: in float32 its cancellation can cost more
+    // than the outputs' 1e-5, as much as the gradients' (which are sums too).
+    check("loss".into(), &[observed.loss], &loss, gradient_tolerance)?;
     for (name, expected) in case.named_arrays("grads")? {
         let ours = match observed.gradients.get(&name) {
             None => {
@@ -587,7 +767,9 @@ fn compare(
 pub(crate) mod golden {
     use std::path::PathBuf;
 
-    use super::{ParityCase, ParityReport, Precision, run_case_in};
+    use burn::tensor::DType;
+
+    use super::{ParityCase, ParityReport, Precision, finite_difference_check, run_case_in};
     use crate::Backend;
 
     pub fn directory() -> PathBuf {
@@ -612,51 +794,90 @@ pub(crate) mod golden {
             .join("\n")
     }
 
-    /// Runs one case file on every compiled CPU backend, in float64 and in float32, and fails
-    /// with the whole report.
-    pub fn assert_case(file: &str) {
-        let case = ParityCase::from_file(directory().join(file)).expect("case file");
-        for backend in Backend::compiled_cpu() {
-            let device = backend.device().expect("CPU backend");
-            for precision in [Precision::Highest, Precision::Float32] {
-                let report = run_case_in(&case, &device, precision).expect("case runs");
-                assert!(
-                    report.passed(),
-                    "{file} on {backend} ({:?}):\n{}",
-                    report.dtype,
-                    describe(&report)
-                );
+    /// The sizes of the repository's case files: `_s0` (input 5, hidden 4, batch 3, 6 steps) and
+    /// `_s5` (input 7, hidden 6, batch 2, 5 steps).
+    pub const SIZES: [&str; 2] = ["s0", "s5"];
+
+    /// Largest scale-relative difference accepted between backpropagation and the finite
+    /// differences (the stencil is accurate to ~1e-11 on these cases).
+    pub const FINITE_DIFFERENCE_TOLERANCE: f64 = 1e-9;
+
+    /// Runs the case `<stem>_s0.json` and `<stem>_s5.json` on every compiled CPU backend, in
+    /// float64 and in float32, checks the float64 gradients against finite differences, and
+    /// fails with the whole report.
+    pub fn assert_case(stem: &str) {
+        for size in SIZES {
+            let file = format!("{stem}_{size}.json");
+            let case = ParityCase::from_file(directory().join(&file)).expect("case file");
+            for backend in Backend::compiled_cpu() {
+                let device = backend.device().expect("CPU backend");
+                for precision in [Precision::Highest, Precision::Float32] {
+                    let report = run_case_in(&case, &device, precision).expect("case runs");
+                    if precision == Precision::Highest {
+                        assert_eq!(report.dtype, DType::F64, "{file} on {backend}");
+                    }
+                    assert!(
+                        report.passed(),
+                        "{file} on {backend} ({:?}):\n{}",
+                        report.dtype,
+                        describe(&report)
+                    );
+                }
             }
+            assert_finite_differences(&case, &file);
         }
+    }
+
+    /// Backpropagation against finite differences of our own loss, every parameter, float64.
+    pub fn assert_finite_differences(case: &ParityCase, file: &str) {
+        let device = Backend::compiled_cpu()[0].device().expect("CPU backend");
+        let comparisons = finite_difference_check(case, &device, 24, FINITE_DIFFERENCE_TOLERANCE)
+            .expect("finite differences run");
+        assert!(!comparisons.is_empty(), "{file}: no parameter was checked");
+        let report = ParityReport {
+            case: case.name.clone(),
+            dtype: DType::F64,
+            comparisons,
+        };
+        assert!(
+            report.passed(),
+            "{file}, finite differences:\n{}",
+            describe(&report)
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::golden::{assert_case, directory};
+    use super::golden::{self, assert_case, directory};
     use super::*;
     use crate::Backend;
 
     /// Every case file in the repository is claimed by a test beside its cell.
     #[test]
     fn every_case_file_is_tested() {
-        let tested = [
-            "art_fast_weights_s0.json",
-            "art_stpn_f_s0.json",
-            "art_stpn_r_s0.json",
-            "fast_weights_s0.json",
-            "hebbff_s0.json",
-            "lstm_art_s0.json",
-            "modplast_s0.json",
-            "modplast_strong_s0.json",
-            "rnn_art_s0.json",
-            "stpn_f_nonorm_clamp_s0.json",
-            "stpn_f_norm_s0.json",
-            "stpn_r_post_clamp_s0.json",
-            "stpn_r_post_clamp_strong_s0.json",
-            "stpn_r_pre_s0.json",
-            "stpn_r_scalar_s0.json",
+        let stems = [
+            "art_fast_weights",
+            "art_stpn_f",
+            "art_stpn_r",
+            "fast_weights",
+            "hebbff",
+            "lstm_art",
+            "modplast",
+            "modplast_strong",
+            "rnn_art",
+            "stpn_f_nonorm_clamp",
+            "stpn_f_norm",
+            "stpn_r_post_clamp",
+            "stpn_r_post_clamp_strong",
+            "stpn_r_pre",
+            "stpn_r_scalar",
         ];
+        let mut tested: Vec<String> = stems
+            .iter()
+            .flat_map(|stem| golden::SIZES.map(|size| format!("{stem}_{size}.json")))
+            .collect();
+        tested.sort();
         let mut found: Vec<String> = std::fs::read_dir(directory())
             .unwrap()
             .map(|entry| entry.unwrap().file_name().into_string().unwrap())
@@ -719,12 +940,101 @@ mod tests {
 
     #[test]
     fn art_cases() {
-        for file in [
-            "art_stpn_r_s0.json",
-            "art_stpn_f_s0.json",
-            "art_fast_weights_s0.json",
-        ] {
-            assert_case(file);
+        for stem in ["art_stpn_r", "art_stpn_f", "art_fast_weights"] {
+            assert_case(stem);
+        }
+    }
+
+    /// Random damage to a case file (a value replaced, a field removed, a size changed, an array
+    /// cut) gives a result or an error, never a panic.
+    mod mutations {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn values(json: &Value) -> Vec<Vec<String>> {
+            fn walk(value: &Value, path: Vec<String>, out: &mut Vec<Vec<String>>) {
+                out.push(path.clone());
+                match value {
+                    Value::Object(map) => {
+                        for (key, item) in map {
+                            let mut next = path.clone();
+                            next.push(key.clone());
+                            walk(item, next, out);
+                        }
+                    }
+                    Value::Array(items) => {
+                        // The first and last items stand for the rest.
+                        for index in [0, items.len().saturating_sub(1)] {
+                            if index < items.len() {
+                                let mut next = path.clone();
+                                next.push(index.to_string());
+                                walk(&items[index], next, out);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let mut out = Vec::new();
+            walk(json, Vec::new(), &mut out);
+            out
+        }
+
+        fn at<'a>(json: &'a mut Value, path: &[String]) -> &'a mut Value {
+            path.iter().fold(json, |value, key| match value {
+                Value::Array(items) => &mut items[key.parse::<usize>().unwrap()],
+                other => &mut other[key.as_str()],
+            })
+        }
+
+        fn replacement(kind: u8) -> Value {
+            match kind % 9 {
+                0 => Value::Null,
+                1 => Value::from(0),
+                2 => Value::from(-3),
+                3 => Value::from(1e300),
+                4 => Value::from("text"),
+                5 => Value::from(vec![1.0, 2.0]),
+                6 => Value::Array(Vec::new()),
+                7 => Value::from(true),
+                _ => serde_json::json!({ "unexpected": 1 }),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(96))]
+            #[test]
+            fn damaged_case_files_never_panic(
+                file in prop::sample::select(vec![
+                    "stpn_r_pre_s0.json", "stpn_f_norm_s5.json", "art_stpn_r_s0.json",
+                    "lstm_art_s5.json", "modplast_s0.json", "fast_weights_s0.json", "hebbff_s5.json",
+                ]),
+                pick in any::<prop::sample::Index>(),
+                kind in any::<u8>(),
+                remove in any::<bool>(),
+            ) {
+                let text = std::fs::read_to_string(directory().join(file)).unwrap();
+                let mut json: Value = serde_json::from_str(&text).unwrap();
+                let paths = values(&json);
+                let path = pick.get(&paths).clone();
+                if let (true, Some((last, parent))) = (remove, path.split_last()) {
+                    match at(&mut json, parent) {
+                        Value::Object(map) => { map.remove(last); }
+                        Value::Array(items) => { items.remove(last.parse::<usize>().unwrap()); }
+                        _ => {}
+                    }
+                } else {
+                    *at(&mut json, &path) = replacement(kind);
+                }
+                let device = Backend::compiled_cpu()[0].device().unwrap();
+                let outcome = std::panic::catch_unwind(|| {
+                    ParityCase::from_json(&json.to_string(), "mutated")
+                        .and_then(|case| run_case(&case, &device))
+                        .map(|report| report.passed())
+                });
+                prop_assert!(outcome.is_ok(), "{file}: {path:?} → panic");
+            }
         }
     }
 }

@@ -1,4 +1,4 @@
-//! A2C as the paper ran it on Pong with RLlib (spec §5.2): many environments stepped together,
+//! A2C as the paper ran it on Pong with RLlib (docs/reference.md §5.2): many environments stepped together,
 //! fragments of `fragment_length` steps from each per iteration, one gradient step on all of
 //! them:
 //!
@@ -29,7 +29,7 @@ use crate::maze_a2c::sample;
 use crate::sequences::{SequenceCutter, pack};
 use crate::{ActorCritic, clip_by_global_norm};
 
-/// The algorithm's settings; defaults are the paper's Pong settings for STPN (spec §5.2).
+/// The algorithm's settings; defaults are the paper's Pong settings for STPN (docs/reference.md §5.2).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct A2cConfig {
@@ -65,6 +65,21 @@ impl Default for A2cConfig {
 }
 
 impl A2cConfig {
+    /// Every field in its range; the message names the first that is not.
+    pub fn validate(&self) -> Result<(), String> {
+        use crate::checks::{non_negative_finite, positive, positive_finite, unit_interval};
+        positive("a2c.fragment_length", self.fragment_length)?;
+        positive("a2c.sequence_length", self.sequence_length)?;
+        unit_interval("a2c.gamma", self.gamma)?;
+        unit_interval("a2c.gae_lambda", self.gae_lambda)?;
+        non_negative_finite("a2c.value_coefficient", self.value_coefficient)?;
+        non_negative_finite("a2c.entropy_coefficient", self.entropy_coefficient)?;
+        positive_finite("a2c.grad_clip", self.grad_clip)?;
+        positive_finite("a2c.learning_rate", self.learning_rate)?;
+        positive_finite("a2c.final_learning_rate", self.final_learning_rate)?;
+        positive_finite("a2c.decay_steps", self.decay_steps)
+    }
+
     /// The learning rate after `env_steps` environment steps.
     pub fn learning_rate_at(&self, env_steps: u64) -> f64 {
         let progress = (env_steps as f64 / self.decay_steps).min(1.0);

@@ -1,8 +1,8 @@
 //! An optional encoder, a recurrent core, and two linear heads on the core's output: action
-//! logits (or Gaussian parameters) and a state value (spec §4.2, §5.1). Heads are initialised as
+//! logits (or Gaussian parameters) and a state value (docs/reference.md §4.2, §5.1). Heads are initialised as
 //! PyTorch's `Linear`: `U(±1/√H)`.
 //!
-//! The Pong encoder (spec §5.1) reads one 84×84 frame: 16 filters 8×8 stride 4, ReLU, 32 filters
+//! The Pong encoder (docs/reference.md §5.1) reads one 84×84 frame: 16 filters 8×8 stride 4, ReLU, 32 filters
 //! 4×4 stride 2, ReLU, flattened to 2 592 features that feed the core directly (no dense layer).
 //! Its convolutions are initialised as PyTorch's (`U(±1/√fan_in)`, Burn's Kaiming-uniform default
 //! with gain 1/√3).
@@ -13,7 +13,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use stpn_model::RecurrentCell;
-use stpn_model::init;
+use stpn_model::cells::init;
 
 /// Configuration of the heads of an [`ActorCritic`].
 #[derive(Config, Debug)]

@@ -1,5 +1,5 @@
 //! Evaluation of a trained agent on fresh episodes, without updates: returns, lengths and the
-//! core's energy per step (spec §2.3, RLlib aggregation: per environment step, the sum over the
+//! core's energy per step (docs/reference.md §2.3, RLlib aggregation: per environment step, the sum over the
 //! units of the recurrent layer, from the state entering the step; for Pong the input is the conv
 //! features). The paper evaluated Pong on one greedy episode and InvertedPendulum on 10 episodes
 //! with stochastic actions.
@@ -153,6 +153,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use burn::module::Param;
     use stpn_envs::env::{Info, Step};
     use stpn_model::{Backend, StpnFConfig, StpnRConfig};
 
@@ -240,8 +241,20 @@ mod tests {
         for greedy in [true, false] {
             let result = evaluate_discrete(&discrete, &mut env, 3, greedy, 0, &mut rng, &device);
             assert_eq!(result.lengths, vec![7; 3]);
-            assert!(result.returns.iter().all(|r| (0.0..=7.0).contains(r)));
             assert!(result.energy_per_step.is_finite() && result.energy_per_step > 0.0);
+        }
+        // A policy that always prefers action 1 (or 0) earns exactly 7 (or 0) per greedy episode:
+        // the returns are the rewards of the actions the policy took.
+        for (bias, expected) in [([-20.0f32, 20.0], 7.0), ([20.0, -20.0], 0.0)] {
+            let forced = ActorCritic {
+                policy_bias: Param::from_tensor(Tensor::from_data(
+                    TensorData::new(bias.to_vec(), [2]),
+                    &device,
+                )),
+                ..discrete.clone()
+            };
+            let result = evaluate_discrete(&forced, &mut env, 2, true, 0, &mut rng, &device);
+            assert_eq!(result.returns, vec![expected; 2], "policy bias {bias:?}");
         }
         // Greedy is deterministic: the same returns twice.
         let once = evaluate_discrete(&discrete, &mut env, 2, true, 0, &mut rng, &device);
@@ -255,8 +268,19 @@ mod tests {
         let mut env = Counter::<Vec<f64>>::new(4);
         let result = evaluate_continuous(&continuous, &mut env, 2, false, 0, &mut rng, &device);
         assert_eq!(result.lengths, vec![4; 2]);
-        // Actions are clipped to [-3, 3]: so is every step's reward.
-        assert!(result.returns.iter().all(|r| r.abs() <= 12.0));
         assert!(result.energy_per_step > 0.0);
+        // A mean far above the box is clipped to its edge: the action 3 on each of the 4 steps,
+        // return 12 (a mean far below: −12).
+        for (mean, expected) in [(20.0f32, 12.0), (-20.0, -12.0)] {
+            let forced = ActorCritic {
+                policy_bias: Param::from_tensor(Tensor::from_data(
+                    TensorData::new(vec![mean, 0.0], [2]),
+                    &device,
+                )),
+                ..continuous.clone()
+            };
+            let result = evaluate_continuous(&forced, &mut env, 2, true, 0, &mut rng, &device);
+            assert_eq!(result.returns, vec![expected; 2], "policy mean {mean}");
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! On-policy reinforcement learning with recurrent, plastic cores, on Burn tensors and the
-//! `stpn-envs` API (paper §4.2, §4.3; spec §4.2, §5).
+//! `stpn-envs` API (paper §4.2, §4.3; docs/reference.md §4.2, §5).
 //!
 //! | module | what |
 //! |---|---|
@@ -8,6 +8,7 @@
 //! | [`maze_a2c`] | the maze's A2C variant (Miconi's): whole episodes, full backpropagation through time |
 //! | [`ppo`] | PPO with recurrent sequences and a diagonal Gaussian policy (InvertedPendulum) |
 //! | [`sequences`] | cutting rollouts into sequences with stored states, and packing them for the update |
+//! | [`checks`] | range checks of config values, one message per bad field |
 //! | [`clip`] | clipping of all gradients by their global L2 norm |
 //! | [`evaluate`] | fresh episodes without updates: returns, lengths, energy per step |
 //!
@@ -18,6 +19,7 @@
 
 pub mod a2c;
 pub mod actor_critic;
+pub mod checks;
 pub mod clip;
 pub mod evaluate;
 pub mod maze_a2c;

@@ -1,4 +1,4 @@
-//! The maze's A2C variant, as Miconi's backpropamine code and the STPN reference run it (spec
+//! The maze's A2C variant, as Miconi's backpropamine code and the STPN reference run it (docs/reference.md
 //! §4.2): a batch of independent 200-step episodes, backpropagation through each whole episode,
 //!
 //! ```text
@@ -36,8 +36,9 @@ pub enum Baseline {
     PerEpisode,
 }
 
-/// The loss's constants (spec §4.2).
+/// The loss's constants (docs/reference.md §4.2).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct LossConfig {
     pub gamma: f64,
     pub value_coefficient: f64,
@@ -56,6 +57,16 @@ impl Default for LossConfig {
     }
 }
 
+impl LossConfig {
+    /// Every field in its range; the message names the first that is not.
+    pub fn validate(&self) -> Result<(), String> {
+        use crate::checks::{non_negative_finite, unit_interval};
+        unit_interval("loss.gamma", self.gamma)?;
+        non_negative_finite("loss.value_coefficient", self.value_coefficient)?;
+        non_negative_finite("loss.concentration_penalty", self.concentration_penalty)
+    }
+}
+
 /// One batch of episodes, time-major `[T, B, ·]`.
 #[derive(Clone, Debug)]
 pub struct Rollout {
@@ -69,7 +80,7 @@ pub struct Rollout {
     pub rewards: Vec<f32>,
     /// The policy's probabilities during the rollout, `[T, B, A]`.
     pub probabilities: Vec<f32>,
-    /// Energy of a step summed over the units (spec §2.3), mean over steps and episodes, when
+    /// Energy of a step summed over the units (docs/reference.md §2.3), mean over steps and episodes, when
     /// asked for.
     pub energy_per_step: Option<f64>,
 }
@@ -259,7 +270,8 @@ pub fn loss<C: RecurrentCell>(
         penalty: penalty.clone().into_scalar::<f64>(),
     };
     let total = (penalty + policy_loss + value_loss.mul_scalar(config.value_coefficient))
-        .div_scalar(steps as f64);
+        // Not `div_scalar`: its backward takes the reciprocal in float32 (Burn 0.22).
+        .mul_scalar(1.0 / steps as f64);
     (total, parts)
 }
 
@@ -317,14 +329,19 @@ mod tests {
             &device,
         );
         assert!(rollout.energy_per_step.unwrap() > 0.0);
-        assert!(agent.core.fused && stpn_model::fused_op::available(&agent.core.weight.val()));
+        assert!(
+            agent.core.fused && stpn_model::kernel::autodiff::available(&agent.core.weight.val())
+        );
         let (logits, _) = sequence_heads(&agent, &rollout, &device);
         let recomputed = host_values::<f32, 2>(softmax(logits, 1));
-        let error = recomputed
-            .iter()
-            .zip(&rollout.probabilities)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(error < 1e-5, "probabilities differ by {error}");
+        let error = stpn_model::compare::max_abs_difference(
+            recomputed,
+            rollout.probabilities.iter().copied(),
+        );
+        assert!(
+            stpn_model::compare::within(error, 1e-5),
+            "probabilities differ by {error}"
+        );
         assert!(rollout.rewards.iter().all(|&r| r == 0.0 || r == 10.0));
     }
 

@@ -1,5 +1,5 @@
 //! PPO with a recurrent core and a diagonal Gaussian policy, as the paper ran it on
-//! InvertedPendulum with RLlib (spec §5.3).
+//! InvertedPendulum with RLlib (docs/reference.md §5.3).
 //!
 //! Per iteration: `rollout_length` steps of one environment with the current policy (episodes
 //! continue across iterations), GAE(γ, λ), advantages standardised over the batch, then
@@ -38,7 +38,7 @@ use stpn_model::{CellState, RecurrentCell};
 use crate::sequences::{SequenceCutter, pack};
 use crate::{ActorCritic, clip_by_global_norm};
 
-/// The algorithm's settings; defaults are the paper's (spec §5.3).
+/// The algorithm's settings; defaults are the paper's (docs/reference.md §5.3).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PpoConfig {
@@ -78,6 +78,27 @@ impl Default for PpoConfig {
             learning_rate: 3e-4,
             sequence_length: 20,
         }
+    }
+}
+
+impl PpoConfig {
+    /// Every field in its range; the message names the first that is not.
+    pub fn validate(&self) -> Result<(), String> {
+        use crate::checks::{non_negative_finite, positive, positive_finite, unit_interval};
+        positive("ppo.rollout_length", self.rollout_length)?;
+        positive("ppo.minibatch_size", self.minibatch_size)?;
+        positive("ppo.epochs", self.epochs)?;
+        positive("ppo.sequence_length", self.sequence_length)?;
+        unit_interval("ppo.gamma", self.gamma)?;
+        unit_interval("ppo.gae_lambda", self.gae_lambda)?;
+        positive_finite("ppo.clip", self.clip)?;
+        positive_finite("ppo.value_clip", self.value_clip)?;
+        non_negative_finite("ppo.value_coefficient", self.value_coefficient)?;
+        non_negative_finite("ppo.entropy_coefficient", self.entropy_coefficient)?;
+        non_negative_finite("ppo.kl_coefficient", self.kl_coefficient)?;
+        positive_finite("ppo.kl_target", self.kl_target)?;
+        positive_finite("ppo.grad_clip", self.grad_clip)?;
+        positive_finite("ppo.learning_rate", self.learning_rate)
     }
 }
 
@@ -392,7 +413,9 @@ pub fn minibatch_loss<C: RecurrentCell>(
     let vector = |values: Vec<f32>| Tensor::<1>::from_data(TensorData::new(values, [rows]), device);
     let valid = Tensor::<1, Bool>::from_data(TensorData::new(mask.clone(), [rows]), device).float();
     let valid_count = mask.iter().filter(|&&m| m).count().max(1) as f64;
-    let masked_mean = |values: Tensor<1>| (values * valid.clone()).sum().div_scalar(valid_count);
+    // Not `div_scalar`: its backward takes the reciprocal in float32 (Burn 0.22).
+    let masked_mean =
+        |values: Tensor<1>| (values * valid.clone()).sum().mul_scalar(1.0 / valid_count);
 
     let state = C::State::cat(chosen.iter().map(|&s| batch.states[s].clone()).collect());
     let inputs = Tensor::<3>::from_data(

@@ -1,0 +1,205 @@
+//! The command line's types: every command, its flags and their help texts.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use stpn_model::Backend;
+
+use crate::experiments::art::ArtArgs;
+use crate::experiments::familiarity::FamiliarityArgs;
+use crate::experiments::maze::MazeArgs;
+use crate::experiments::pendulum::PendulumArgs;
+use crate::experiments::pong::PongArgs;
+
+/// Short-term plasticity neurons (ICML 2022) in Rust: experiments, parity checks and benchmarks.
+#[derive(Parser, Debug)]
+#[command(name = "stpn-bench", version, about)]
+pub struct Cli {
+    /// Backend to run on: flex (CPU, default), ndarray (CPU) or wgpu (GPU).
+    #[arg(long, global = true, default_value = "flex", value_parser = parse_backend)]
+    pub backend: Backend,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a network on the associative retrieval task (paper §4.1). Without --config or
+    /// --core, a demonstration of about a minute on a 2-core CPU: STPN h11 (paper equations),
+    /// 20 epochs.
+    Art(ArtArgs),
+    /// Train a network on the continual familiarity task (Tyulmankov et al. 2022; docs/reference.md §6):
+    /// 5 000-item streams, full backpropagation through time, then the generalisation curve.
+    Familiarity(FamiliarityArgs),
+    /// Train an agent on the maze exploration task (paper §4.2) with the maze's A2C variant.
+    /// Without --config: the paper's settings for --core, except the number of iterations.
+    Maze(MazeArgs),
+    /// Train an agent on MuJoCo InvertedPendulum with PPO (paper §4.3). Without --config: the
+    /// paper's settings for --core.
+    Pendulum(PendulumArgs),
+    /// Train an agent on Atari Pong with A2C (paper §4.3), one frame per step, the paper's
+    /// preprocessing, the conv encoder into the core. Without --config: the paper's settings for
+    /// --core with 16 environments and 2 million frames.
+    Pong(PongArgs),
+    /// Evaluate a maze run's last checkpoint on fresh episodes without updates: mean reward and
+    /// energy per step (docs/reference.md §2.3); writes eval.json into the run folder.
+    MazeEval {
+        /// Run folder of `stpn-bench maze`.
+        run: PathBuf,
+        /// Number of episodes.
+        #[arg(long, default_value_t = 512)]
+        episodes: usize,
+        /// Take the most probable action (the reference samples, also in evaluation).
+        #[arg(long)]
+        greedy: bool,
+        /// Seed of the evaluation episodes and action draws.
+        #[arg(long, default_value_t = 12345)]
+        seed: u64,
+    },
+    /// Evaluate an InvertedPendulum run's last checkpoint on fresh episodes without updates:
+    /// mean return, length and energy per step (docs/reference.md §2.3); writes eval.json into the run folder.
+    /// Defaults as the paper's evaluation: 10 episodes, sampled actions.
+    PendulumEval {
+        /// Run folder of `stpn-bench pendulum`.
+        run: PathBuf,
+        /// Number of episodes.
+        #[arg(long, default_value_t = 10)]
+        episodes: usize,
+        /// How actions are chosen: `sampled` from the Gaussian policy, or `greedy` (its mean).
+        #[arg(long, value_enum, default_value_t = Actions::Sampled)]
+        actions: Actions,
+        /// Seed of the evaluation episodes and action draws.
+        #[arg(long, default_value_t = 12345)]
+        seed: u64,
+    },
+    /// Evaluate a Pong run's last checkpoint on fresh episodes without updates: mean return,
+    /// length and energy per step (docs/reference.md §2.3); writes eval.json into the run folder. Defaults as
+    /// the paper's evaluation: one episode, greedy actions.
+    PongEval {
+        /// Run folder of `stpn-bench pong`.
+        run: PathBuf,
+        /// Number of episodes.
+        #[arg(long, default_value_t = 1)]
+        episodes: usize,
+        /// How actions are chosen: `greedy` (the most probable), or `sampled`.
+        #[arg(long, value_enum, default_value_t = Actions::Greedy)]
+        actions: Actions,
+        /// Seed of the evaluation episodes and action draws.
+        #[arg(long, default_value_t = 12345)]
+        seed: u64,
+    },
+    /// Milliseconds per STPN training step and peak memory, for the cases of the paper's
+    /// experiments (art_h11, art_h64, pong_core, maze), on every compiled CPU backend.
+    Perf {
+        /// Cases to run (default: all).
+        #[arg(long, value_delimiter = ',')]
+        cases: Vec<String>,
+        /// Backends (default: every compiled CPU backend).
+        #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
+        backends: Vec<Backend>,
+        /// Paths: `fused` (the hand-written kernel) and `ops` (op by op, the reference).
+        #[arg(long, value_delimiter = ',', default_value = "fused,ops")]
+        paths: Vec<String>,
+        /// Timed steps per measurement (default 20; 5 for the Pong core, 3 for the maze).
+        #[arg(long)]
+        repeats: Option<usize>,
+        /// One JSON object per line (case, backend, path, ms_per_step, peak_rss_mb, ...).
+        #[arg(long)]
+        json: bool,
+    },
+    /// One measurement of `perf` (run by `perf` in a process of its own).
+    #[command(hide = true)]
+    PerfWorker {
+        case: String,
+        path: String,
+        #[arg(long, default_value_t = 20)]
+        repeats: usize,
+    },
+    /// Environment steps per second on one core, uniform random actions with resets: the maze and
+    /// (with MuJoCo) InvertedPendulum.
+    EnvsBench {
+        /// Steps per environment.
+        #[arg(long, default_value_t = 200_000)]
+        steps: usize,
+    },
+    /// Tables and plots of finished runs.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// Check the cells against parity cases produced by the authors' PyTorch code: prints the
+    /// largest absolute and relative error of outputs, energy, final state, loss and gradients
+    /// of every case, and fails if one exceeds its tolerance.
+    Golden {
+        /// Case files (JSON, the format of crates/stpn-model/tests/golden/README.md).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Run in float32 (the type models train in) even where the backend supports float64.
+        #[arg(long)]
+        float32: bool,
+    },
+}
+
+/// How an evaluation chooses actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Actions {
+    /// The policy's most probable action (the Gaussian's mean).
+    Greedy,
+    /// A draw from the policy.
+    Sampled,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReportCommand {
+    /// Associative retrieval: a markdown table (mean ± std over seeds of accuracy, energy,
+    /// parameters per model) and SVG plots (accuracy curves, energy vs accuracy).
+    Art {
+        /// Run folders of `stpn-bench art`.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Folder for art.md, art_accuracy.svg and art_energy.svg.
+        #[arg(long, default_value = "docs/results")]
+        out: PathBuf,
+    },
+    /// Maze: a markdown table of the runs and the reward curves (maze.md, maze_reward.svg).
+    Maze {
+        /// Run folders of `stpn-bench maze`.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        #[arg(long, default_value = "docs/results")]
+        out: PathBuf,
+    },
+    /// InvertedPendulum: a markdown table of the runs (return, evaluation, energy) and the
+    /// return curves (pendulum.md, pendulum_return.svg).
+    Pendulum {
+        /// Run folders of `stpn-bench pendulum`.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        #[arg(long, default_value = "docs/results")]
+        out: PathBuf,
+    },
+    /// Pong: a markdown table of the runs (return, evaluation, energy) and the return curves
+    /// (pong.md, pong_return.svg).
+    Pong {
+        /// Run folders of `stpn-bench pong`.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        #[arg(long, default_value = "docs/results")]
+        out: PathBuf,
+    },
+    /// Familiarity: a markdown table of the runs and SVG plots (generalisation curves,
+    /// training accuracy).
+    Familiarity {
+        /// Run folders of `stpn-bench familiarity`.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Folder for familiarity.md, familiarity_generalisation.svg, familiarity_training.svg.
+        #[arg(long, default_value = "docs/results")]
+        out: PathBuf,
+    },
+}
+
+/// `--backend` values, with the one-line error of an unknown one.
+pub fn parse_backend(text: &str) -> Result<Backend, String> {
+    text.parse()
+        .map_err(|error: stpn_model::BackendError| error.to_string())
+}

@@ -1,0 +1,568 @@
+//! Atari Pong with A2C (paper §4.3; docs/reference.md §5.2): the conv encoder (16×8×8/4, 32×4×4/2 → 2 592
+//! features) into a recurrent core (STPNr H 64 by default: per-synapse, pre-normalised, no clamp,
+//! on the fused kernel; or LSTM H 48), RLlib's A2C ([`stpn_rl::a2c`]) over many Pong envs with
+//! fragments of 50 frames, one frame per step and the paper's preprocessing.
+//!
+//! `metrics.csv` has one row per iteration; `last/` is checkpointed every `checkpoint_every`
+//! iterations. A resumed run continues from the checkpoint's weights with fresh episodes (the
+//! emulators' mid-episode states are not saved). Needs the `atari` feature (ALE, GPL-2.0).
+
+// Without ALE the driver is reached from nowhere but its own types.
+#![cfg_attr(not(feature = "atari"), allow(dead_code))]
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::AdamConfig;
+use burn::tensor::Device;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use stpn_envs::env::{Env, SyncVectorEnv};
+use stpn_model::{Backend, LstmConfig, RecurrentCell, StpnRConfig};
+use stpn_rl::a2c::{self, A2cConfig, VecCollector};
+use stpn_rl::evaluate::evaluate_discrete;
+use stpn_rl::{ActorCritic, ActorCriticConfig, ConvEncoder};
+
+use crate::experiments::{Experiment, RunArgs, Session, checked, name_of};
+use crate::run_dir::{Evaluation, Metrics, RunDir};
+use stpn_rl::checks::positive;
+
+/// The agent's core.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum PongCore {
+    /// STPNr H 64 (519 735 parameters with the encoder and heads).
+    Stpn,
+    /// LSTM H 48 (one bias vector).
+    Lstm,
+}
+
+/// One Pong run. Defaults are the paper's except the number of environments (64 workers in the
+/// paper) and the budget (10⁸ frames in the paper).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PongConfig {
+    pub core: PongCore,
+    pub hidden_size: usize,
+    #[serde(default = "default_envs")]
+    pub envs: usize,
+    /// Frames (= agent steps) to train for.
+    pub total_steps: u64,
+    #[serde(default)]
+    pub a2c: A2cConfig,
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_envs() -> usize {
+    16
+}
+fn default_checkpoint_every() -> usize {
+    50
+}
+
+impl PongConfig {
+    pub fn paper(core: PongCore) -> Self {
+        let a2c = match core {
+            PongCore::Stpn => A2cConfig::default(),
+            PongCore::Lstm => A2cConfig {
+                learning_rate: 1e-4,
+                ..A2cConfig::default()
+            },
+        };
+        Self {
+            core,
+            hidden_size: match core {
+                PongCore::Stpn => 64,
+                PongCore::Lstm => 48,
+            },
+            envs: default_envs(),
+            total_steps: 2_000_000,
+            a2c,
+            checkpoint_every: default_checkpoint_every(),
+            seed: 0,
+        }
+    }
+
+    pub fn iterations(&self) -> usize {
+        (self.total_steps as usize).div_ceil(self.envs * self.a2c.fragment_length)
+    }
+
+    pub fn run_name(&self) -> String {
+        format!(
+            "{}-h{}-e{}-s{}",
+            name_of(self.core),
+            self.hidden_size,
+            self.envs,
+            self.seed
+        )
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let config: Self = crate::run_dir::read_json(path)?;
+        config
+            .validate()
+            .with_context(|| path.display().to_string())?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        checked(positive("envs", self.envs))?;
+        checked(positive("hidden_size", self.hidden_size))?;
+        checked(positive("total_steps", self.total_steps as usize))?;
+        checked(positive("checkpoint_every", self.checkpoint_every))?;
+        checked(self.a2c.validate())
+    }
+}
+
+/// What `summary.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub core: PongCore,
+    pub hidden_size: usize,
+    pub params: usize,
+    pub env_steps: u64,
+    pub episodes: u64,
+    /// Mean return of the last 10 finished episodes (−21 … 21).
+    pub mean_return_last10: f64,
+    pub steps_per_second: f64,
+    pub train_seconds: f64,
+    pub seed: u64,
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TrainingState {
+    iteration: usize,
+    env_steps: u64,
+    episodes: u64,
+    recent_returns: crate::run_dir::LastTen,
+    train_seconds: f64,
+}
+
+pub const METRICS_HEADER: &str = "iteration,env_steps,episodes,mean_return_last10,policy_loss,value_loss,entropy,grad_norm,learning_rate,seconds";
+
+/// What a binary without ALE says when asked for Pong.
+pub const ATARI_MISSING: &str = "Pong needs the Arcade Learning Environment, which this binary was built without: run scripts/setup-ale, then build stpn-bench with --features atari (scripts/stpn does both; the binary is then GPL-2.0)";
+
+/// The `pong` command line.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PongArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Core, with the paper's settings (without --config; default stpn).
+    #[arg(long, value_enum, conflicts_with = "config")]
+    pub core: Option<PongCore>,
+    /// Budget in environment steps (frames: one frame per step); may extend a resumed run.
+    #[arg(long, alias = "steps")]
+    pub env_steps: Option<u64>,
+    /// Parallel environments (64 in the paper).
+    #[arg(long)]
+    pub envs: Option<usize>,
+}
+
+/// Atari Pong with A2C.
+pub struct PongExperiment;
+
+impl Experiment for PongExperiment {
+    const NAME: &'static str = "pong";
+    type Args = PongArgs;
+    type Config = PongConfig;
+    type Summary = Summary;
+
+    fn available() -> Result<()> {
+        if !cfg!(feature = "atari") {
+            bail!(ATARI_MISSING);
+        }
+        Ok(())
+    }
+
+    fn run_args(args: &PongArgs) -> &RunArgs {
+        &args.run
+    }
+
+    fn fresh_config(args: &PongArgs) -> Result<PongConfig> {
+        let mut config = match &args.run.config {
+            Some(path) => PongConfig::load(path)?,
+            None => PongConfig::paper(args.core.unwrap_or(PongCore::Stpn)),
+        };
+        if let Some(seed) = args.run.seed {
+            config.seed = seed;
+        }
+        if let Some(envs) = args.envs {
+            config.envs = envs;
+        }
+        Ok(config)
+    }
+
+    fn extend_config(args: &PongArgs, config: &mut PongConfig) {
+        if let Some(steps) = args.env_steps {
+            config.total_steps = steps;
+        }
+    }
+
+    fn validate(config: &PongConfig) -> Result<()> {
+        config.validate()
+    }
+
+    fn run_name(config: &PongConfig) -> String {
+        config.run_name()
+    }
+
+    fn describe(config: &PongConfig) -> String {
+        format!(
+            "{}, {} frames in {} environments",
+            config.run_name(),
+            config.total_steps,
+            config.envs
+        )
+    }
+
+    fn train(config: &PongConfig, session: &Session) -> Result<Summary> {
+        run(config, session)
+    }
+
+    fn summary_line(config: &PongConfig, summary: &Summary) -> String {
+        format!(
+            "{}: {} params, {} frames ({:.0} steps/s), {} episodes, mean return of the last 10 {:.1}",
+            config.run_name(),
+            summary.params,
+            summary.env_steps,
+            summary.steps_per_second,
+            summary.episodes,
+            summary.mean_return_last10,
+        )
+    }
+}
+
+/// Trains (or resumes) a run on ALE Pong and returns its summary (also in `summary.json`).
+pub fn run(config: &PongConfig, session: &Session) -> Result<Summary> {
+    #[cfg(feature = "atari")]
+    {
+        let envs = (0..config.envs)
+            .map(|_| stpn_atari::Pong::new())
+            .collect::<Result<Vec<_>, _>>()?;
+        train_on(SyncVectorEnv::new(envs), config, session)
+    }
+    #[cfg(not(feature = "atari"))]
+    {
+        let _ = (config, session);
+        bail!(ATARI_MISSING)
+    }
+}
+
+/// Builds the agent of `config` with `actions` outputs on `device` (the conv encoder into the
+/// core per `config.core`) and evaluates `$body` with it bound to `$agent`.
+macro_rules! with_agent {
+    ($config:expr, $actions:expr, $device:expr, |$agent:ident| $body:expr) => {{
+        let (config, device) = ($config, $device);
+        let heads = ActorCriticConfig::new($actions);
+        let (features, hidden) = (ConvEncoder::FEATURES, config.hidden_size);
+        match config.core {
+            PongCore::Stpn => {
+                let $agent = heads
+                    .init(StpnRConfig::new(features, hidden).init(device), device)
+                    .with_conv_encoder(device);
+                $body
+            }
+            PongCore::Lstm => {
+                let $agent = heads
+                    .init(LstmConfig::new(features, hidden).init(device), device)
+                    .with_conv_encoder(device);
+                $body
+            }
+        }
+    }};
+}
+
+/// Trains on `envs` (any vector of envs with flat observations and discrete actions).
+pub fn train_on<E>(
+    envs: SyncVectorEnv<E>,
+    config: &PongConfig,
+    session: &Session,
+) -> Result<Summary>
+where
+    E: Env<Observation = Vec<f32>, Action = usize>,
+{
+    let device = session.backend.device()?.autodiff();
+    device.seed(config.seed);
+    let actions = envs.envs[0].action_space().size();
+    with_agent!(config, actions, &device, |agent| train(
+        agent, envs, config, session, &device
+    ))
+}
+
+/// Evaluates the last checkpoint of a run on `episodes` fresh episodes (no updates; the paper:
+/// one greedy episode), writes `eval.json` and returns it.
+pub fn evaluate_run(
+    run: &RunDir,
+    backend: Backend,
+    episodes: usize,
+    greedy: bool,
+    seed: u64,
+) -> Result<Evaluation> {
+    #[cfg(feature = "atari")]
+    {
+        evaluate_on(
+            stpn_atari::Pong::new()?,
+            run,
+            backend,
+            episodes,
+            greedy,
+            seed,
+        )
+    }
+    #[cfg(not(feature = "atari"))]
+    {
+        let _ = (run, backend, episodes, greedy, seed);
+        bail!(ATARI_MISSING)
+    }
+}
+
+/// [`evaluate_run`] on `env` (any env with flat observations and discrete actions).
+pub fn evaluate_on<E>(
+    mut env: E,
+    run: &RunDir,
+    backend: Backend,
+    episodes: usize,
+    greedy: bool,
+    seed: u64,
+) -> Result<Evaluation>
+where
+    E: Env<Observation = Vec<f32>, Action = usize>,
+{
+    let config: PongConfig = run.read_json("config.json")?;
+    let device = backend.device()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let actions = env.action_space().size();
+    let result = with_agent!(&config, actions, &device, |agent| {
+        let agent = run.load_last_model(agent)?;
+        evaluate_discrete(&agent, &mut env, episodes, greedy, seed, &mut rng, &device)
+    });
+    let evaluation = Evaluation::of(&result, greedy, seed);
+    run.write_json("eval.json", &evaluation)?;
+    Ok(evaluation)
+}
+
+fn train<C, E>(
+    agent: ActorCritic<C>,
+    envs: SyncVectorEnv<E>,
+    config: &PongConfig,
+    session: &Session,
+    device: &Device,
+) -> Result<Summary>
+where
+    C: RecurrentCell,
+    E: Env<Observation = Vec<f32>, Action = usize>,
+{
+    let (run, quiet) = (&session.run, session.quiet);
+    let params = agent.num_params();
+    let state = TrainingState {
+        iteration: 0,
+        env_steps: 0,
+        episodes: 0,
+        recent_returns: Default::default(),
+        train_seconds: 0.0,
+    };
+    let (mut agent, mut optimizer, mut state) =
+        run.resume_training(agent, AdamConfig::new().init(), state, session.resume)?;
+    let metrics = Metrics::open(run, METRICS_HEADER, state.iteration)?;
+    // Episodes and action draws continue from seeds of their own after a resume.
+    let stream = crate::run_dir::derive_seed(config.seed, state.iteration as u64, 0);
+    let mut collector = VecCollector::new(envs, stream);
+    collector.env_steps = state.env_steps; // the learning-rate schedule follows the whole run
+    let mut rng = ChaCha8Rng::seed_from_u64(stream);
+    let iterations = config.iterations();
+    let progress = crate::run_dir::progress_bar(
+        iterations.saturating_sub(state.iteration),
+        "iterations",
+        quiet,
+    );
+    while state.iteration < iterations {
+        let started = Instant::now();
+        let episodes_before = collector.finished.len();
+        let stats;
+        (agent, stats) = a2c::iteration(
+            agent,
+            &mut optimizer,
+            &mut collector,
+            &config.a2c,
+            &mut rng,
+            device,
+        );
+        let at = format_args!("iteration {}", state.iteration + 1);
+        session.ensure_finite("policy loss", stats.policy_loss, at)?;
+        session.ensure_finite("value loss", stats.value_loss, at)?;
+        let seconds = started.elapsed().as_secs_f64();
+        state.iteration += 1;
+        state.env_steps = collector.env_steps;
+        state.train_seconds += seconds;
+        for &(episode_return, _) in &collector.finished[episodes_before..] {
+            state.episodes += 1;
+            state.recent_returns.push(episode_return);
+        }
+        let mean_recent = state.recent_returns.mean();
+        metrics.append(&format!(
+            "{},{},{},{mean_recent:.3},{:.6},{:.6},{:.6},{:.6},{:e},{seconds:.3}",
+            state.iteration,
+            state.env_steps,
+            state.episodes,
+            stats.policy_loss,
+            stats.value_loss,
+            stats.entropy,
+            stats.grad_norm,
+            stats.learning_rate
+        ))?;
+        progress.inc(1);
+        progress.set_message(format!(
+            "{} frames, return (last 10) {mean_recent:.1}, {:.0} steps/s",
+            state.env_steps,
+            state.env_steps as f64 / state.train_seconds
+        ));
+        if session.checkpoint_due(state.iteration, config.checkpoint_every, iterations) {
+            run.save_training(&agent, &optimizer, &state)?;
+            session.stop_if_interrupted("iteration", state.iteration)?;
+        }
+    }
+    progress.finish_and_clear();
+    let summary = Summary {
+        core: config.core,
+        hidden_size: config.hidden_size,
+        params,
+        env_steps: state.env_steps,
+        episodes: state.episodes,
+        mean_return_last10: state.recent_returns.mean(),
+        steps_per_second: state.env_steps as f64 / state.train_seconds.max(1e-9),
+        train_seconds: state.train_seconds,
+        seed: config.seed,
+        backend: session.backend.to_string(),
+    };
+    run.write_json("summary.json", &summary)?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/reference.md §5.2: the STPN agent has 519 735 parameters (core 510 016); our LSTM, with one bias
+    /// vector, 516 871 − 4·48.
+    #[test]
+    fn paper_agents_have_the_paper_parameter_counts() {
+        let _seeded = crate::seeded_device_lock();
+        let device = Backend::Flex.device().unwrap();
+        for (core, expected) in [
+            (PongCore::Stpn, 519_735),
+            (PongCore::Lstm, 516_871 - 4 * 48),
+        ] {
+            let count = with_agent!(&PongConfig::paper(core), 6, &device, |agent| agent
+                .num_params());
+            assert_eq!(count, expected, "{core:?}");
+        }
+        assert_eq!(PongConfig::paper(PongCore::Stpn).iterations(), 2_500);
+    }
+
+    /// `configs/pong/` holds the paper's settings (64 environments, 10⁸ frames) and the CPU
+    /// budget (16 environments, 2·10⁶ frames) for both cores.
+    #[test]
+    fn shipped_configs_are_the_papers_settings() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pong");
+        for (core, hidden) in [(PongCore::Stpn, 64), (PongCore::Lstm, 48)] {
+            for (suffix, envs, steps) in [("", 64, 100_000_000), ("_scaled", 16, 2_000_000)] {
+                let name = name_of(core);
+                let file = root.join(format!("{name}_h{hidden}{suffix}.json"));
+                let config = PongConfig::load(&file).unwrap();
+                let mut paper = PongConfig::paper(core);
+                (paper.envs, paper.total_steps) = (envs, steps);
+                assert_eq!(
+                    serde_json::to_value(&config).unwrap(),
+                    serde_json::to_value(&paper).unwrap(),
+                    "{}",
+                    file.display()
+                );
+            }
+        }
+    }
+
+    /// Blank 84×84 frames, 6 actions, 5-step episodes with reward 1 for action 0.
+    struct Blank(usize);
+
+    impl Env for Blank {
+        type Observation = Vec<f32>;
+        type Action = usize;
+
+        fn reset(&mut self, _: Option<u64>) -> (Vec<f32>, stpn_envs::env::Info<Vec<f32>>) {
+            self.0 = 0;
+            (vec![0.0; 84 * 84], stpn_envs::env::Info::empty())
+        }
+
+        fn step(&mut self, action: &usize) -> stpn_envs::env::Step<Vec<f32>> {
+            self.0 += 1;
+            stpn_envs::env::Step {
+                observation: vec![0.0; 84 * 84],
+                reward: f64::from(*action == 0),
+                terminated: self.0 == 5,
+                truncated: false,
+                info: stpn_envs::env::Info::empty(),
+            }
+        }
+
+        fn observation_space(&self) -> stpn_envs::env::Space {
+            stpn_envs::env::Space::Box {
+                low: vec![-1.0; 84 * 84],
+                high: vec![1.0; 84 * 84],
+                shape: vec![84 * 84],
+            }
+        }
+
+        fn action_space(&self) -> stpn_envs::env::Space {
+            stpn_envs::env::Space::Discrete(6)
+        }
+    }
+
+    /// The evaluation command's path: the checkpoint's agent on fresh episodes, `eval.json`.
+    #[test]
+    fn evaluation_loads_the_checkpoint_and_writes_eval_json() {
+        let _seeded = crate::seeded_device_lock();
+        let run = RunDir::create(
+            &std::env::temp_dir().join(format!("stpn-pong-eval-{}", std::process::id())),
+        )
+        .unwrap();
+        let mut config = PongConfig::paper(PongCore::Stpn);
+        config.hidden_size = 4;
+        run.write_json("config.json", &config).unwrap();
+        let device = Backend::Flex.device().unwrap();
+        // Checkpoints whose policies prefer action 0 (reward 1 on each of the 5 steps) or
+        // action 2 (reward 0): the evaluation follows the checkpoint's weights.
+        for (favourite, expected) in [(0usize, 5.0), (2, 0.0)] {
+            let mut bias = vec![-20.0f32; 6];
+            bias[favourite] = 20.0;
+            with_agent!(&config, 6, &device, |agent| {
+                let agent = ActorCritic {
+                    policy_bias: burn::module::Param::from_tensor(burn::tensor::Tensor::from_data(
+                        burn::tensor::TensorData::new(bias, [6]),
+                        &device,
+                    )),
+                    ..agent
+                };
+                run.save_training(&agent, &AdamConfig::new().init(), &0)
+                    .unwrap()
+            });
+            let evaluation = evaluate_on(Blank(0), &run, Backend::Flex, 2, true, 0).unwrap();
+            assert_eq!((evaluation.episodes, evaluation.mean_length), (2, 5.0));
+            assert!(evaluation.greedy && evaluation.energy_per_step > 0.0);
+            assert_eq!(
+                (evaluation.mean_return, evaluation.std_return),
+                (expected, 0.0)
+            );
+        }
+        assert!(run.file("eval.json").exists());
+        std::fs::remove_dir_all(&run.path).ok();
+    }
+}

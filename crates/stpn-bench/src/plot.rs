@@ -1,0 +1,66 @@
+//! Plots that know no experiment: lines of points with a legend, and the palette every plot of
+//! the reports shares. SVG through plotters.
+
+use std::path::Path;
+
+use anyhow::Result;
+use plotters::prelude::*;
+
+/// The colour of the `index`-th series.
+pub fn color(index: usize) -> RGBColor {
+    const PALETTE: [RGBColor; 10] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
+    ];
+    PALETTE[index % PALETTE.len()]
+}
+
+/// Lines of `(x, y)` points, one per named series, with a legend.
+pub fn plot_lines(
+    series: &[(String, Vec<(f64, f64)>)],
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    y_range: std::ops::Range<f64>,
+    path: &Path,
+) -> Result<()> {
+    let x_max = series
+        .iter()
+        .flat_map(|(_, points)| points.iter().map(|point| point.0))
+        .fold(2f64, f64::max);
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..x_max, y_range)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()?;
+    for (index, (name, points)) in series.iter().enumerate() {
+        let style = color(index).stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(points.clone(), style))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

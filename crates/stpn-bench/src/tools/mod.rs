@@ -1,0 +1,5 @@
+//! Commands that are not experiments: parity checks, benchmarks.
+
+pub mod envs_bench;
+pub mod golden;
+pub mod perf;

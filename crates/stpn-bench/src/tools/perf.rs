@@ -1,0 +1,281 @@
+//! `stpn-bench perf`: milliseconds per STPN training step (forward + backward + Adam) and peak
+//! resident memory, for the cases of the paper's experiments, on every compiled CPU backend.
+//!
+//! Each (case, backend, path) runs in a child process of its own, so that its peak resident set
+//! (`VmHWM`) is its own. The step is the recurrent STPN cell over the whole sequence with a
+//! linear readout of the last output and a cross-entropy loss, backpropagated through every step
+//! (full BPTT), then one Adam update.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use stpn_model::{ArtNetConfig, Backend, Normalisation, StpnRConfig};
+
+/// A benchmark case: the sizes of one experiment's STPN core.
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    pub name: &'static str,
+    pub hidden: usize,
+    pub batch: usize,
+    pub steps: usize,
+    pub input: usize,
+    pub normalisation: Normalisation,
+    pub clamp: Option<f64>,
+    pub what: &'static str,
+}
+
+pub const CASES: [Case; 4] = [
+    Case {
+        name: "art_h11",
+        hidden: 11,
+        batch: 128,
+        steps: 9,
+        input: 37,
+        normalisation: Normalisation::Pre,
+        clamp: None,
+        what: "associative retrieval, the paper's STPN",
+    },
+    Case {
+        name: "art_h64",
+        hidden: 64,
+        batch: 128,
+        steps: 9,
+        input: 37,
+        normalisation: Normalisation::Pre,
+        clamp: None,
+        what: "associative retrieval, wider",
+    },
+    Case {
+        name: "pong_core",
+        hidden: 64,
+        batch: 64,
+        steps: 20,
+        input: 2592,
+        normalisation: Normalisation::Pre,
+        clamp: None,
+        what: "the Pong core: 2 592 conv features, sequences of 20",
+    },
+    Case {
+        name: "maze",
+        hidden: 55,
+        batch: 512,
+        steps: 200,
+        input: 17,
+        normalisation: Normalisation::Post,
+        clamp: Some(1.0),
+        what: "the main maze model: 512 episodes of 200 steps",
+    },
+];
+
+/// One measurement (one JSON line with `--json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Measurement {
+    pub case: String,
+    pub backend: String,
+    pub path: String,
+    pub ms_per_step: f64,
+    pub ms_min: f64,
+    pub repeats: usize,
+    pub peak_rss_mb: f64,
+    pub threads: usize,
+    pub machine: String,
+}
+
+fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split(':').nth(1))
+                .map(|name| name.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{model}, {cores} cores")
+}
+
+/// Peak resident set size of this process, in MiB (`VmHWM`).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Runs one measurement in this process (the child side).
+pub fn measure(case: &Case, backend: Backend, path: &str, repeats: usize) -> Result<Measurement> {
+    if path != "ops" && path != "fused" {
+        bail!("unknown path `{path}`; choose ops (op by op) or fused");
+    }
+    let device = backend.device()?.autodiff();
+    device.seed(0);
+    let classes = 4;
+    let cell = StpnRConfig::new(case.input, case.hidden)
+        .with_normalisation(case.normalisation)
+        .with_clamp(case.clamp)
+        .with_fused(path == "fused")
+        .init(&device);
+    let mut network = ArtNetConfig::new()
+        .with_output_size(classes)
+        .init(cell, &device);
+    let inputs: Tensor<3> = Tensor::random(
+        [case.steps, case.batch, case.input],
+        Distribution::Uniform(-1.0, 1.0),
+        &device,
+    );
+    let targets: Tensor<1, Int> = Tensor::from_data(
+        TensorData::new(
+            (0..case.batch as i64)
+                .map(|i| i % classes as i64)
+                .collect::<Vec<_>>(),
+            [case.batch],
+        ),
+        &device,
+    );
+    let loss_function = CrossEntropyLossConfig::new().init(&device);
+    let mut optimizer = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut times = Vec::with_capacity(repeats);
+    // One warm-up step, then the timed ones.
+    for repeat in 0..=repeats {
+        let started = Instant::now();
+        let output = network.forward(inputs.clone(), false);
+        let loss = loss_function.forward(output.logits, targets.clone());
+        let gradients = GradientsParams::from_grads(loss.backward(), &network);
+        network = optimizer.step(1e-3, network, gradients);
+        // Reading a parameter waits for every queued operation.
+        let _ = network.readout_bias.val().into_data();
+        if repeat > 0 {
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(Measurement {
+        case: case.name.to_string(),
+        backend: backend.to_string(),
+        path: path.to_string(),
+        ms_per_step: times[times.len() / 2],
+        ms_min: times[0],
+        repeats,
+        peak_rss_mb: peak_rss_mb(),
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        machine: machine(),
+    })
+}
+
+/// Runs every requested measurement, each in a child process, and prints them.
+pub fn run(
+    cases: &[String],
+    backends: &[Backend],
+    paths: &[String],
+    repeats: Option<usize>,
+    json: bool,
+) -> Result<()> {
+    let selected: Vec<&Case> = if cases.is_empty() {
+        CASES.iter().collect()
+    } else {
+        cases
+            .iter()
+            .map(|name| {
+                CASES
+                    .iter()
+                    .find(|case| case.name == name)
+                    .with_context(|| {
+                        format!("unknown case `{name}`; known: art_h11, art_h64, pong_core, maze")
+                    })
+            })
+            .collect::<Result<_>>()?
+    };
+    let executable = std::env::current_exe()?;
+    if !json {
+        println!("machine: {}; one process per measurement", machine());
+        println!(
+            "{:<10} {:<8} {:<6} {:>12} {:>10} {:>14}  repeats",
+            "case", "backend", "path", "ms/step", "min ms", "peak RSS MiB"
+        );
+    }
+    for case in &selected {
+        // Long steps get fewer repeats.
+        let repeats = repeats.unwrap_or(match case.name {
+            "maze" => 3,
+            "pong_core" => 5,
+            _ => 20,
+        });
+        for backend in backends {
+            for path in paths {
+                // The op-by-op maze step stores every intermediate of 200 steps (docs/reference.md §7: on the
+                // order of 10 GB); it runs only when asked for by name.
+                if case.name == "maze" && path == "ops" && cases.is_empty() {
+                    if !json {
+                        println!(
+                            "{:<10} {:<8} {:<6} skipped: needs ~10 GB; run with --cases maze --paths ops",
+                            case.name,
+                            backend.name(),
+                            path
+                        );
+                    }
+                    continue;
+                }
+                let output = Command::new(&executable)
+                    .args(["--backend", backend.name(), "perf-worker", case.name, path])
+                    .args(["--repeats", &repeats.to_string()])
+                    .output()
+                    .context("cannot start a measurement process")?;
+                if !output.status.success() {
+                    let error = String::from_utf8_lossy(&output.stderr);
+                    bail!(
+                        "{} on {backend} ({path}) failed: {}",
+                        case.name,
+                        error.lines().last().unwrap_or("no output")
+                    );
+                }
+                let measurement: Measurement = serde_json::from_slice(&output.stdout)
+                    .context("the measurement process printed no result")?;
+                if json {
+                    println!("{}", serde_json::to_string(&measurement)?);
+                } else {
+                    println!(
+                        "{:<10} {:<8} {:<6} {:>12.2} {:>10.2} {:>14.0}  {}",
+                        measurement.case,
+                        measurement.backend,
+                        measurement.path,
+                        measurement.ms_per_step,
+                        measurement.ms_min,
+                        measurement.peak_rss_mb,
+                        measurement.repeats
+                    );
+                }
+            }
+        }
+    }
+    if !json {
+        for case in selected {
+            println!(
+                "{:<10} {} (H {}, B {}, T {}, input {})",
+                case.name, case.what, case.hidden, case.batch, case.steps, case.input
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The child side: one measurement, printed as JSON.
+pub fn worker(case: &str, backend: Backend, path: &str, repeats: usize) -> Result<()> {
+    let case = CASES
+        .iter()
+        .find(|known| known.name == case)
+        .with_context(|| format!("unknown case `{case}`"))?;
+    let measurement = measure(case, backend, path, repeats.max(1))?;
+    println!("{}", serde_json::to_string(&measurement)?);
+    Ok(())
+}

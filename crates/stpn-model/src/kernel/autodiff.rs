@@ -1,0 +1,586 @@
+//! The fused STPN kernel ([`crate::kernel`], STPNr and STPNf) as a node of Burn's autodiff graph:
+//! one operation from `(inputs, h_0, F_0, W, b, Λ, Γ)` to `(outputs, h_T, F_T)` whose backward is
+//! the kernel's hand-written one, so that gradients reach every parameter, the input sequence (an
+//! encoder in front of the cell trains through it) and the initial state.
+//!
+//! The node is registered on `Autodiff<Flex>` and `Autodiff<NdArray>` (with or without gradient
+//! checkpointing); on a device without autodiff the kernel runs forward only. Other backends
+//! (wgpu) use the op-by-op cell. The kernel runs in float32.
+//!
+//! Burn's backward node has one output, so the three results travel packed in one flat tensor
+//! and are split with ordinary (differentiable) `narrow` and `reshape`.
+
+#![allow(deprecated)] // burn-ndarray is deprecated in Burn 0.22 and still supported here.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::{
+    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
+};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::{
+    Autodiff, Backend, DispatchKindConversion, DispatchTensor, TensorMetadata, read_sync,
+};
+use burn::tensor::{Tensor, TensorData};
+
+use crate::kernel::{KernelConfig, Parameters, Sequence, backward, forward};
+use crate::params::host_values;
+
+/// Everything the backward needs, captured by the forward (host copies, float32).
+#[derive(Clone, Debug)]
+struct Saved<Device> {
+    config: KernelConfig,
+    steps: usize,
+    batch: usize,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    lambda: Vec<f32>,
+    gamma: Vec<f32>,
+    inputs: Vec<f32>,
+    hidden: Vec<f32>,
+    synaptic: Vec<f32>,
+    /// The forward's checkpoints ([`crate::kernel::ForwardOutput::checkpoints`]).
+    checkpoints: Vec<f32>,
+    device: Device,
+}
+
+impl Saved<()> {
+    /// The same values, for the backward node on `device` (moved, not copied).
+    fn on<Device>(self, device: Device) -> Saved<Device> {
+        Saved {
+            config: self.config,
+            steps: self.steps,
+            batch: self.batch,
+            weight: self.weight,
+            bias: self.bias,
+            lambda: self.lambda,
+            gamma: self.gamma,
+            inputs: self.inputs,
+            hidden: self.hidden,
+            synaptic: self.synaptic,
+            checkpoints: self.checkpoints,
+            device,
+        }
+    }
+}
+
+impl<Device> Saved<Device> {
+    fn parameters(&self) -> Parameters<'_, f32> {
+        Parameters {
+            weight: &self.weight,
+            bias: &self.bias,
+            lambda: &self.lambda,
+            gamma: &self.gamma,
+        }
+    }
+
+    fn sequence(&self) -> Sequence<'_, f32> {
+        Sequence {
+            steps: self.steps,
+            batch: self.batch,
+            inputs: &self.inputs,
+            hidden: &self.hidden,
+            synaptic: &self.synaptic,
+        }
+    }
+
+    fn sizes(&self) -> (usize, usize, usize) {
+        let units = self.config.hidden_size;
+        (
+            units,
+            self.config.presynaptic_size(),
+            self.config.input_size,
+        )
+    }
+}
+
+#[derive(Debug)]
+struct StpnRBackward;
+
+fn to_host<B: Backend>(tensor: B::FloatTensorPrimitive) -> Vec<f32> {
+    read_sync(B::float_into_data(tensor))
+        .expect("readable gradient")
+        .try_into_vec_as::<f32>()
+        .expect("float gradient")
+}
+
+fn from_host<B: Backend>(
+    values: Vec<f32>,
+    shape: Vec<usize>,
+    device: &B::Device,
+) -> B::FloatTensorPrimitive {
+    B::float_from_data(TensorData::new(values, shape), device)
+}
+
+impl<B: Backend> Backward<B, 7> for StpnRBackward {
+    type State = Saved<B::Device>;
+
+    fn backward(self, ops: Ops<Self::State, 7>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [inputs, hidden, synaptic, weight, bias, lambda, gamma] = ops.parents;
+        let packed = to_host::<B>(grads.consume::<B>(&ops.node));
+        let saved = ops.state;
+        let (units, width, input_size) = saved.sizes();
+        let (steps, batch) = (saved.steps, saved.batch);
+        let outputs_end = steps * batch * units;
+        let hidden_end = outputs_end + batch * units;
+        let gradients = backward(
+            saved.config,
+            saved.parameters(),
+            saved.sequence(),
+            Some(&saved.checkpoints),
+            &packed[..outputs_end],
+            Some(&packed[outputs_end..hidden_end]),
+            Some(&packed[hidden_end..]),
+        );
+        let plastic_shape = if saved.lambda.len() == 1 {
+            vec![1, 1]
+        } else {
+            vec![units, width]
+        };
+        let device = &saved.device;
+        for (node, values, shape) in [
+            (inputs, gradients.inputs, vec![steps, batch, input_size]),
+            (hidden, gradients.hidden, vec![batch, units]),
+            (synaptic, gradients.synaptic, vec![batch, units, width]),
+            (weight, gradients.weight, vec![units, width]),
+            (bias, gradients.bias, vec![units]),
+            (lambda, gradients.lambda, plastic_shape.clone()),
+            (gamma, gradients.gamma, plastic_shape),
+        ] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, from_host::<B>(values, shape, device));
+            }
+        }
+    }
+}
+
+/// The op's tensor inputs, in the order of the backward node's parents.
+struct OpInputs {
+    inputs: Tensor<3>,
+    hidden: Tensor<2>,
+    synaptic: Tensor<3>,
+    weight: Tensor<2>,
+    bias: Tensor<1>,
+    lambda: Tensor<2>,
+    gamma: Tensor<2>,
+}
+
+impl OpInputs {
+    /// Whether any input lives on an autodiff device (the others then enter as constants).
+    fn is_autodiff(&self) -> bool {
+        self.inputs.is_autodiff()
+            || self.hidden.is_autodiff()
+            || self.synaptic.is_autodiff()
+            || self.weight.is_autodiff()
+            || self.bias.is_autodiff()
+            || self.lambda.is_autodiff()
+            || self.gamma.is_autodiff()
+    }
+}
+
+/// Registers the node on `Autodiff<B, C>` if the tensors live there.
+fn try_autodiff<B: Backend, C: CheckpointStrategy>(
+    tensors: &OpInputs,
+    packed: &mut Option<Vec<f32>>,
+    saved: &mut Option<Saved<()>>,
+) -> Option<Tensor<1>>
+where
+    DispatchTensor: DispatchKindConversion<Autodiff<B, C>>,
+{
+    // The conversion consumes its tensor even when it fails: probe with clones.
+    let inputs = tensors
+        .inputs
+        .clone()
+        .try_into_primitive::<Autodiff<B, C>>()
+        .ok()?;
+    let convert3 = |t: &Tensor<3>| t.clone().try_into_primitive::<Autodiff<B, C>>().ok();
+    let convert2 = |t: &Tensor<2>| t.clone().try_into_primitive::<Autodiff<B, C>>().ok();
+    let hidden = convert2(&tensors.hidden)?;
+    let synaptic = convert3(&tensors.synaptic)?;
+    let weight = convert2(&tensors.weight)?;
+    let bias = tensors
+        .bias
+        .clone()
+        .try_into_primitive::<Autodiff<B, C>>()
+        .ok()?;
+    let lambda = convert2(&tensors.lambda)?;
+    let gamma = convert2(&tensors.gamma)?;
+    let device = inputs.primitive().device();
+    // Moved, not copied: only the backend that converts takes it.
+    let packed = packed.take().expect("the node is registered once");
+    let length = packed.len();
+    let output = from_host::<B>(packed, vec![length], &device);
+    let prepared = <StpnRBackward as Backward<B, 7>>::prepare::<C>(
+        StpnRBackward,
+        [
+            inputs.node(),
+            hidden.node(),
+            synaptic.node(),
+            weight.node(),
+            bias.node(),
+            lambda.node(),
+            gamma.node(),
+        ],
+    );
+    let output = match prepared.compute_bound().stateful() {
+        OpsKind::Tracked(prepared) => {
+            let saved = saved.take().expect("the node is registered once");
+            prepared.finish(saved.on(device), output)
+        }
+        OpsKind::UnTracked(prepared) => prepared.finish(output),
+    };
+    Some(Tensor::from_primitive::<Autodiff<B, C>>(output))
+}
+
+/// Whether the fused op can run on tensors of this device: the CPU backends, with or without
+/// autodiff.
+pub fn available(tensor: &Tensor<2>) -> bool {
+    let device = tensor.device().without_autodiff();
+    let mut available = false;
+    #[cfg(feature = "flex")]
+    {
+        available |= device == burn::tensor::Device::flex();
+    }
+    #[cfg(feature = "ndarray")]
+    {
+        available |= device == burn::tensor::Device::ndarray();
+    }
+    let _ = device;
+    available
+}
+
+/// Whether a cell whose `fused` option is `enabled` and whose weights are `weight` runs on the
+/// kernel: float32 on a CPU backend ([`available`]).
+pub fn applies(enabled: bool, weight: &Tensor<2>) -> bool {
+    enabled && weight.dtype() == burn::tensor::DType::F32 && available(weight)
+}
+
+/// The parameters of a cell the kernel computes (STPNr or STPNf), as tensors.
+pub struct KernelTensors {
+    pub weight: Tensor<2>,
+    pub bias: Tensor<1>,
+    pub lambda: Tensor<2>,
+    pub gamma: Tensor<2>,
+}
+
+/// Runs the kernel with `config` over `inputs` (`[T, B, I]`) from the hidden (`[B, H]`) and
+/// synaptic (`[B, H, P]`) states: the outputs `[T, B, H]` and the final hidden and synaptic
+/// states, all differentiable on an autodiff device.
+pub fn run_kernel(
+    config: KernelConfig,
+    parameters: KernelTensors,
+    inputs: Tensor<3>,
+    hidden: Tensor<2>,
+    synaptic: Tensor<3>,
+) -> (Tensor<3>, Tensor<2>, Tensor<3>) {
+    let [steps, batch, _] = inputs.dims();
+    let (units, width) = (config.hidden_size, config.presynaptic_size());
+    let tensors = OpInputs {
+        inputs,
+        hidden,
+        synaptic,
+        weight: parameters.weight,
+        bias: parameters.bias,
+        lambda: parameters.lambda,
+        gamma: parameters.gamma,
+    };
+    let saved = Saved {
+        config,
+        steps,
+        batch,
+        weight: host_values(tensors.weight.clone()),
+        bias: host_values(tensors.bias.clone()),
+        lambda: host_values(tensors.lambda.clone()),
+        gamma: host_values(tensors.gamma.clone()),
+        inputs: host_values(tensors.inputs.clone()),
+        hidden: host_values(tensors.hidden.clone()),
+        synaptic: host_values(tensors.synaptic.clone()),
+        checkpoints: Vec::new(),
+        device: (),
+    };
+    // Without autodiff there is no backward: no checkpoints.
+    let result = forward(
+        saved.config,
+        saved.parameters(),
+        saved.sequence(),
+        tensors.is_autodiff(),
+    );
+    let mut saved = Some(Saved {
+        checkpoints: result.checkpoints,
+        ..saved
+    });
+    let packed = result.packed;
+
+    let length = packed.len();
+    let mut packed = Some(packed);
+    let packed: Tensor<1> = if tensors.is_autodiff() {
+        // Inputs made outside autodiff enter as constants.
+        let tensors = OpInputs {
+            inputs: tensors.inputs.autodiff(),
+            hidden: tensors.hidden.autodiff(),
+            synaptic: tensors.synaptic.autodiff(),
+            weight: tensors.weight.autodiff(),
+            bias: tensors.bias.autodiff(),
+            lambda: tensors.lambda.autodiff(),
+            gamma: tensors.gamma.autodiff(),
+        };
+        let mut node = None;
+        #[cfg(feature = "flex")]
+        {
+            node = node
+                .or_else(|| {
+                    try_autodiff::<burn::backend::Flex, NoCheckpointing>(
+                        &tensors,
+                        &mut packed,
+                        &mut saved,
+                    )
+                })
+                .or_else(|| {
+                    try_autodiff::<burn::backend::Flex, BalancedCheckpointing>(
+                        &tensors,
+                        &mut packed,
+                        &mut saved,
+                    )
+                });
+        }
+        #[cfg(feature = "ndarray")]
+        {
+            node = node
+                .or_else(|| {
+                    try_autodiff::<burn::backend::NdArray, NoCheckpointing>(
+                        &tensors,
+                        &mut packed,
+                        &mut saved,
+                    )
+                })
+                .or_else(|| {
+                    try_autodiff::<burn::backend::NdArray, BalancedCheckpointing>(
+                        &tensors,
+                        &mut packed,
+                        &mut saved,
+                    )
+                });
+        }
+        node.expect("the fused STPN op runs on the flex and ndarray backends; check `kernel::autodiff::available` first")
+    } else {
+        let packed = packed.take().expect("not moved yet");
+        Tensor::from_data(TensorData::new(packed, [length]), &tensors.weight.device())
+    };
+    let outputs_end = steps * batch * units;
+    let outputs = packed
+        .clone()
+        .narrow(0, 0, outputs_end)
+        .reshape([steps, batch, units]);
+    let hidden = packed
+        .clone()
+        .narrow(0, outputs_end, batch * units)
+        .reshape([batch, units]);
+    let synaptic = packed
+        .narrow(0, outputs_end + batch * units, batch * units * width)
+        .reshape([batch, units, width]);
+    (outputs, hidden, synaptic)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Module;
+    use burn::tensor::{Distribution, Tensor};
+
+    use crate::cell::{RecurrentCell, step_by_step};
+    use crate::compare;
+    use crate::params::{host_values, named_gradients};
+    use crate::parity::{ParityCase, Precision, golden, run_case_with};
+    use crate::{Backend, Normalisation, Presynaptic, StpnR, StpnRConfig, StpnRState};
+
+    fn assert_close(ours: Vec<f32>, reference: Vec<f32>, what: &str) {
+        let error = compare::relative_difference(ours, reference);
+        assert!(
+            compare::within(error, 2e-5),
+            "{what}: relative error {error:e}"
+        );
+    }
+
+    /// An encoder (a matrix) in front of the cell: its gradient flows through the fused op.
+    #[derive(Module, Debug)]
+    struct Encoded {
+        encoder: burn::module::Param<Tensor<2>>,
+        cell: StpnR,
+    }
+
+    fn gradients_through(
+        network: &Encoded,
+        raw: Tensor<3>,
+        state: StpnRState,
+        fused: bool,
+    ) -> Vec<(String, Vec<f32>)> {
+        let [steps, batch, features] = raw.dims();
+        let inputs = raw
+            .reshape([steps * batch, features])
+            .matmul(network.encoder.val())
+            .reshape([steps, batch, network.cell.input_size]);
+        let (outputs, last) = if fused {
+            network.cell.forward_sequence(inputs, state.clone())
+        } else {
+            step_by_step(&network.cell, inputs, state.clone())
+        };
+        let loss = (outputs.clone() * outputs.clone()).sum()
+            + outputs.narrow(0, 0, 1).sum()
+            + last.hidden.sum().mul_scalar(0.5)
+            + (last.synaptic.clone() * last.synaptic).sum();
+        let autodiff = loss.backward();
+        let mut found: Vec<(String, Vec<f32>)> = named_gradients(network, &autodiff)
+            .into_iter()
+            .map(|(name, gradient)| {
+                (
+                    name,
+                    gradient
+                        .unwrap()
+                        .values
+                        .into_iter()
+                        .map(|v| v as f32)
+                        .collect(),
+                )
+            })
+            .collect();
+        found.push((
+            "h0".into(),
+            host_values::<f32, _>(state.hidden.grad(&autodiff).unwrap()),
+        ));
+        found.push((
+            "F0".into(),
+            host_values::<f32, _>(state.synaptic.grad(&autodiff).unwrap()),
+        ));
+        found
+    }
+
+    /// The fused op in the autodiff graph gives the op-by-op gradients to every parameter, to
+    /// an encoder before it and to the initial state, on every compiled CPU backend.
+    #[test]
+    fn fused_op_trains_like_the_op_by_op_cell() {
+        for backend in Backend::compiled_cpu() {
+            for (normalisation, presynaptic, clamp) in [
+                (Normalisation::Pre, Presynaptic::PreviousHidden, None),
+                (Normalisation::Post, Presynaptic::PreviousHidden, Some(0.2)),
+                (Normalisation::Pre, Presynaptic::CurrentHidden, None),
+            ] {
+                let device = backend.device().unwrap().autodiff();
+                device.seed(7);
+                let (features, inputs, units, batch, steps) = (6, 5, 4, 3, 8);
+                let cell = StpnRConfig::new(inputs, units)
+                    .with_normalisation(normalisation)
+                    .with_presynaptic(presynaptic)
+                    .with_clamp(clamp)
+                    .with_fused(true)
+                    .init(&device);
+                let cell = StpnR {
+                    gamma: burn::module::Param::from_tensor(
+                        cell.gamma.val().mul_scalar(300.0).detach(),
+                    ),
+                    ..cell
+                };
+                let network = Encoded {
+                    encoder: crate::cells::init::symmetric([features, inputs], 1.0, &device),
+                    cell,
+                };
+                let raw = Tensor::<3>::random(
+                    [steps, batch, features],
+                    Distribution::Uniform(-1.0, 1.0),
+                    &device,
+                );
+                let state = StpnRState {
+                    hidden: Tensor::random(
+                        [batch, units],
+                        Distribution::Uniform(-0.5, 0.5),
+                        &device,
+                    )
+                    .require_grad(),
+                    synaptic: Tensor::random(
+                        [batch, units, inputs + units],
+                        Distribution::Uniform(-0.1, 0.1),
+                        &device,
+                    )
+                    .require_grad(),
+                };
+                let fused = gradients_through(&network, raw.clone(), state.clone(), true);
+                let reference = gradients_through(&network, raw, state, false);
+                assert_eq!(fused.len(), 7, "encoder, four cell parameters, h0, F0");
+                for ((name, ours), (_, theirs)) in fused.into_iter().zip(reference) {
+                    assert_close(
+                        ours,
+                        theirs,
+                        &format!("{backend} {normalisation:?} {presynaptic:?}: {name}"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The fused path is taken on the CPU backends, with and without autodiff (so that the
+    /// comparisons above compare two different paths).
+    #[test]
+    fn fused_op_is_available_on_cpu_backends() {
+        for backend in Backend::compiled_cpu() {
+            let device = backend.device().unwrap();
+            assert!(
+                super::available(&Tensor::<2>::zeros([1, 1], &device)),
+                "{backend}"
+            );
+            assert!(
+                super::available(&Tensor::<2>::zeros([1, 1], &device.autodiff())),
+                "{backend} autodiff"
+            );
+        }
+    }
+
+    /// Without autodiff the fused op runs forward only and gives the op-by-op outputs.
+    #[test]
+    fn fused_op_runs_forward_without_autodiff() {
+        let device = Backend::Flex.device().unwrap();
+        let cell = StpnRConfig::new(3, 5).with_fused(true).init(&device);
+        let inputs = Tensor::<3>::random([6, 2, 3], Distribution::Uniform(-1.0, 1.0), &device);
+        let (fused, fused_state) = cell.forward_sequence(inputs.clone(), cell.init_state(2));
+        assert!(!fused.is_autodiff());
+        let (reference, reference_state) = step_by_step(&cell, inputs, cell.init_state(2));
+        assert_close(
+            host_values::<f32, _>(fused),
+            host_values::<f32, _>(reference),
+            "outputs",
+        );
+        assert_close(
+            host_values::<f32, _>(fused_state.synaptic),
+            host_values::<f32, _>(reference_state.synaptic),
+            "F",
+        );
+    }
+
+    /// The recurrent STPN parity cases pass through the fused path (float32 tolerances).
+    #[test]
+    fn golden_stpn_cases_through_the_fused_path() {
+        let stems = [
+            "stpn_f_norm",
+            "stpn_f_nonorm_clamp",
+            "art_stpn_f",
+            "stpn_r_pre",
+            "stpn_r_scalar",
+            "stpn_r_post_clamp",
+            "stpn_r_post_clamp_strong",
+            "art_stpn_r",
+        ];
+        for file in stems
+            .iter()
+            .flat_map(|stem| golden::SIZES.map(|size| format!("{stem}_{size}.json")))
+        {
+            let case = ParityCase::from_file(golden::directory().join(&file)).unwrap();
+            for backend in Backend::compiled_cpu() {
+                let report =
+                    run_case_with(&case, &backend.device().unwrap(), Precision::Float32, true)
+                        .unwrap();
+                assert!(
+                    report.passed(),
+                    "{file} fused on {backend}:\n{}",
+                    golden::describe(&report)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,837 @@
+//! The STPN step and its backward on host memory, one batch element at a time: the float types
+//! the kernel runs in (with a vectorising float32 `tanh`), the step's forward and its exact
+//! backward, and the loops over the steps of one thread's share of the batch.
+//!
+//! The loops are written so that they vectorise (reductions in lanes, selects instead of
+//! branches, slices of known length); `threads` runs them on every core, in an AVX2 copy where
+//! the processor has it.
+
+use num_traits::Float;
+
+use super::options::{Activation, KernelConfig, Normalisation, Parameters, Presynaptic, Sequence};
+use super::threads::{
+    BackwardInputs, BackwardPart, BackwardShare, ForwardShare, checkpoint_interval,
+};
+
+impl Activation {
+    /// Applies the activation to a row of preactivations, in place.
+    #[inline(always)]
+    fn apply_in_place<F: KernelFloat>(self, values: &mut [F]) {
+        match self {
+            Activation::Tanh => F::tanh_in_place(values),
+            // The same form as `plasticity::sigmoid`: σ(x) = (1 + tanh(x/2)) / 2.
+            Activation::Sigmoid => {
+                let half = constant::<F>(0.5);
+                values.iter_mut().for_each(|value| *value = *value * half);
+                F::tanh_in_place(values);
+                values
+                    .iter_mut()
+                    .for_each(|value| *value = (F::one() + *value) * half);
+            }
+        }
+    }
+
+    /// The derivative, from the activation's output.
+    #[inline(always)]
+    fn derivative<F: Float>(self, output: F) -> F {
+        match self {
+            Activation::Tanh => F::one() - output * output,
+            Activation::Sigmoid => output * (F::one() - output),
+        }
+    }
+}
+
+/// The float types the kernel runs in.
+pub trait KernelFloat: Float + Send + Sync {
+    /// `tanh` of every value, in place.
+    fn tanh_in_place(values: &mut [Self]);
+}
+
+/// float64, the precision the kernel is tested in against the op-by-op cell: the exact `tanh`.
+impl KernelFloat for f64 {
+    #[inline(always)]
+    fn tanh_in_place(values: &mut [Self]) {
+        values.iter_mut().for_each(|value| *value = value.tanh());
+    }
+}
+
+/// float32, the precision training runs in: a rational approximation that vectorises (glibc's
+/// scalar `tanhf` took an eighth of a training step); within 5e-7 of the exact value, a few
+/// float32 steps near ±1 (tested).
+impl KernelFloat for f32 {
+    #[inline(always)]
+    fn tanh_in_place(values: &mut [Self]) {
+        values
+            .iter_mut()
+            .for_each(|value| *value = tanh_f32(*value));
+    }
+}
+
+/// `tanh(x)` for float32 as the ratio of an odd degree-13 and an even degree-6 polynomial, the
+/// minimax fit on [-7.9053, 7.9053] that Eigen uses (beyond that range tanh rounds to ±1 in
+/// float32); `x` itself below 4e-4, where tanh(x) = x in float32.
+#[inline(always)]
+pub(super) fn tanh_f32(x: f32) -> f32 {
+    const LIMIT: f32 = 7.905_311;
+    const NUMERATOR: [f32; 7] = [
+        4.893_524_6e-3,
+        6.372_619_3e-4,
+        1.485_722_4e-5,
+        5.122_297e-8,
+        -8.604_672e-11,
+        2.000_188e-13,
+        -2.760_768_5e-16,
+    ];
+    const DENOMINATOR: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
+    let clamped = x.clamp(-LIMIT, LIMIT);
+    let square = clamped * clamped;
+    let mut numerator = NUMERATOR[6];
+    for coefficient in NUMERATOR[..6].iter().rev() {
+        numerator = numerator * square + coefficient;
+    }
+    numerator *= clamped;
+    let mut denominator = DENOMINATOR[3];
+    for coefficient in DENOMINATOR[..3].iter().rev() {
+        denominator = denominator * square + coefficient;
+    }
+    let ratio = numerator / denominator;
+    if x.abs() < 4e-4 { x } else { ratio }
+}
+
+pub(super) fn constant<F: Float>(value: f64) -> F {
+    F::from(value).expect("representable constant")
+}
+
+/// Per-row quantities of one forward step, kept for its backward.
+pub(super) struct StepTrace<F> {
+    /// `Σ_j G_ij z_j`.
+    pub(super) drive: Vec<F>,
+    /// `‖G_i‖` (1 when not normalised).
+    pub(super) norm: Vec<F>,
+    /// `‖G_i‖ + ε` (1 when not normalised).
+    pub(super) denominator: Vec<F>,
+    /// `h_t`.
+    pub(super) hidden: Vec<F>,
+    /// The presynaptic vector of the update.
+    pub(super) update_presynaptic: Vec<F>,
+    /// `z_t = [x_t ; h_{t-1}]`.
+    pub(super) presynaptic: Vec<F>,
+    /// `F'` before the clamp, `[H, P]`.
+    pub(super) unclamped: Vec<F>,
+    /// The post-normalisation norm of `W + F''` per row (post mode).
+    pub(super) post_norm: Vec<F>,
+    /// `tanh` of a row of `F_{t-1}` (with `squash_state`; not kept for the backward).
+    pub(super) squashed: Vec<F>,
+}
+
+pub(super) struct Kernel<'a, F> {
+    pub(super) config: KernelConfig,
+    pub(super) parameters: Parameters<'a, F>,
+    /// Λ and Γ of one row: the parameters' own rows, or the scalar repeated along a row.
+    pub(super) lambda_row: Vec<F>,
+    pub(super) gamma_row: Vec<F>,
+}
+
+/// Sums `Σ (w + f)·z` and `Σ (w + f)²` over a row, in independent lanes so that the compiler
+/// vectorises the loop (float addition is not reassociated otherwise).
+#[inline(always)]
+pub(super) fn drive_and_squares<F: Float>(
+    weight: &[F],
+    synaptic: &[F],
+    presynaptic: &[F],
+) -> (F, F) {
+    const LANES: usize = 8;
+    let mut drive = [F::zero(); LANES];
+    let mut squares = [F::zero(); LANES];
+    let (w_chunks, f_chunks, z_chunks) = (
+        weight.chunks_exact(LANES),
+        synaptic.chunks_exact(LANES),
+        presynaptic.chunks_exact(LANES),
+    );
+    let (w_rest, f_rest, z_rest) = (
+        w_chunks.remainder(),
+        f_chunks.remainder(),
+        z_chunks.remainder(),
+    );
+    for ((w, f), z) in w_chunks.zip(f_chunks).zip(z_chunks) {
+        for lane in 0..LANES {
+            let efficacy = w[lane] + f[lane];
+            drive[lane] = drive[lane] + efficacy * z[lane];
+            squares[lane] = squares[lane] + efficacy * efficacy;
+        }
+    }
+    let (mut drive_sum, mut squares_sum) = (F::zero(), F::zero());
+    for lane in 0..LANES {
+        drive_sum = drive_sum + drive[lane];
+        squares_sum = squares_sum + squares[lane];
+    }
+    for ((w, f), z) in w_rest.iter().zip(f_rest).zip(z_rest) {
+        let efficacy = *w + *f;
+        drive_sum = drive_sum + efficacy * *z;
+        squares_sum = squares_sum + efficacy * efficacy;
+    }
+    (drive_sum, squares_sum)
+}
+
+/// `Σ a·b` in independent lanes.
+#[inline(always)]
+pub(super) fn dot<F: Float>(a: &[F], b: &[F]) -> F {
+    const LANES: usize = 8;
+    let mut sums = [F::zero(); LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for lane in 0..LANES {
+            sums[lane] = sums[lane] + a[lane] * b[lane];
+        }
+    }
+    let mut sum = sums.iter().fold(F::zero(), |total, lane| total + *lane);
+    for (a, b) in a_rest.iter().zip(b_rest) {
+        sum = sum + *a * *b;
+    }
+    sum
+}
+
+/// `Σ a·b·c` in independent lanes.
+#[inline(always)]
+pub(super) fn dot3<F: Float>(a: &[F], b: &[F], c: &[F]) -> F {
+    const LANES: usize = 8;
+    let mut sums = [F::zero(); LANES];
+    let (a_chunks, b_chunks, c_chunks) = (
+        a.chunks_exact(LANES),
+        b.chunks_exact(LANES),
+        c.chunks_exact(LANES),
+    );
+    let (a_rest, b_rest, c_rest) = (
+        a_chunks.remainder(),
+        b_chunks.remainder(),
+        c_chunks.remainder(),
+    );
+    for ((a, b), c) in a_chunks.zip(b_chunks).zip(c_chunks) {
+        for lane in 0..LANES {
+            sums[lane] = sums[lane] + a[lane] * b[lane] * c[lane];
+        }
+    }
+    let mut sum = sums.iter().fold(F::zero(), |total, lane| total + *lane);
+    for ((a, b), c) in a_rest.iter().zip(b_rest).zip(c_rest) {
+        sum = sum + *a * *b * *c;
+    }
+    sum
+}
+
+/// Buffers of one step's backward, reused from step to step.
+pub(super) struct BackwardScratch<F> {
+    pub(super) grad_hidden: Vec<F>,
+    pub(super) grad_update_presynaptic: Vec<F>,
+    pub(super) grad_presynaptic: Vec<F>,
+    pub(super) grad_denominator: Vec<F>,
+    /// The gradient reaching `F'` (after the clamp's mask) of one row.
+    pub(super) grad_row: Vec<F>,
+    /// `tanh` of a row of `F_{t-1}` (with `squash_state`).
+    pub(super) squashed: Vec<F>,
+}
+
+impl<'a, F: KernelFloat> Kernel<'a, F> {
+    pub(super) fn new(config: KernelConfig, parameters: Parameters<'a, F>) -> Self {
+        let width = config.presynaptic_size();
+        let broadcast = |values: &[F]| {
+            if values.len() == 1 {
+                vec![values[0]; width]
+            } else {
+                Vec::new()
+            }
+        };
+        Self {
+            lambda_row: broadcast(parameters.lambda),
+            gamma_row: broadcast(parameters.gamma),
+            config,
+            parameters,
+        }
+    }
+
+    #[inline(always)]
+    fn rows(&self, unit: usize) -> (&[F], &[F]) {
+        let width = self.config.presynaptic_size();
+        let range = unit * width..(unit + 1) * width;
+        let lambda = if self.lambda_row.is_empty() {
+            &self.parameters.lambda[range.clone()]
+        } else {
+            &self.lambda_row[..]
+        };
+        let gamma = if self.gamma_row.is_empty() {
+            &self.parameters.gamma[range]
+        } else {
+            &self.gamma_row[..]
+        };
+        (lambda, gamma)
+    }
+
+    /// Whether the update divides `F_{t-1}` by the row's norm.
+    #[inline(always)]
+    fn scales_state(&self) -> bool {
+        self.config.normalisation == Normalisation::Pre && self.config.normalise_state
+    }
+
+    /// The row that the update decays: `F_{t-1}` itself, or `tanh(F_{t-1})` written into
+    /// `squashed`.
+    #[inline(always)]
+    fn decaying<'r>(&self, previous: &'r [F], squashed: &'r mut [F]) -> &'r [F] {
+        if self.config.squash_state {
+            squashed.copy_from_slice(previous);
+            F::tanh_in_place(squashed);
+            squashed
+        } else {
+            previous
+        }
+    }
+
+    /// Whether the backward needs `F'` before the clamp: for the clamp's mask and the
+    /// post-normalisation; otherwise `F'` is `F_t` itself and is not stored twice.
+    #[inline(always)]
+    fn keeps_unclamped(&self) -> bool {
+        self.config.clamp.is_some() || self.config.normalisation == Normalisation::Post
+    }
+
+    #[inline(always)]
+    fn normalised(&self) -> bool {
+        self.config.normalisation != Normalisation::Off
+    }
+
+    /// A trace with room for one step, reused from step to step.
+    fn trace(&self) -> StepTrace<F> {
+        let units = self.config.hidden_size;
+        let width = self.config.presynaptic_size();
+        StepTrace {
+            drive: vec![F::zero(); units],
+            norm: vec![F::one(); units],
+            denominator: vec![F::one(); units],
+            hidden: vec![F::zero(); units],
+            update_presynaptic: vec![F::zero(); width],
+            presynaptic: vec![F::zero(); width],
+            unclamped: if self.keeps_unclamped() {
+                vec![F::zero(); units * width]
+            } else {
+                Vec::new()
+            },
+            post_norm: vec![F::one(); units],
+            squashed: vec![F::zero(); if self.config.squash_state { width } else { 0 }],
+        }
+    }
+
+    fn scratch(&self) -> BackwardScratch<F> {
+        let units = self.config.hidden_size;
+        let width = self.config.presynaptic_size();
+        BackwardScratch {
+            grad_hidden: vec![F::zero(); units],
+            grad_update_presynaptic: vec![F::zero(); width],
+            grad_presynaptic: vec![F::zero(); width],
+            grad_denominator: vec![F::zero(); units],
+            grad_row: vec![F::zero(); width],
+            squashed: vec![F::zero(); if self.config.squash_state { width } else { 0 }],
+        }
+    }
+
+    /// One step for one batch element: writes `h_t` and `F_t`, and into `trace` what the
+    /// backward of the step needs.
+    #[inline(always)]
+    fn step(
+        &self,
+        input: &[F],
+        hidden_prev: &[F],
+        synaptic_prev: &[F],
+        hidden: &mut [F],
+        synaptic: &mut [F],
+        trace: &mut StepTrace<F>,
+    ) {
+        let (inputs, units) = (self.config.input_size, self.config.hidden_size);
+        let width = self.config.presynaptic_size();
+        let weight = self.parameters.weight;
+        let epsilon = constant::<F>(crate::cells::plasticity::NORM_EPSILON);
+        let floor = constant::<F>(1e-30);
+        trace.presynaptic[..inputs].copy_from_slice(input);
+        if self.config.recurrent {
+            trace.presynaptic[inputs..].copy_from_slice(hidden_prev);
+        }
+        for unit in 0..units {
+            let row = unit * width..(unit + 1) * width;
+            let (drive, squares) = drive_and_squares(
+                &weight[row.clone()],
+                &synaptic_prev[row],
+                &trace.presynaptic,
+            );
+            trace.drive[unit] = drive;
+            trace.hidden[unit] = if self.normalised() {
+                let norm = (squares + floor).sqrt();
+                trace.norm[unit] = norm;
+                trace.denominator[unit] = norm + epsilon;
+                let bias = if self.config.normalised_bias {
+                    self.parameters.bias[unit]
+                } else {
+                    F::zero()
+                };
+                drive / trace.denominator[unit] + bias
+            } else {
+                drive + self.parameters.bias[unit]
+            };
+        }
+        self.config.activation.apply_in_place(&mut trace.hidden);
+        hidden.copy_from_slice(&trace.hidden);
+        match self.config.presynaptic {
+            Presynaptic::CurrentHidden if self.config.recurrent => {
+                trace.update_presynaptic[..inputs].copy_from_slice(input);
+                trace.update_presynaptic[inputs..].copy_from_slice(&trace.hidden);
+            }
+            _ => trace.update_presynaptic.copy_from_slice(&trace.presynaptic),
+        }
+        let limit = self.config.clamp.map(constant::<F>);
+        for unit in 0..units {
+            let row = unit * width..(unit + 1) * width;
+            let inverse_scale = if self.scales_state() {
+                F::one() / trace.denominator[unit]
+            } else {
+                F::one()
+            };
+            let (lambda, gamma) = self.rows(unit);
+            let post = trace.hidden[unit];
+            let previous = self.decaying(&synaptic_prev[row.clone()], &mut trace.squashed);
+            let (lambda, gamma) = (&lambda[..width], &gamma[..width]);
+            let presynaptic = &trace.update_presynaptic[..width];
+            let out = &mut synaptic[row.clone()];
+            for j in 0..width {
+                out[j] =
+                    lambda[j] * (previous[j] * inverse_scale) + gamma[j] * post * presynaptic[j];
+            }
+            if self.keeps_unclamped() {
+                trace.unclamped[row.clone()].copy_from_slice(out);
+            }
+            if let Some(limit) = limit {
+                for value in out.iter_mut() {
+                    *value = value.max(-limit).min(limit);
+                }
+            }
+            if self.config.normalisation == Normalisation::Post {
+                let (_, squares) =
+                    drive_and_squares(&weight[row.clone()], out, &trace.update_presynaptic);
+                let norm = (squares + floor).sqrt();
+                trace.post_norm[unit] = norm;
+                let inverse = F::one() / (norm + epsilon);
+                for value in out.iter_mut() {
+                    *value = *value * inverse;
+                }
+            }
+        }
+    }
+
+    /// Backward of one step for one batch element (`trace` from its forward). `grad_hidden` and
+    /// `grad_synaptic` are the gradients with respect to `h_t` and `F_t`; writes those with
+    /// respect to `h_{t-1}`, `F_{t-1}` and the input, and accumulates the parameters'.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn step_backward(
+        &self,
+        trace: &StepTrace<F>,
+        synaptic_prev: &[F],
+        grad_hidden: &[F],
+        grad_synaptic: &[F],
+        grad_input: &mut [F],
+        grad_hidden_prev: &mut [F],
+        grad_synaptic_prev: &mut [F],
+        grads: &mut ParameterGradients<F>,
+        scratch: &mut BackwardScratch<F>,
+    ) {
+        let (inputs, units) = (self.config.input_size, self.config.hidden_size);
+        let width = self.config.presynaptic_size();
+        let weight = self.parameters.weight;
+        let epsilon = constant::<F>(crate::cells::plasticity::NORM_EPSILON);
+        let limit = self.config.clamp.map(constant::<F>);
+        let scalar_lambda = !self.lambda_row.is_empty();
+        let scalar_gamma = !self.gamma_row.is_empty();
+        scratch.grad_hidden.copy_from_slice(grad_hidden);
+        scratch
+            .grad_update_presynaptic
+            .iter_mut()
+            .for_each(|g| *g = F::zero());
+        scratch
+            .grad_denominator
+            .iter_mut()
+            .for_each(|g| *g = F::zero());
+
+        // The plastic update, row by row.
+        for unit in 0..units {
+            let row = unit * width..(unit + 1) * width;
+            let grad_out = &grad_synaptic[row.clone()];
+            // The gradient reaching F': that of F_t itself unless a clamp or the
+            // post-normalisation lies between them.
+            let grad_row: &[F] = if self.keeps_unclamped() {
+                let unclamped = &trace.unclamped[row.clone()];
+                let grad_row = &mut scratch.grad_row;
+                if self.config.normalisation == Normalisation::Post {
+                    // F_t = F'' / (‖W + F''‖ + ε), F'' = clamp(F')
+                    let norm = trace.post_norm[unit];
+                    let denominator = norm + epsilon;
+                    let clamp = |value: F| match limit {
+                        Some(limit) => value.max(-limit).min(limit),
+                        None => value,
+                    };
+                    // grad_row holds F'' until it is overwritten below.
+                    for (clamped, value) in grad_row.iter_mut().zip(unclamped) {
+                        *clamped = clamp(*value);
+                    }
+                    let weighted = dot(grad_out, grad_row);
+                    let through_norm = weighted / (denominator * denominator * norm);
+                    let weight_row = &weight[row.clone()];
+                    let grad_weight = &mut grads.weight[row.clone()];
+                    for j in 0..width {
+                        let efficacy = weight_row[j] + grad_row[j];
+                        grad_row[j] = grad_out[j] / denominator - efficacy * through_norm;
+                        grad_weight[j] = grad_weight[j] - efficacy * through_norm;
+                    }
+                } else {
+                    grad_row.copy_from_slice(grad_out);
+                }
+                if let Some(limit) = limit {
+                    // A select rather than a branch, so that the loop vectorises.
+                    for (grad, value) in grad_row.iter_mut().zip(unclamped) {
+                        let outside = *value < -limit || *value > limit;
+                        *grad = if outside { F::zero() } else { *grad };
+                    }
+                }
+                &scratch.grad_row[..width]
+            } else {
+                &grad_out[..width]
+            };
+            let pre = self.scales_state();
+            let scale = if pre {
+                trace.denominator[unit]
+            } else {
+                F::one()
+            };
+            let inverse_scale = F::one() / scale;
+            // What the update decayed: F_{t-1}, or tanh(F_{t-1}).
+            let decaying = self.decaying(&synaptic_prev[row.clone()], &mut scratch.squashed);
+            let decaying = &decaying[..width];
+            let (lambda, gamma) = self.rows(unit);
+            let (lambda, gamma) = (&lambda[..width], &gamma[..width]);
+            let post = trace.hidden[unit];
+            let presynaptic = &trace.update_presynaptic[..width];
+            // Λ and Γ
+            if scalar_lambda {
+                grads.lambda[0] = grads.lambda[0] + dot(grad_row, decaying) * inverse_scale;
+            } else {
+                let grad_lambda = &mut grads.lambda[row.clone()];
+                for j in 0..width {
+                    grad_lambda[j] = grad_lambda[j] + grad_row[j] * (decaying[j] * inverse_scale);
+                }
+            }
+            if scalar_gamma {
+                grads.gamma[0] = grads.gamma[0] + dot(grad_row, presynaptic) * post;
+            } else {
+                let grad_gamma = &mut grads.gamma[row.clone()];
+                for j in 0..width {
+                    grad_gamma[j] = grad_gamma[j] + grad_row[j] * post * presynaptic[j];
+                }
+            }
+            // Through Γ ⊙ (h ⊗ p): to h_t and to p. (Reductions apart from the elementwise
+            // loops, in lanes, so that both vectorise.)
+            let grad_post = dot3(grad_row, gamma, presynaptic);
+            let grad_update_presynaptic = &mut scratch.grad_update_presynaptic[..width];
+            for j in 0..width {
+                grad_update_presynaptic[j] =
+                    grad_update_presynaptic[j] + grad_row[j] * gamma[j] * post;
+            }
+            scratch.grad_hidden[unit] = scratch.grad_hidden[unit] + grad_post;
+            // Through Λ ⊙ s(F_{t-1})/scale: to F_{t-1} and to the scale.
+            let grad_previous = &mut grad_synaptic_prev[row.clone()];
+            for j in 0..width {
+                grad_previous[j] = grad_row[j] * lambda[j] * inverse_scale;
+            }
+            if self.config.squash_state {
+                for j in 0..width {
+                    grad_previous[j] = grad_previous[j] * (F::one() - decaying[j] * decaying[j]);
+                }
+            }
+            if pre {
+                let grad_scale = -dot3(grad_row, lambda, decaying) * inverse_scale;
+                scratch.grad_denominator[unit] = grad_scale * inverse_scale;
+            }
+        }
+
+        scratch
+            .grad_presynaptic
+            .iter_mut()
+            .for_each(|g| *g = F::zero());
+        match self.config.presynaptic {
+            Presynaptic::CurrentHidden if self.config.recurrent => {
+                scratch.grad_presynaptic[..inputs]
+                    .copy_from_slice(&scratch.grad_update_presynaptic[..inputs]);
+                for unit in 0..units {
+                    scratch.grad_hidden[unit] =
+                        scratch.grad_hidden[unit] + scratch.grad_update_presynaptic[inputs + unit];
+                }
+            }
+            _ => scratch
+                .grad_presynaptic
+                .copy_from_slice(&scratch.grad_update_presynaptic),
+        }
+
+        // The neuron: h = φ(drive / (‖G‖ + ε) + b), G = W + F_{t-1}.
+        for unit in 0..units {
+            let row = unit * width..(unit + 1) * width;
+            let hidden = trace.hidden[unit];
+            let grad_preactivation =
+                scratch.grad_hidden[unit] * self.config.activation.derivative(hidden);
+            if !self.normalised() || self.config.normalised_bias {
+                grads.bias[unit] = grads.bias[unit] + grad_preactivation;
+            }
+            let (grad_drive, grad_norm) = if self.normalised() {
+                let denominator = trace.denominator[unit];
+                let grad_denominator = scratch.grad_denominator[unit]
+                    - grad_preactivation * trace.drive[unit] / (denominator * denominator);
+                (
+                    grad_preactivation / denominator,
+                    grad_denominator / trace.norm[unit],
+                )
+            } else {
+                (grad_preactivation, F::zero())
+            };
+            let weight_row = &weight[row.clone()];
+            let previous = &synaptic_prev[row.clone()];
+            let grad_weight = &mut grads.weight[row.clone()];
+            let grad_previous = &mut grad_synaptic_prev[row];
+            let presynaptic = &trace.presynaptic[..width];
+            let grad_presynaptic = &mut scratch.grad_presynaptic[..width];
+            for j in 0..width {
+                let efficacy = weight_row[j] + previous[j];
+                let grad_efficacy = grad_drive * presynaptic[j] + grad_norm * efficacy;
+                grad_weight[j] = grad_weight[j] + grad_efficacy;
+                grad_previous[j] = grad_previous[j] + grad_efficacy;
+                grad_presynaptic[j] = grad_presynaptic[j] + grad_drive * efficacy;
+            }
+        }
+        grad_input.copy_from_slice(&scratch.grad_presynaptic[..inputs]);
+        if self.config.recurrent {
+            grad_hidden_prev.copy_from_slice(&scratch.grad_presynaptic[inputs..]);
+        } else {
+            grad_hidden_prev.iter_mut().for_each(|g| *g = F::zero());
+        }
+    }
+}
+
+/// Gradient accumulators of the parameters.
+#[derive(Clone, Debug)]
+pub(super) struct ParameterGradients<F> {
+    pub(super) weight: Vec<F>,
+    pub(super) bias: Vec<F>,
+    pub(super) lambda: Vec<F>,
+    pub(super) gamma: Vec<F>,
+}
+
+impl<F: Float> ParameterGradients<F> {
+    pub(super) fn zeros(parameters: &Parameters<'_, F>) -> Self {
+        Self {
+            weight: vec![F::zero(); parameters.weight.len()],
+            bias: vec![F::zero(); parameters.bias.len()],
+            lambda: vec![F::zero(); parameters.lambda.len()],
+            gamma: vec![F::zero(); parameters.gamma.len()],
+        }
+    }
+
+    pub(super) fn add(&mut self, other: &Self) {
+        for (mine, theirs) in [
+            (&mut self.weight, &other.weight),
+            (&mut self.bias, &other.bias),
+            (&mut self.lambda, &other.lambda),
+            (&mut self.gamma, &other.gamma),
+        ] {
+            mine.iter_mut().zip(theirs).for_each(|(a, b)| *a = *a + *b);
+        }
+    }
+}
+
+/// The forward of the batch elements of `share`, on one thread: writes their final states and
+/// checkpoints into `share` and returns their outputs, `[T, count, H]`.
+#[inline(always)]
+pub(super) fn forward_chunk<F: KernelFloat>(
+    kernel: &Kernel<'_, F>,
+    sequence: Sequence<'_, F>,
+    share: ForwardShare<'_, F>,
+) -> Vec<F> {
+    let config = kernel.config;
+    let (units, width) = (config.hidden_size, config.presynaptic_size());
+    let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
+    let interval = checkpoint_interval(steps);
+    let state_size = units + units * width;
+    let per_element = steps.div_ceil(interval) * state_size;
+    let count = share.range.len();
+    let mut outputs = vec![F::zero(); steps * count * units];
+    let mut trace = kernel.trace();
+    let (mut hidden, mut synaptic) = (vec![F::zero(); units], vec![F::zero(); units * width]);
+    let (mut next_hidden, mut next_synaptic) = (hidden.clone(), synaptic.clone());
+    for (local, element) in share.range.clone().enumerate() {
+        hidden.copy_from_slice(&sequence.hidden[element * units..(element + 1) * units]);
+        synaptic.copy_from_slice(
+            &sequence.synaptic[element * units * width..(element + 1) * units * width],
+        );
+        let keep = !share.checkpoints.is_empty();
+        let checkpoints = if keep {
+            &mut share.checkpoints[local * per_element..(local + 1) * per_element]
+        } else {
+            &mut []
+        };
+        for step in 0..steps {
+            if keep && step % interval == 0 {
+                let at = step / interval * state_size;
+                checkpoints[at..at + units].copy_from_slice(&hidden);
+                checkpoints[at + units..at + state_size].copy_from_slice(&synaptic);
+            }
+            let offset = (step * batch + element) * inputs;
+            kernel.step(
+                &sequence.inputs[offset..offset + inputs],
+                &hidden,
+                &synaptic,
+                &mut next_hidden,
+                &mut next_synaptic,
+                &mut trace,
+            );
+            std::mem::swap(&mut hidden, &mut next_hidden);
+            std::mem::swap(&mut synaptic, &mut next_synaptic);
+            let out = (step * count + local) * units;
+            outputs[out..out + units].copy_from_slice(&hidden);
+        }
+        share.hidden[local * units..(local + 1) * units].copy_from_slice(&hidden);
+        share.synaptic[local * units * width..(local + 1) * units * width]
+            .copy_from_slice(&synaptic);
+    }
+    outputs
+}
+
+/// The backward of the batch elements `range`, on one thread.
+#[inline(always)]
+pub(super) fn backward_chunk<F: KernelFloat>(
+    kernel: &Kernel<'_, F>,
+    sequence: Sequence<'_, F>,
+    given: BackwardInputs<'_, F>,
+    share: BackwardShare<'_, F>,
+) -> BackwardPart<F> {
+    let BackwardShare {
+        range,
+        grad_hidden: grad_hidden0,
+        grad_synaptic: grad_synaptic0,
+    } = share;
+    let BackwardInputs {
+        checkpoints,
+        grad_outputs,
+        grad_final_hidden,
+        grad_final_synaptic,
+    } = given;
+    let parameters = kernel.parameters;
+    let config = kernel.config;
+    let (units, width) = (config.hidden_size, config.presynaptic_size());
+    let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
+    let interval = checkpoint_interval(steps);
+    let state_size = units + units * width;
+    let per_element = steps.div_ceil(interval) * state_size;
+    let count = range.len();
+    let mut grads = ParameterGradients::zeros(&parameters);
+    let mut grad_inputs = vec![F::zero(); steps * count * inputs];
+    let mut own_checkpoints = Vec::new();
+    let mut scratch_hidden = vec![F::zero(); units];
+    let mut scratch_synaptic = vec![F::zero(); units * width];
+    // Per segment: the state entering every step and every step's trace.
+    let mut scratch = kernel.scratch();
+    let mut traces: Vec<StepTrace<F>> = (0..interval).map(|_| kernel.trace()).collect();
+    let mut segment_hidden = vec![vec![F::zero(); units]; interval + 1];
+    let mut segment_synaptic = vec![vec![F::zero(); units * width]; interval + 1];
+    for (local, element) in range.clone().enumerate() {
+        let input_at = |step: usize| {
+            let offset = (step * batch + element) * inputs;
+            &sequence.inputs[offset..offset + inputs]
+        };
+        // The state entering every `interval`-th step: given, or from a forward.
+        let element_checkpoints = match checkpoints {
+            Some(all) => &all[element * per_element..(element + 1) * per_element],
+            None => {
+                let own = &mut own_checkpoints;
+                own.clear();
+                let mut hidden = sequence.hidden[element * units..(element + 1) * units].to_vec();
+                let mut synaptic = sequence.synaptic
+                    [element * units * width..(element + 1) * units * width]
+                    .to_vec();
+                for step in 0..steps {
+                    if step % interval == 0 {
+                        own.extend_from_slice(&hidden);
+                        own.extend_from_slice(&synaptic);
+                    }
+                    kernel.step(
+                        input_at(step),
+                        &hidden,
+                        &synaptic,
+                        &mut scratch_hidden,
+                        &mut scratch_synaptic,
+                        &mut traces[0],
+                    );
+                    std::mem::swap(&mut hidden, &mut scratch_hidden);
+                    std::mem::swap(&mut synaptic, &mut scratch_synaptic);
+                }
+                &own[..]
+            }
+        };
+        // Backward, segment by segment from the last.
+        let mut grad_hidden = grad_final_hidden.map_or(vec![F::zero(); units], |g| {
+            g[element * units..(element + 1) * units].to_vec()
+        });
+        let mut grad_synaptic = grad_final_synaptic.map_or(vec![F::zero(); units * width], |g| {
+            g[element * units * width..(element + 1) * units * width].to_vec()
+        });
+        let mut grad_hidden_prev = vec![F::zero(); units];
+        let mut grad_synaptic_prev = vec![F::zero(); units * width];
+        for (segment, state) in element_checkpoints
+            .chunks_exact(state_size)
+            .enumerate()
+            .rev()
+        {
+            let start = segment * interval;
+            let end = (start + interval).min(steps);
+            segment_hidden[0].copy_from_slice(&state[..units]);
+            segment_synaptic[0].copy_from_slice(&state[units..]);
+            for offset in 0..end - start {
+                let (before_h, after_h) = segment_hidden.split_at_mut(offset + 1);
+                let (before_f, after_f) = segment_synaptic.split_at_mut(offset + 1);
+                kernel.step(
+                    input_at(start + offset),
+                    &before_h[offset],
+                    &before_f[offset],
+                    &mut after_h[0],
+                    &mut after_f[0],
+                    &mut traces[offset],
+                );
+            }
+            for step in (start..end).rev() {
+                let synaptic_prev = &segment_synaptic[step - start];
+                let out = (step * batch + element) * units;
+                for unit in 0..units {
+                    grad_hidden[unit] = grad_hidden[unit] + grad_outputs[out + unit];
+                }
+                let grad_input = &mut grad_inputs
+                    [(step * count + local) * inputs..(step * count + local + 1) * inputs];
+                kernel.step_backward(
+                    &traces[step - start],
+                    synaptic_prev,
+                    &grad_hidden,
+                    &grad_synaptic,
+                    grad_input,
+                    &mut grad_hidden_prev,
+                    &mut grad_synaptic_prev,
+                    &mut grads,
+                    &mut scratch,
+                );
+                std::mem::swap(&mut grad_hidden, &mut grad_hidden_prev);
+                std::mem::swap(&mut grad_synaptic, &mut grad_synaptic_prev);
+            }
+        }
+        grad_hidden0[local * units..(local + 1) * units].copy_from_slice(&grad_hidden);
+        grad_synaptic0[local * units * width..(local + 1) * units * width]
+            .copy_from_slice(&grad_synaptic);
+    }
+    (grads, grad_inputs)
+}

@@ -1,0 +1,41 @@
+//! A fused STPN sequence kernel on host memory: the forward of a whole sequence and its exact,
+//! hand-written backward, with the synaptic state checkpointed every `k ≈ √T` steps and recomputed
+//! in between, so that backpropagation through time needs memory in `√T`, not `T`. Batch elements
+//! are independent and run on threads.
+//!
+//! The equations are those of [`crate::cells::stpn_r`] (every option: per-synapse or scalar Λ Γ,
+//! normalisation off / pre / post, clamp, presynaptic term from `h_{t-1}` or `h_t`, tanh or
+//! sigmoid, with or without `h_{t-1}` in the presynaptic vector) and of [`crate::cells::stpn_f`] (the
+//! drive alone normalised and no bias then, the squashed state); the op-by-op cells are the
+//! reference it is tested against.
+//!
+//! Speed: each thread runs a copy of the loops compiled for AVX2 where the processor has it
+//! (detected at run time); the loops are written so that they vectorise (reductions in lanes,
+//! selects instead of branches, slices of known length), and float32 `tanh` is a rational
+//! approximation that vectorises too.
+//!
+//! Layouts (row-major): inputs `[T, B, I]`, outputs `[T, B, H]`, hidden `[B, H]`, synaptic state
+//! `[B, H, P]` with `P = I + H` (`P = I` without recurrence), weights `[H, P]`, Λ and Γ `[H, P]`
+//! or `[1]`.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`options`] | the layer's options (normalisation, presynaptic term, activation, …) and the kernel's interface types |
+//! | [`cpu`] | the step and its backward, one thread's share of the batch |
+//! | [`threads`] | the batch split over cores, SIMD dispatch, the sequence-level [`forward`] and [`backward`] |
+//! | [`autodiff`] | the kernel as one node of Burn's autodiff graph, on any backend's host data |
+
+pub mod autodiff;
+pub mod cpu;
+pub mod options;
+pub mod threads;
+
+pub use cpu::KernelFloat;
+pub use options::{
+    Activation, ForwardOutput, Gradients, KernelConfig, Normalisation, Parameters, Presynaptic,
+    Sequence,
+};
+pub use threads::{backward, checkpoint_interval, forward};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! The options of an STPN layer that the kernel computes, shared by the op-by-op cells
+//! (`crate::cells::stpn_r`, `crate::cells::stpn_f`) and the kernel; and the kernel's host-memory interface:
+//! the parameters and the sequence as slices, and what the forward and backward return.
+
+use burn::config::Config;
+
+/// How the efficacy matrix `W + F` is normalised (docs/reference.md §1.1 `weight_norm`, `plastic_weight_norm.time`).
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Normalisation {
+    /// No normalisation: `a = (W + F) z + b`.
+    Off,
+    /// Rows of `W + F` normalised in the forward pass, and the stored `F` divided by the same
+    /// norm before its decay (ART, Pong, maze ablations).
+    Pre,
+    /// Rows of `W + F` normalised in the forward pass, and the updated `F` divided by the row norm
+    /// of `W + F_new` (the main maze model).
+    Post,
+}
+
+/// Which hidden state the plastic update sees as presynaptic activity.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Presynaptic {
+    /// `[x_t ; h_{t-1}]`, the vector that drove the neuron (the paper's equation).
+    PreviousHidden,
+    /// `[x_t ; h_t]`, the new hidden state (the reference's associative-retrieval runner).
+    CurrentHidden,
+}
+
+/// The neuron's nonlinearity `h = φ(a)`.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `tanh`, every STPN of the paper.
+    Tanh,
+    /// The logistic function, Tyulmankov's HebbNet.
+    Sigmoid,
+}
+
+/// The options of the cell the kernel computes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KernelConfig {
+    pub input_size: usize,
+    pub hidden_size: usize,
+    pub normalisation: Normalisation,
+    pub presynaptic: Presynaptic,
+    pub clamp: Option<f64>,
+    /// `h_{t-1}` is part of the presynaptic vector (false: the input alone).
+    pub recurrent: bool,
+    pub activation: Activation,
+    /// With pre-normalisation, the update also divides `F_{t-1}` by the row norm (STPNr);
+    /// STPNf normalises the drive only.
+    pub normalise_state: bool,
+    /// A normalised drive gets the bias (STPNr); STPNf's normalised path has none.
+    pub normalised_bias: bool,
+    /// The update decays `tanh(F_{t-1})` instead of `F_{t-1}` (STPNf's `squash_state`).
+    pub squash_state: bool,
+}
+
+impl KernelConfig {
+    /// `P`, the length of the presynaptic vector: `I + H`, or `I` when not recurrent.
+    pub fn presynaptic_size(&self) -> usize {
+        self.input_size + if self.recurrent { self.hidden_size } else { 0 }
+    }
+}
+
+/// The parameters, as host slices.
+#[derive(Clone, Copy, Debug)]
+pub struct Parameters<'a, F> {
+    pub weight: &'a [F],
+    pub bias: &'a [F],
+    /// `[H·P]` per synapse, or `[1]`.
+    pub lambda: &'a [F],
+    /// `[H·P]` per synapse, or `[1]`.
+    pub gamma: &'a [F],
+}
+
+/// A sequence's input and initial state, as host slices.
+#[derive(Clone, Copy, Debug)]
+pub struct Sequence<'a, F> {
+    pub steps: usize,
+    pub batch: usize,
+    pub inputs: &'a [F],
+    pub hidden: &'a [F],
+    pub synaptic: &'a [F],
+}
+
+/// Outputs of the forward pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForwardOutput<F> {
+    /// The outputs `[T, B, H]`, the final hidden state `[B, H]` and the final synaptic state
+    /// `[B, H, P]`, one after the other in one buffer (the autodiff node's single output).
+    pub packed: Vec<F>,
+    /// Where the final hidden and synaptic states start in `packed`.
+    pub(super) hidden_start: usize,
+    pub(super) synaptic_start: usize,
+    /// The state `[h ; F]` entering every ⌈√T⌉-th step, `[B, checkpoints, H + H·P]`: what
+    /// [`super::backward`] starts from, so that it need not run the forward again. Empty when not
+    /// asked for (a forward without backward).
+    pub checkpoints: Vec<F>,
+}
+
+impl<F> ForwardOutput<F> {
+    /// The outputs, `[T, B, H]`.
+    pub fn outputs(&self) -> &[F] {
+        &self.packed[..self.hidden_start]
+    }
+
+    /// The final hidden state, `[B, H]`.
+    pub fn hidden(&self) -> &[F] {
+        &self.packed[self.hidden_start..self.synaptic_start]
+    }
+
+    /// The final synaptic state, `[B, H, P]`.
+    pub fn synaptic(&self) -> &[F] {
+        &self.packed[self.synaptic_start..]
+    }
+}
+
+/// Gradients of the backward pass, each in the layout of what it is the gradient of.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gradients<F> {
+    pub weight: Vec<F>,
+    pub bias: Vec<F>,
+    pub lambda: Vec<F>,
+    pub gamma: Vec<F>,
+    pub inputs: Vec<F>,
+    pub hidden: Vec<F>,
+    pub synaptic: Vec<F>,
+}

@@ -1,0 +1,419 @@
+//! The kernel against the op-by-op cells in float64: every option combination.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{DType, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+use crate::cell::run_sequence;
+use crate::params::{host_values, load_named, named_gradients};
+use crate::{Backend, StpnRConfig, StpnRState};
+
+fn random(rng: &mut ChaCha8Rng, count: usize, scale: f64) -> Vec<f64> {
+    (0..count)
+        .map(|_| rng.random_range(-scale..scale))
+        .collect()
+}
+
+fn max_relative_error(ours: &[f64], reference: &[f64]) -> f64 {
+    crate::compare::relative_difference(ours.iter().copied(), reference.iter().copied())
+}
+
+/// The kernel's forward and backward (given the gradients of the outputs, the final hidden
+/// and the final synaptic state); the backward without the forward's checkpoints gives the
+/// same numbers.
+fn run_kernel(
+    config: KernelConfig,
+    parameters: &BTreeMap<String, Vec<f64>>,
+    (x, hidden0, synaptic0): (&[f64], &[f64], &[f64]),
+    (grad_outputs, grad_hidden, grad_synaptic): (&[f64], &[f64], &[f64]),
+    (steps, batch): (usize, usize),
+) -> (ForwardOutput<f64>, Gradients<f64>) {
+    let kernel_parameters = Parameters {
+        weight: &parameters["weight"],
+        bias: &parameters["bias"],
+        lambda: &parameters["lambda"],
+        gamma: &parameters["gamma"],
+    };
+    let sequence = Sequence {
+        steps,
+        batch,
+        inputs: x,
+        hidden: hidden0,
+        synaptic: synaptic0,
+    };
+    let forward = forward(config, kernel_parameters, sequence, true);
+    let backward_with = |checkpoints| {
+        backward(
+            config,
+            kernel_parameters,
+            sequence,
+            checkpoints,
+            grad_outputs,
+            Some(grad_hidden),
+            Some(grad_synaptic),
+        )
+    };
+    let gradients = backward_with(Some(&forward.checkpoints));
+    assert_eq!(backward_with(None), gradients);
+    (forward, gradients)
+}
+
+/// The fused kernel against the op-by-op cell, in float64, for one option combination:
+/// outputs, final state, and gradients to every parameter, the inputs and the initial state.
+fn check(
+    normalisation: Normalisation,
+    presynaptic: Presynaptic,
+    per_synapse: bool,
+    clamp: Option<f64>,
+    recurrent: bool,
+    activation: Activation,
+    seed: u64,
+) {
+    let (inputs, units, batch, steps) = (3, 4, 3, 7);
+    let width = inputs + if recurrent { units } else { 0 };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let plastic = if per_synapse { units * width } else { 1 };
+    let mut parameters = BTreeMap::new();
+    parameters.insert("weight".to_string(), random(&mut rng, units * width, 1.0));
+    parameters.insert("bias".to_string(), random(&mut rng, units, 1.0));
+    // Scalar plasticity gets a large rate, so that the clamp is reached in those cases too.
+    let (lambda, gamma) = if per_synapse {
+        (
+            random(&mut rng, plastic, 1.0),
+            random(&mut rng, plastic, 1.0),
+        )
+    } else {
+        (vec![0.9], vec![1.5])
+    };
+    parameters.insert("lambda".to_string(), lambda);
+    parameters.insert("gamma".to_string(), gamma);
+    let x = random(&mut rng, steps * batch * inputs, 1.0);
+    let hidden0 = random(&mut rng, batch * units, 0.5);
+    let synaptic0 = random(&mut rng, batch * units * width, 0.3);
+    let grad_outputs = random(&mut rng, steps * batch * units, 1.0);
+    let grad_hidden = random(&mut rng, batch * units, 1.0);
+    let grad_synaptic = random(&mut rng, batch * units * width, 1.0);
+
+    // Reference: the op-by-op cell under autodiff.
+    let device = Backend::Flex.device().unwrap().autodiff();
+    let options = (&device, DType::F64);
+    // The reference is the op-by-op cell.
+    let cell = StpnRConfig::new(inputs, units)
+        .with_per_synapse(per_synapse)
+        .with_normalisation(normalisation)
+        .with_presynaptic(presynaptic)
+        .with_clamp(clamp)
+        .with_recurrent(recurrent)
+        .with_activation(activation)
+        .with_fused(false)
+        .init(&device);
+    let cell = load_named(
+        cell,
+        &parameters,
+        &|name| name.to_string(),
+        &device,
+        DType::F64,
+    )
+    .unwrap();
+    let tensor3 = |data: &[f64], shape: [usize; 3]| {
+        Tensor::<3>::from_data(TensorData::new(data.to_vec(), shape), options)
+    };
+    let x_tensor = tensor3(&x, [steps, batch, inputs]).require_grad();
+    let state = StpnRState {
+        hidden: Tensor::<2>::from_data(TensorData::new(hidden0.clone(), [batch, units]), options)
+            .require_grad(),
+        synaptic: tensor3(&synaptic0, [batch, units, width]).require_grad(),
+    };
+    let sequence = run_sequence(&cell, x_tensor.clone(), state.clone(), false);
+    let loss = (sequence.outputs.clone() * tensor3(&grad_outputs, [steps, batch, units])).sum()
+        + (sequence.final_state.hidden.clone()
+            * Tensor::<2>::from_data(
+                TensorData::new(grad_hidden.clone(), [batch, units]),
+                options,
+            ))
+        .sum()
+        + (sequence.final_state.synaptic.clone() * tensor3(&grad_synaptic, [batch, units, width]))
+            .sum();
+    let autodiff = loss.backward();
+    let reference_grads = named_gradients(&cell, &autodiff);
+
+    // The fused kernel.
+    let config = KernelConfig {
+        input_size: inputs,
+        hidden_size: units,
+        normalisation,
+        presynaptic,
+        clamp,
+        recurrent,
+        activation,
+        normalise_state: true,
+        normalised_bias: true,
+        squash_state: false,
+    };
+    let (forward, gradients) = run_kernel(
+        config,
+        &parameters,
+        (&x, &hidden0, &synaptic0),
+        (&grad_outputs, &grad_hidden, &grad_synaptic),
+        (steps, batch),
+    );
+
+    let label = format!(
+        "{normalisation:?} {presynaptic:?} per_synapse={per_synapse} clamp={clamp:?} \
+         recurrent={recurrent} {activation:?}"
+    );
+    let comparisons = [
+        (
+            "outputs",
+            forward.outputs().to_vec(),
+            host_values::<f64, _>(sequence.outputs),
+        ),
+        (
+            "final h",
+            forward.hidden().to_vec(),
+            host_values::<f64, _>(sequence.final_state.hidden),
+        ),
+        (
+            "final F",
+            forward.synaptic().to_vec(),
+            host_values::<f64, _>(sequence.final_state.synaptic),
+        ),
+        (
+            "grad weight",
+            gradients.weight.clone(),
+            reference_grads["weight"].clone().unwrap().values,
+        ),
+        (
+            "grad bias",
+            gradients.bias.clone(),
+            reference_grads["bias"].clone().unwrap().values,
+        ),
+        (
+            "grad lambda",
+            gradients.lambda.clone(),
+            reference_grads["lambda"].clone().unwrap().values,
+        ),
+        (
+            "grad gamma",
+            gradients.gamma.clone(),
+            reference_grads["gamma"].clone().unwrap().values,
+        ),
+        (
+            "grad inputs",
+            gradients.inputs.clone(),
+            host_values::<f64, _>(x_tensor.grad(&autodiff).unwrap()),
+        ),
+        (
+            "grad h0",
+            gradients.hidden.clone(),
+            // Without recurrence h0 reaches nothing: no gradient in the graph.
+            state.hidden.grad(&autodiff).map_or_else(
+                || {
+                    assert!(!recurrent, "{label}: h0 has no gradient");
+                    vec![0.0; batch * units]
+                },
+                host_values::<f64, _>,
+            ),
+        ),
+        (
+            "grad F0",
+            gradients.synaptic.clone(),
+            host_values::<f64, _>(state.synaptic.grad(&autodiff).unwrap()),
+        ),
+    ];
+    for (what, ours, reference) in comparisons {
+        let error = max_relative_error(&ours, &reference);
+        assert!(error < 1e-10, "{label}: {what} relative error {error:e}");
+    }
+    if let Some(limit) = clamp {
+        assert!(
+            forward.synaptic().iter().any(|v| v.abs() >= limit * 0.999)
+                || normalisation == Normalisation::Post,
+            "{label}: the clamp was never active"
+        );
+    }
+}
+
+#[test]
+fn fused_matches_the_op_by_op_cell_for_every_option() {
+    let mut seed = 0;
+    for normalisation in [Normalisation::Off, Normalisation::Pre, Normalisation::Post] {
+        for presynaptic in [Presynaptic::PreviousHidden, Presynaptic::CurrentHidden] {
+            for per_synapse in [true, false] {
+                for clamp in [None, Some(0.3)] {
+                    for recurrent in [true, false] {
+                        for activation in [Activation::Tanh, Activation::Sigmoid] {
+                            seed += 1;
+                            check(
+                                normalisation,
+                                presynaptic,
+                                per_synapse,
+                                clamp,
+                                recurrent,
+                                activation,
+                                seed,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The kernel in STPNf's configuration against the op-by-op STPNf cell, in float64:
+/// outputs, final state, gradients to every parameter, the inputs and the initial state.
+fn check_stpn_f(normalised: bool, per_synapse: bool, clamp: Option<f64>, squash_state: bool) {
+    let (inputs, units, batch, steps) = (5, 4, 3, 7);
+    let mut rng = ChaCha8Rng::seed_from_u64(u64::from(normalised) * 8 + u64::from(squash_state));
+    let plastic = if per_synapse { units * inputs } else { 1 };
+    let mut parameters = BTreeMap::new();
+    parameters.insert("weight".to_string(), random(&mut rng, units * inputs, 1.0));
+    parameters.insert("bias".to_string(), random(&mut rng, units, 1.0));
+    parameters.insert("lambda".to_string(), random(&mut rng, plastic, 1.0));
+    parameters.insert("gamma".to_string(), random(&mut rng, plastic, 1.5));
+    let x = random(&mut rng, steps * batch * inputs, 1.0);
+    let synaptic0 = random(&mut rng, batch * units * inputs, 0.8);
+    let grad_outputs = random(&mut rng, steps * batch * units, 1.0);
+    let grad_synaptic = random(&mut rng, batch * units * inputs, 1.0);
+
+    let device = Backend::Flex.device().unwrap().autodiff();
+    let options = (&device, DType::F64);
+    let cell = crate::StpnFConfig::new(inputs, units)
+        .with_per_synapse(per_synapse)
+        .with_normalised(normalised)
+        .with_clamp(clamp)
+        .with_squash_state(squash_state)
+        .with_fused(false)
+        .init(&device);
+    let cell = load_named(
+        cell,
+        &parameters,
+        &|name| name.to_string(),
+        &device,
+        DType::F64,
+    )
+    .unwrap();
+    let tensor3 = |data: &[f64], shape: [usize; 3]| {
+        Tensor::<3>::from_data(TensorData::new(data.to_vec(), shape), options)
+    };
+    let x_tensor = tensor3(&x, [steps, batch, inputs]).require_grad();
+    let state = crate::SynapticState {
+        synaptic: tensor3(&synaptic0, [batch, units, inputs]).require_grad(),
+    };
+    let sequence = run_sequence(&cell, x_tensor.clone(), state.clone(), false);
+    let loss = (sequence.outputs.clone() * tensor3(&grad_outputs, [steps, batch, units])).sum()
+        + (sequence.final_state.synaptic.clone() * tensor3(&grad_synaptic, [batch, units, inputs]))
+            .sum();
+    let autodiff = loss.backward();
+    let reference_grads = named_gradients(&cell, &autodiff);
+
+    let (forward, gradients) = run_kernel(
+        cell.kernel_config(),
+        &parameters,
+        (&x, &vec![0.0; batch * units], &synaptic0),
+        (&grad_outputs, &vec![0.0; batch * units], &grad_synaptic),
+        (steps, batch),
+    );
+    let label = format!(
+        "STPNf normalised={normalised} per_synapse={per_synapse} clamp={clamp:?} \
+         squash_state={squash_state}"
+    );
+    let reference = |name: &str| reference_grads[name].clone().map(|g| g.values);
+    let comparisons = [
+        (
+            "outputs",
+            forward.outputs().to_vec(),
+            host_values::<f64, _>(sequence.outputs),
+        ),
+        (
+            "final F",
+            forward.synaptic().to_vec(),
+            host_values::<f64, _>(sequence.final_state.synaptic),
+        ),
+        (
+            "grad weight",
+            gradients.weight,
+            reference("weight").unwrap(),
+        ),
+        // The normalised path has no bias: no gradient reaches it.
+        (
+            "grad bias",
+            gradients.bias,
+            reference("bias").unwrap_or(vec![0.0; units]),
+        ),
+        (
+            "grad lambda",
+            gradients.lambda,
+            reference("lambda").unwrap(),
+        ),
+        ("grad gamma", gradients.gamma, reference("gamma").unwrap()),
+        (
+            "grad inputs",
+            gradients.inputs,
+            host_values::<f64, _>(x_tensor.grad(&autodiff).unwrap()),
+        ),
+        (
+            "grad F0",
+            gradients.synaptic,
+            host_values::<f64, _>(state.synaptic.grad(&autodiff).unwrap()),
+        ),
+    ];
+    for (what, ours, reference) in comparisons {
+        let error = max_relative_error(&ours, &reference);
+        assert!(error < 1e-10, "{label}: {what} relative error {error:e}");
+    }
+    assert_eq!(
+        reference("bias").is_none(),
+        normalised,
+        "{label}: the bias gets a gradient exactly when it is used"
+    );
+}
+
+#[test]
+fn fused_matches_the_op_by_op_stpn_f_for_every_option() {
+    for normalised in [true, false] {
+        for per_synapse in [true, false] {
+            for clamp in [None, Some(0.3)] {
+                for squash_state in [false, true] {
+                    check_stpn_f(normalised, per_synapse, clamp, squash_state);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn float32_tanh_is_within_5e_7_of_the_exact_value() {
+    let grid = (-400_000..=400_000).map(|i| i as f32 * 2.5e-5);
+    let tiny = (-1000..=1000).map(|i| i as f32 * 1e-6);
+    let mut values: Vec<f32> = grid.chain(tiny).chain([-1e6, -20.0, 20.0, 1e6]).collect();
+    let exact: Vec<f64> = values.iter().map(|x| (*x as f64).tanh()).collect();
+    f32::tanh_in_place(&mut values);
+    let worst = crate::compare::max_abs_difference(values.iter().copied(), exact.iter().copied());
+    assert!(worst < 5e-7, "largest error {worst:e}");
+    let relative_near_zero = crate::compare::nan_max(
+        values[400_001..402_002]
+            .iter()
+            .zip(&exact[400_001..402_002])
+            .filter(|(_, exact)| **exact != 0.0)
+            .map(|(ours, exact)| ((*ours as f64 - exact) / exact).abs()),
+    );
+    assert!(
+        relative_near_zero < 1e-6,
+        "relative error near 0: {relative_near_zero:e}"
+    );
+    let mut nan = [f32::NAN];
+    f32::tanh_in_place(&mut nan);
+    assert!(nan[0].is_nan());
+}
+
+#[test]
+fn checkpoint_interval_is_the_rounded_up_square_root() {
+    assert_eq!(checkpoint_interval(1), 1);
+    assert_eq!(checkpoint_interval(9), 3);
+    assert_eq!(checkpoint_interval(200), 15);
+}

@@ -1,0 +1,264 @@
+//! The kernel on every core: the batch split into one contiguous share per thread, the AVX2
+//! copy of the loops chosen at run time, and the sequence-level forward and backward, with the
+//! states checkpointed every ⌈√T⌉ steps.
+
+use super::cpu::{Kernel, KernelFloat, ParameterGradients, backward_chunk, forward_chunk};
+use super::options::{ForwardOutput, Gradients, KernelConfig, Parameters, Sequence};
+
+/// Number of steps between two stored states: ⌈√T⌉.
+pub fn checkpoint_interval(steps: usize) -> usize {
+    (steps as f64).sqrt().ceil().max(1.0) as usize
+}
+
+pub(super) fn threads_for(batch: usize) -> usize {
+    // Asked once: the answer reads the cgroup's CPU quota from files, which took 5 % of a small
+    // training step when asked on every call.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    cores.min(batch).max(1)
+}
+
+/// Runs `work` on every share, each on a thread of its own; the results in order.
+pub(super) fn on_threads<S: Send, R: Send>(shares: Vec<S>, work: impl Fn(S) -> R + Sync) -> Vec<R> {
+    std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| scope.spawn(move || work(share)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("kernel thread"))
+            .collect()
+    })
+}
+
+/// Splits `0..batch` into contiguous chunks, one per thread.
+pub(super) fn chunks(batch: usize) -> Vec<std::ops::Range<usize>> {
+    let threads = threads_for(batch);
+    let size = batch.div_ceil(threads);
+    (0..threads)
+        .map(|thread| thread * size..((thread + 1) * size).min(batch))
+        .filter(|range| !range.is_empty())
+        .collect()
+}
+
+/// One thread's share of the forward's results, `[count, ...]` rows of the batch-major ones:
+/// it writes them in place (copying megabytes of states after the threads was a measurable part
+/// of a step).
+pub(super) struct ForwardShare<'a, F> {
+    pub(super) range: std::ops::Range<usize>,
+    pub(super) hidden: &'a mut [F],
+    pub(super) synaptic: &'a mut [F],
+    pub(super) checkpoints: &'a mut [F],
+}
+
+/// Splits a batch-major buffer of `row` values per batch element into the rows of each range.
+pub(super) fn split_rows<'a, F>(
+    ranges: &[std::ops::Range<usize>],
+    row: usize,
+    buffer: &'a mut [F],
+) -> Vec<&'a mut [F]> {
+    let mut rest = buffer;
+    ranges
+        .iter()
+        .map(|range| {
+            let (share, after) = std::mem::take(&mut rest).split_at_mut(range.len() * row);
+            rest = after;
+            share
+        })
+        .collect()
+}
+
+/// One thread's share of the backward's results: the gradients of its batch elements' initial
+/// states, written in place.
+pub(super) struct BackwardShare<'a, F> {
+    pub(super) range: std::ops::Range<usize>,
+    pub(super) grad_hidden: &'a mut [F],
+    pub(super) grad_synaptic: &'a mut [F],
+}
+
+/// What one thread's backward returns: its parameter gradients and the gradients of its inputs,
+/// `[T, count, I]`.
+pub(super) type BackwardPart<F> = (ParameterGradients<F>, Vec<F>);
+
+/// What the backward of every batch element shares.
+#[derive(Clone, Copy)]
+pub(super) struct BackwardInputs<'a, F> {
+    pub(super) checkpoints: Option<&'a [F]>,
+    pub(super) grad_outputs: &'a [F],
+    pub(super) grad_final_hidden: Option<&'a [F]>,
+    pub(super) grad_final_synaptic: Option<&'a [F]>,
+}
+
+/// Whether the kernel may run its AVX2 copy (see [`forward_chunk_avx2`]).
+pub(super) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`forward_chunk`] compiled for AVX2: the kernel's loops are written to vectorise, and the
+/// portable x86-64 baseline has 4-lane SSE only. Everything it calls in the kernel is
+/// `#[inline(always)]`, so it is compiled into this copy.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn forward_chunk_avx2<F: KernelFloat>(
+    kernel: &Kernel<'_, F>,
+    sequence: Sequence<'_, F>,
+    share: ForwardShare<'_, F>,
+) -> Vec<F> {
+    forward_chunk(kernel, sequence, share)
+}
+
+/// [`backward_chunk`] compiled for AVX2 (as [`forward_chunk_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn backward_chunk_avx2<F: KernelFloat>(
+    kernel: &Kernel<'_, F>,
+    sequence: Sequence<'_, F>,
+    given: BackwardInputs<'_, F>,
+    share: BackwardShare<'_, F>,
+) -> BackwardPart<F> {
+    backward_chunk(kernel, sequence, given, share)
+}
+
+/// Runs the sequence forward; with `checkpoints`, keeps the states the backward starts from.
+pub fn forward<F: KernelFloat>(
+    config: KernelConfig,
+    parameters: Parameters<'_, F>,
+    sequence: Sequence<'_, F>,
+    checkpoints: bool,
+) -> ForwardOutput<F> {
+    let kernel = Kernel::new(config, parameters);
+    let (units, width) = (config.hidden_size, config.presynaptic_size());
+    let (steps, batch) = (sequence.steps, sequence.batch);
+    let interval = checkpoint_interval(steps);
+    let per_element = if checkpoints {
+        steps.div_ceil(interval) * (units + units * width)
+    } else {
+        0
+    };
+    let (hidden_start, synaptic_start) = (steps * batch * units, (steps + 1) * batch * units);
+    let mut output = ForwardOutput {
+        packed: vec![F::zero(); synaptic_start + batch * units * width],
+        hidden_start,
+        synaptic_start,
+        checkpoints: vec![F::zero(); batch * per_element],
+    };
+    let (outputs_and_hidden, synaptic) = output.packed.split_at_mut(synaptic_start);
+    let (all_outputs, hidden) = outputs_and_hidden.split_at_mut(hidden_start);
+    let ranges = chunks(batch);
+    let shares: Vec<ForwardShare<'_, F>> = ranges
+        .iter()
+        .zip(split_rows(&ranges, units, hidden))
+        .zip(split_rows(&ranges, units * width, synaptic))
+        .zip(split_rows(&ranges, per_element, &mut output.checkpoints))
+        .map(|(((range, hidden), synaptic), checkpoints)| ForwardShare {
+            range: range.clone(),
+            hidden,
+            synaptic,
+            checkpoints,
+        })
+        .collect();
+    let wide = has_avx2();
+    let outputs = on_threads(shares, |share| {
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
+            return unsafe { forward_chunk_avx2(&kernel, sequence, share) };
+        }
+        let _ = wide;
+        forward_chunk(&kernel, sequence, share)
+    });
+    // Outputs are step-major: each thread's rows interleave with the others'.
+    for (range, outputs) in ranges.iter().zip(outputs) {
+        let count = range.len();
+        for step in 0..steps {
+            let source = step * count * units;
+            let target = (step * batch + range.start) * units;
+            all_outputs[target..target + count * units]
+                .copy_from_slice(&outputs[source..source + count * units]);
+        }
+    }
+    output
+}
+
+/// Backpropagation through the whole sequence: the gradients of a loss with respect to the
+/// parameters, the inputs and the initial state, given its gradients with respect to every
+/// output (`[T, B, H]`) and to the final state (`None`: zero). States are recomputed from
+/// checkpoints every ⌈√T⌉ steps: those of [`ForwardOutput::checkpoints`] when given, otherwise
+/// from a forward pass of its own.
+#[allow(clippy::too_many_arguments)]
+pub fn backward<F: KernelFloat>(
+    config: KernelConfig,
+    parameters: Parameters<'_, F>,
+    sequence: Sequence<'_, F>,
+    checkpoints: Option<&[F]>,
+    grad_outputs: &[F],
+    grad_final_hidden: Option<&[F]>,
+    grad_final_synaptic: Option<&[F]>,
+) -> Gradients<F> {
+    let kernel = Kernel::new(config, parameters);
+    let (units, width) = (config.hidden_size, config.presynaptic_size());
+    let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
+    let given = BackwardInputs {
+        checkpoints,
+        grad_outputs,
+        grad_final_hidden,
+        grad_final_synaptic,
+    };
+    let mut grad_hidden0 = vec![F::zero(); batch * units];
+    let mut grad_synaptic0 = vec![F::zero(); batch * units * width];
+    let ranges = chunks(batch);
+    let shares: Vec<BackwardShare<'_, F>> = ranges
+        .iter()
+        .zip(split_rows(&ranges, units, &mut grad_hidden0))
+        .zip(split_rows(&ranges, units * width, &mut grad_synaptic0))
+        .map(|((range, grad_hidden), grad_synaptic)| BackwardShare {
+            range: range.clone(),
+            grad_hidden,
+            grad_synaptic,
+        })
+        .collect();
+    let wide = has_avx2();
+    let parts = on_threads(shares, |share| {
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
+            return unsafe { backward_chunk_avx2(&kernel, sequence, given, share) };
+        }
+        let _ = wide;
+        backward_chunk(&kernel, sequence, given, share)
+    });
+    let mut total = ParameterGradients::zeros(&parameters);
+    let mut gradients = Gradients {
+        weight: Vec::new(),
+        bias: Vec::new(),
+        lambda: Vec::new(),
+        gamma: Vec::new(),
+        inputs: vec![F::zero(); steps * batch * inputs],
+        hidden: grad_hidden0,
+        synaptic: grad_synaptic0,
+    };
+    for (range, (grads, grad_inputs)) in ranges.iter().zip(parts) {
+        total.add(&grads);
+        let count = range.len();
+        for step in 0..steps {
+            let source = step * count * inputs;
+            let target = (step * batch + range.start) * inputs;
+            gradients.inputs[target..target + count * inputs]
+                .copy_from_slice(&grad_inputs[source..source + count * inputs]);
+        }
+    }
+    gradients.weight = total.weight;
+    gradients.bias = total.bias;
+    gradients.lambda = total.lambda;
+    gradients.gamma = total.gamma;
+    gradients
+}
