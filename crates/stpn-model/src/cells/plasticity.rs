@@ -6,8 +6,7 @@
 
 use burn::tensor::Tensor;
 
-/// The reference's epsilon in the denominators `G / (n + 1e-16)`.
-pub const NORM_EPSILON: f64 = 1e-16;
+pub use crate::kernel::options::NORM_EPSILON;
 
 /// Added under the square root of a row norm. Far below float resolution for any non-zero row,
 /// it only keeps the gradient of an all-zero row finite (docs/reference.md §9.2).

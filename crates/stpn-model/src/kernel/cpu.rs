@@ -9,9 +9,6 @@
 use num_traits::Float;
 
 use super::options::{Activation, KernelConfig, Normalisation, Parameters, Presynaptic, Sequence};
-use super::threads::{
-    BackwardInputs, BackwardPart, BackwardShare, ForwardShare, checkpoint_interval,
-};
 
 impl Activation {
     /// Applies the activation to a row of preactivations, in place.
@@ -346,7 +343,7 @@ impl<'a, F: KernelFloat> Kernel<'a, F> {
         let (inputs, units) = (self.config.input_size, self.config.hidden_size);
         let width = self.config.presynaptic_size();
         let weight = self.parameters.weight;
-        let epsilon = constant::<F>(crate::cells::plasticity::NORM_EPSILON);
+        let epsilon = constant::<F>(super::options::NORM_EPSILON);
         let floor = constant::<F>(1e-30);
         trace.presynaptic[..inputs].copy_from_slice(input);
         if self.config.recurrent {
@@ -442,7 +439,7 @@ impl<'a, F: KernelFloat> Kernel<'a, F> {
         let (inputs, units) = (self.config.input_size, self.config.hidden_size);
         let width = self.config.presynaptic_size();
         let weight = self.parameters.weight;
-        let epsilon = constant::<F>(crate::cells::plasticity::NORM_EPSILON);
+        let epsilon = constant::<F>(super::options::NORM_EPSILON);
         let limit = self.config.clamp.map(constant::<F>);
         let scalar_lambda = !self.lambda_row.is_empty();
         let scalar_gamma = !self.gamma_row.is_empty();
@@ -646,6 +643,42 @@ impl<F: Float> ParameterGradients<F> {
             mine.iter_mut().zip(theirs).for_each(|(a, b)| *a = *a + *b);
         }
     }
+}
+
+/// Number of steps between two stored states: ⌈√T⌉.
+pub fn checkpoint_interval(steps: usize) -> usize {
+    (steps as f64).sqrt().ceil().max(1.0) as usize
+}
+
+/// One thread's share of the forward's results, `[count, ...]` rows of the batch-major ones:
+/// it writes them in place (copying megabytes of states after the threads was a measurable part
+/// of a step).
+pub(super) struct ForwardShare<'a, F> {
+    pub(super) range: std::ops::Range<usize>,
+    pub(super) hidden: &'a mut [F],
+    pub(super) synaptic: &'a mut [F],
+    pub(super) checkpoints: &'a mut [F],
+}
+
+/// One thread's share of the backward's results: the gradients of its batch elements' initial
+/// states, written in place.
+pub(super) struct BackwardShare<'a, F> {
+    pub(super) range: std::ops::Range<usize>,
+    pub(super) grad_hidden: &'a mut [F],
+    pub(super) grad_synaptic: &'a mut [F],
+}
+
+/// What one thread's backward returns: its parameter gradients and the gradients of its inputs,
+/// `[T, count, I]`.
+pub(super) type BackwardPart<F> = (ParameterGradients<F>, Vec<F>);
+
+/// What the backward of every batch element shares.
+#[derive(Clone, Copy)]
+pub(super) struct BackwardInputs<'a, F> {
+    pub(super) checkpoints: Option<&'a [F]>,
+    pub(super) grad_outputs: &'a [F],
+    pub(super) grad_final_hidden: Option<&'a [F]>,
+    pub(super) grad_final_synaptic: Option<&'a [F]>,
 }
 
 /// The forward of the batch elements of `share`, on one thread: writes their final states and

@@ -3,9 +3,9 @@
 //! in between, so that backpropagation through time needs memory in `√T`, not `T`. Batch elements
 //! are independent and run on threads.
 //!
-//! The equations are those of [`crate::cells::stpn_r`] (every option: per-synapse or scalar Λ Γ,
+//! The equations are those of the op-by-op `StpnR` (every option: per-synapse or scalar Λ Γ,
 //! normalisation off / pre / post, clamp, presynaptic term from `h_{t-1}` or `h_t`, tanh or
-//! sigmoid, with or without `h_{t-1}` in the presynaptic vector) and of [`crate::cells::stpn_f`] (the
+//! sigmoid, with or without `h_{t-1}` in the presynaptic vector) and of `StpnF` (the
 //! drive alone normalised and no bias then, the squashed state); the op-by-op cells are the
 //! reference it is tested against.
 //!
@@ -31,11 +31,12 @@ pub mod options;
 pub mod threads;
 
 pub use cpu::KernelFloat;
+pub use cpu::checkpoint_interval;
 pub use options::{
     Activation, ForwardOutput, Gradients, KernelConfig, Normalisation, Parameters, Presynaptic,
     Sequence,
 };
-pub use threads::{backward, checkpoint_interval, forward};
+pub use threads::{backward, forward};
 
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,11 @@
 //! The options of an STPN layer that the kernel computes, shared by the op-by-op cells
-//! (`crate::cells::stpn_r`, `crate::cells::stpn_f`) and the kernel; and the kernel's host-memory interface:
+//! (`StpnR`, `StpnF`) and the kernel; and the kernel's host-memory interface:
 //! the parameters and the sequence as slices, and what the forward and backward return.
 
 use burn::config::Config;
+
+/// Added to a row norm before dividing by it (the reference's value).
+pub const NORM_EPSILON: f64 = 1e-16;
 
 /// How the efficacy matrix `W + F` is normalised (docs/reference.md §1.1 `weight_norm`, `plastic_weight_norm.time`).
 #[derive(Config, Debug, Copy, PartialEq, Eq)]

@@ -2,13 +2,11 @@
 //! copy of the loops chosen at run time, and the sequence-level forward and backward, with the
 //! states checkpointed every ⌈√T⌉ steps.
 
-use super::cpu::{Kernel, KernelFloat, ParameterGradients, backward_chunk, forward_chunk};
+use super::cpu::{
+    BackwardInputs, BackwardPart, BackwardShare, ForwardShare, Kernel, KernelFloat,
+    ParameterGradients, backward_chunk, checkpoint_interval, forward_chunk,
+};
 use super::options::{ForwardOutput, Gradients, KernelConfig, Parameters, Sequence};
-
-/// Number of steps between two stored states: ⌈√T⌉.
-pub fn checkpoint_interval(steps: usize) -> usize {
-    (steps as f64).sqrt().ceil().max(1.0) as usize
-}
 
 pub(super) fn threads_for(batch: usize) -> usize {
     // Asked once: the answer reads the cgroup's CPU quota from files, which took 5 % of a small
@@ -43,16 +41,6 @@ pub(super) fn chunks(batch: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
-/// One thread's share of the forward's results, `[count, ...]` rows of the batch-major ones:
-/// it writes them in place (copying megabytes of states after the threads was a measurable part
-/// of a step).
-pub(super) struct ForwardShare<'a, F> {
-    pub(super) range: std::ops::Range<usize>,
-    pub(super) hidden: &'a mut [F],
-    pub(super) synaptic: &'a mut [F],
-    pub(super) checkpoints: &'a mut [F],
-}
-
 /// Splits a batch-major buffer of `row` values per batch element into the rows of each range.
 pub(super) fn split_rows<'a, F>(
     ranges: &[std::ops::Range<usize>],
@@ -68,27 +56,6 @@ pub(super) fn split_rows<'a, F>(
             share
         })
         .collect()
-}
-
-/// One thread's share of the backward's results: the gradients of its batch elements' initial
-/// states, written in place.
-pub(super) struct BackwardShare<'a, F> {
-    pub(super) range: std::ops::Range<usize>,
-    pub(super) grad_hidden: &'a mut [F],
-    pub(super) grad_synaptic: &'a mut [F],
-}
-
-/// What one thread's backward returns: its parameter gradients and the gradients of its inputs,
-/// `[T, count, I]`.
-pub(super) type BackwardPart<F> = (ParameterGradients<F>, Vec<F>);
-
-/// What the backward of every batch element shares.
-#[derive(Clone, Copy)]
-pub(super) struct BackwardInputs<'a, F> {
-    pub(super) checkpoints: Option<&'a [F]>,
-    pub(super) grad_outputs: &'a [F],
-    pub(super) grad_final_hidden: Option<&'a [F]>,
-    pub(super) grad_final_synaptic: Option<&'a [F]>,
 }
 
 /// Whether the kernel may run its AVX2 copy (see [`forward_chunk_avx2`]).
