@@ -10,6 +10,7 @@ use crate::experiments::familiarity::FamiliarityArgs;
 use crate::experiments::maze::MazeArgs;
 use crate::experiments::pendulum::PendulumArgs;
 use crate::experiments::pong::PongArgs;
+use crate::experiments::{EvalArgs, TrainArgs};
 
 /// Short-term plasticity neurons (ICML 2022) in Rust: experiments, parity checks and benchmarks.
 #[derive(Parser, Debug)]
@@ -28,67 +29,31 @@ pub enum Command {
     /// Train a network on the associative retrieval task (paper §4.1). Without --config or
     /// --core, a demonstration of about a minute on a 2-core CPU: STPN h11 (paper equations),
     /// 20 epochs.
-    Art(ArtArgs),
+    Art(TrainArgs<ArtArgs>),
     /// Train a network on the continual familiarity task (Tyulmankov et al. 2022; docs/reference.md §6):
     /// 5 000-item streams, full backpropagation through time, then the generalisation curve.
-    Familiarity(FamiliarityArgs),
+    Familiarity(TrainArgs<FamiliarityArgs>),
     /// Train an agent on the maze exploration task (paper §4.2) with the maze's A2C variant.
     /// Without --config: the paper's settings for --core, except the number of iterations.
-    Maze(MazeArgs),
+    Maze(TrainArgs<MazeArgs>),
     /// Train an agent on MuJoCo InvertedPendulum with PPO (paper §4.3). Without --config: the
     /// paper's settings for --core.
-    Pendulum(PendulumArgs),
+    Pendulum(TrainArgs<PendulumArgs>),
     /// Train an agent on Atari Pong with A2C (paper §4.3), one frame per step, the paper's
     /// preprocessing, the conv encoder into the core. Without --config: the paper's settings for
     /// --core with 16 environments and 2 million frames.
-    Pong(PongArgs),
+    Pong(TrainArgs<PongArgs>),
     /// Evaluate a maze run's last checkpoint on fresh episodes without updates: mean reward and
     /// energy per step (docs/reference.md §2.3); writes eval.json into the run folder.
-    MazeEval {
-        /// Run folder of `stpn-bench maze`.
-        run: PathBuf,
-        /// Number of episodes.
-        #[arg(long, default_value_t = 512)]
-        episodes: usize,
-        /// Take the most probable action (the reference samples, also in evaluation).
-        #[arg(long)]
-        greedy: bool,
-        /// Seed of the evaluation episodes and action draws.
-        #[arg(long, default_value_t = 12345)]
-        seed: u64,
-    },
+    MazeEval(EvalArgs),
     /// Evaluate an InvertedPendulum run's last checkpoint on fresh episodes without updates:
     /// mean return, length and energy per step (docs/reference.md §2.3); writes eval.json into the run folder.
     /// Defaults as the paper's evaluation: 10 episodes, sampled actions.
-    PendulumEval {
-        /// Run folder of `stpn-bench pendulum`.
-        run: PathBuf,
-        /// Number of episodes.
-        #[arg(long, default_value_t = 10)]
-        episodes: usize,
-        /// How actions are chosen: `sampled` from the Gaussian policy, or `greedy` (its mean).
-        #[arg(long, value_enum, default_value_t = Actions::Sampled)]
-        actions: Actions,
-        /// Seed of the evaluation episodes and action draws.
-        #[arg(long, default_value_t = 12345)]
-        seed: u64,
-    },
+    PendulumEval(EvalArgs),
     /// Evaluate a Pong run's last checkpoint on fresh episodes without updates: mean return,
     /// length and energy per step (docs/reference.md §2.3); writes eval.json into the run folder. Defaults as
     /// the paper's evaluation: one episode, greedy actions.
-    PongEval {
-        /// Run folder of `stpn-bench pong`.
-        run: PathBuf,
-        /// Number of episodes.
-        #[arg(long, default_value_t = 1)]
-        episodes: usize,
-        /// How actions are chosen: `greedy` (the most probable), or `sampled`.
-        #[arg(long, value_enum, default_value_t = Actions::Greedy)]
-        actions: Actions,
-        /// Seed of the evaluation episodes and action draws.
-        #[arg(long, default_value_t = 12345)]
-        seed: u64,
-    },
+    PongEval(EvalArgs),
     /// Milliseconds per STPN training step and peak memory, for the cases of the paper's
     /// experiments (art_h11, art_h64, pong_core, maze), on every compiled CPU backend.
     Perf {
@@ -137,15 +102,6 @@ pub enum Command {
         #[arg(long)]
         float32: bool,
     },
-}
-
-/// How an evaluation chooses actions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Actions {
-    /// The policy's most probable action (the Gaussian's mean).
-    Greedy,
-    /// A draw from the policy.
-    Sampled,
 }
 
 #[derive(Subcommand, Debug)]

@@ -17,8 +17,8 @@ use anyhow::Result;
 use clap::Parser;
 use stpn_model::Backend;
 
-use crate::cli::{Actions, Cli, Command, ReportCommand};
-use crate::experiments::{Experiment, Interrupted, command};
+use crate::cli::{Cli, Command, ReportCommand};
+use crate::experiments::{Experiment, Interrupted, TrainArgs, command, evaluate_command};
 
 #[cfg(test)]
 pub(crate) use testing::{seeded_device_lock, test_support};
@@ -35,16 +35,6 @@ fn keep_freed_memory() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
-}
-
-/// The evaluation commands: opens the run folder, evaluates, prints the result's line.
-fn evaluate_and_print(
-    run: &std::path::Path,
-    evaluate: impl FnOnce(&run_dir::RunDir) -> Result<run_dir::Evaluation>,
-) -> Result<()> {
-    let run = run_dir::RunDir::open(run)?;
-    println!("{}", evaluate(&run)?.line(&run));
-    Ok(())
 }
 
 /// A panic is a bug of ours: one line that says so and where to report it, not a backtrace
@@ -98,7 +88,7 @@ fn main() -> ExitCode {
 }
 
 /// Runs a training command with Ctrl-C stopping it at its next checkpoint.
-fn train<E: Experiment>(backend: Backend, args: &E::Args) -> Result<()> {
+fn train<E: Experiment>(backend: Backend, args: &TrainArgs<E::Args>) -> Result<()> {
     experiments::handle_ctrl_c();
     command::<E>(backend, args)
 }
@@ -113,32 +103,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Maze(args) => train::<MazeExperiment>(backend, &args),
         Command::Pendulum(args) => train::<Pendulum>(backend, &args),
         Command::Pong(args) => train::<PongExperiment>(backend, &args),
-        Command::MazeEval {
-            run,
-            episodes,
-            greedy,
-            seed,
-        } => evaluate_and_print(&run, |run| {
-            experiments::maze::evaluate_run(run, backend, episodes, greedy, seed)
-        }),
-        Command::PendulumEval {
-            run,
-            episodes,
-            actions,
-            seed,
-        } => evaluate_and_print(&run, |run| {
-            let greedy = actions == Actions::Greedy;
-            experiments::pendulum::evaluate_run(run, backend, episodes, greedy, seed)
-        }),
-        Command::PongEval {
-            run,
-            episodes,
-            actions,
-            seed,
-        } => evaluate_and_print(&run, |run| {
-            let greedy = actions == Actions::Greedy;
-            experiments::pong::evaluate_run(run, backend, episodes, greedy, seed)
-        }),
+        Command::MazeEval(args) => evaluate_command::<MazeExperiment>(backend, &args),
+        Command::PendulumEval(args) => evaluate_command::<Pendulum>(backend, &args),
+        Command::PongEval(args) => evaluate_command::<PongExperiment>(backend, &args),
         Command::Perf {
             cases,
             backends,

@@ -336,8 +336,8 @@ pub fn report_maze(folders: &[PathBuf], out: &Path) -> Result<String> {
             summary.params,
             summary.batch_size,
             summary.iterations,
-            summary.env_steps,
-            summary.mean_return_last10,
+            summary.progress.env_steps,
+            summary.progress.mean_return_last10,
             evaluation.as_ref().map_or("—".into(), |e| format!(
                 "{:.2} ± {:.2}",
                 e.mean_return, e.std_return
@@ -345,7 +345,7 @@ pub fn report_maze(folders: &[PathBuf], out: &Path) -> Result<String> {
             evaluation
                 .as_ref()
                 .map_or("—".into(), |e| format!("{:.2}", e.energy_per_step)),
-            summary.steps_per_second
+            summary.progress.steps_per_second
         )?;
     }
     if curves.is_empty() {

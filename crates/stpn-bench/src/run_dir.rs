@@ -248,6 +248,54 @@ impl LastTen {
     }
 }
 
+/// The progress of an RL run, saved with every checkpoint (flattened into each task's
+/// `state.json`, so the field names are those of the files).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RlProgress {
+    pub iteration: usize,
+    pub env_steps: u64,
+    pub episodes: u64,
+    pub recent_returns: LastTen,
+    pub train_seconds: f64,
+}
+
+impl RlProgress {
+    /// Counts one iteration of `seconds` that brought the run to `env_steps` and finished
+    /// episodes with `returns`.
+    pub fn record(&mut self, env_steps: u64, seconds: f64, returns: impl IntoIterator<Item = f64>) {
+        self.iteration += 1;
+        self.env_steps = env_steps;
+        self.train_seconds += seconds;
+        for episode_return in returns {
+            self.episodes += 1;
+            self.recent_returns.push(episode_return);
+        }
+    }
+
+    /// What `summary.json` reports of it.
+    pub fn summary(&self) -> RlSummary {
+        RlSummary {
+            env_steps: self.env_steps,
+            episodes: self.episodes,
+            mean_return_last10: self.recent_returns.mean(),
+            steps_per_second: self.env_steps as f64 / self.train_seconds.max(1e-9),
+            train_seconds: self.train_seconds,
+        }
+    }
+}
+
+/// The part of every RL task's `summary.json` that measures the run (flattened into it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RlSummary {
+    pub env_steps: u64,
+    pub episodes: u64,
+    /// Mean return of the last 10 finished episodes (maze: of the last 10 iterations, each the
+    /// mean over its batch).
+    pub mean_return_last10: f64,
+    pub steps_per_second: f64,
+    pub train_seconds: f64,
+}
+
 /// A seed derived from a run's seed and two indices (SplitMix64 mixing): the seed of one stream,
 /// episode or iteration, so that runs resume exactly and no two purposes share a generator.
 pub fn derive_seed(seed: u64, first: u64, second: u64) -> u64 {

@@ -7,7 +7,6 @@
 //! scored (accuracy, energy); at the end the test set (full batches only, 19 968 sequences in the
 //! paper's setting) is scored with the last and with the best model.
 
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -22,7 +21,7 @@ use stpn_model::{
     RecurrentCell, RnnConfig, StpnFConfig, StpnRConfig,
 };
 
-use crate::experiments::{Experiment, RunArgs, Session, checked, name_of};
+use crate::experiments::{Experiment, ExperimentConfig, Session, checked, name_of};
 use crate::run_dir::Metrics;
 use stpn_rl::checks::{positive, positive_finite};
 
@@ -130,16 +129,10 @@ impl ArtConfig {
         serde_json::from_value(serde_json::json!({ "model": model, "hidden_size": hidden_size }))
             .expect("defaults are valid")
     }
+}
 
-    pub fn load(path: &Path) -> Result<Self> {
-        let config: Self = crate::run_dir::read_json(path)?;
-        config
-            .validate()
-            .with_context(|| path.display().to_string())?;
-        Ok(config)
-    }
-
-    pub fn validate(&self) -> Result<()> {
+impl ExperimentConfig for ArtConfig {
+    fn validate(&self) -> Result<()> {
         checked(positive("hidden_size", self.hidden_size))?;
         checked(positive("batch_size", self.batch_size))?;
         checked(positive("epochs", self.epochs))?;
@@ -168,7 +161,7 @@ impl ArtConfig {
     }
 
     /// A short name: `stpn_r-h11-reference-s0`.
-    pub fn run_name(&self) -> String {
+    fn run_name(&self) -> String {
         let scalar = if self.per_synapse { "" } else { "-scalar" };
         format!(
             "{}{scalar}-h{}-{}-s{}",
@@ -177,6 +170,10 @@ impl ArtConfig {
             name_of(self.equations),
             self.seed
         )
+    }
+
+    fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
     }
 }
 
@@ -229,8 +226,6 @@ pub const METRICS_HEADER: &str = "epoch,train_loss,train_acc,val_acc,val_energy,
 /// The `art` command line.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ArtArgs {
-    #[command(flatten)]
-    pub run: RunArgs,
     /// Network to train with the paper's settings (instead of --config); needs --hidden.
     #[arg(
         long,
@@ -272,24 +267,20 @@ impl Experiment for Art {
     type Config = ArtConfig;
     type Summary = Summary;
 
-    fn run_args(args: &ArtArgs) -> &RunArgs {
-        &args.run
-    }
-
-    fn fresh_config(args: &ArtArgs) -> Result<ArtConfig> {
-        let mut config = match (&args.run.config, args.core) {
-            (Some(path), _) => ArtConfig::load(path)?,
-            (None, Some(model)) => {
-                ArtConfig::paper(model, args.hidden.context("--core needs --hidden")?)
-            }
-            (None, None) => {
+    fn paper_config(args: &ArtArgs) -> Result<ArtConfig> {
+        Ok(match args.core {
+            Some(model) => ArtConfig::paper(model, args.hidden.context("--core needs --hidden")?),
+            None => {
                 // The README's demonstration: about a minute on a 2-core CPU, validation accuracy ~0.99.
                 let mut config = ArtConfig::paper(ArtModel::StpnR, 11);
                 config.equations = Equations::Paper;
                 config.epochs = 20;
                 config
             }
-        };
+        })
+    }
+
+    fn override_config(args: &ArtArgs, config: &mut ArtConfig) {
         if args.scalar {
             config.per_synapse = false;
         }
@@ -302,27 +293,15 @@ impl Experiment for Art {
         if let Some(size) = args.train_size {
             config.train_size = size;
         }
-        if let Some(seed) = args.run.seed {
-            config.seed = seed;
-        }
         if let Some(seed) = args.data_seed {
             config.data_seed = seed;
         }
-        Ok(config)
     }
 
     fn extend_config(args: &ArtArgs, config: &mut ArtConfig) {
         if let Some(epochs) = args.epochs {
             config.epochs = epochs;
         }
-    }
-
-    fn validate(config: &ArtConfig) -> Result<()> {
-        config.validate()
-    }
-
-    fn run_name(config: &ArtConfig) -> String {
-        config.run_name()
     }
 
     fn describe(config: &ArtConfig) -> String {
@@ -334,8 +313,53 @@ impl Experiment for Art {
         )
     }
 
+    /// Trains (or resumes) a run and returns its summary (also written to `summary.json`).
     fn train(config: &ArtConfig, session: &Session) -> Result<Summary> {
-        run(config, session)
+        let device = session.backend.device()?.autodiff();
+        device.seed(config.seed);
+        let symbols = VOCABULARY;
+        let hidden = config.hidden_size;
+        let reference = config.equations == Equations::Reference;
+        let art = ArtNetConfig::new().with_output_size(VOCABULARY);
+        macro_rules! train_with {
+            ($cell:expr) => {
+                train(art.init($cell, &device), config, session, &device)
+            };
+        }
+        match config.model {
+            ArtModel::StpnR => train_with!(
+                StpnRConfig::new(symbols, hidden)
+                    .with_per_synapse(config.per_synapse)
+                    .with_fused(config.fused)
+                    .with_presynaptic(if reference {
+                        Presynaptic::CurrentHidden
+                    } else {
+                        Presynaptic::PreviousHidden
+                    })
+                    .init(&device)
+            ),
+            ArtModel::StpnF => train_with!(
+                StpnFConfig::new(symbols, hidden)
+                    .with_per_synapse(config.per_synapse)
+                    .with_squash_state(reference)
+                    .init(&device)
+            ),
+            ArtModel::Hebbff => train_with!(
+                HebbFfConfig::new(symbols, hidden)
+                    .with_squash_state(reference)
+                    .init(&device)
+            ),
+            ArtModel::FastWeights => {
+                train_with!(
+                    FastWeightsConfig::new(symbols, hidden)
+                        .with_double_update(reference)
+                        .init(&device)
+                )
+            }
+            ArtModel::Modplast => train_with!(ModplastConfig::new(symbols, hidden).init(&device)),
+            ArtModel::Lstm => train_with!(LstmConfig::new(symbols, hidden).init(&device)),
+            ArtModel::Rnn => train_with!(RnnConfig::new(symbols, hidden).init(&device)),
+        }
     }
 
     fn summary_line(config: &ArtConfig, summary: &Summary) -> String {
@@ -350,55 +374,6 @@ impl Experiment for Art {
             summary.test_acc,
             summary.test_energy,
         )
-    }
-}
-
-/// Trains (or resumes) a run and returns its summary (also written to `summary.json`).
-pub fn run(config: &ArtConfig, session: &Session) -> Result<Summary> {
-    let device = session.backend.device()?.autodiff();
-    device.seed(config.seed);
-    let symbols = VOCABULARY;
-    let hidden = config.hidden_size;
-    let reference = config.equations == Equations::Reference;
-    let art = ArtNetConfig::new().with_output_size(VOCABULARY);
-    macro_rules! train_with {
-        ($cell:expr) => {
-            train(art.init($cell, &device), config, session, &device)
-        };
-    }
-    match config.model {
-        ArtModel::StpnR => train_with!(
-            StpnRConfig::new(symbols, hidden)
-                .with_per_synapse(config.per_synapse)
-                .with_fused(config.fused)
-                .with_presynaptic(if reference {
-                    Presynaptic::CurrentHidden
-                } else {
-                    Presynaptic::PreviousHidden
-                })
-                .init(&device)
-        ),
-        ArtModel::StpnF => train_with!(
-            StpnFConfig::new(symbols, hidden)
-                .with_per_synapse(config.per_synapse)
-                .with_squash_state(reference)
-                .init(&device)
-        ),
-        ArtModel::Hebbff => train_with!(
-            HebbFfConfig::new(symbols, hidden)
-                .with_squash_state(reference)
-                .init(&device)
-        ),
-        ArtModel::FastWeights => {
-            train_with!(
-                FastWeightsConfig::new(symbols, hidden)
-                    .with_double_update(reference)
-                    .init(&device)
-            )
-        }
-        ArtModel::Modplast => train_with!(ModplastConfig::new(symbols, hidden).init(&device)),
-        ArtModel::Lstm => train_with!(LstmConfig::new(symbols, hidden).init(&device)),
-        ArtModel::Rnn => train_with!(RnnConfig::new(symbols, hidden).init(&device)),
     }
 }
 
@@ -621,7 +596,7 @@ mod tests {
         let run = RunDir::create(&scratch(name)).unwrap();
         run.write_json("config.json", config).unwrap();
         let session = Session::new(run, Backend::Flex, false, true);
-        let summary = super::run(config, &session).unwrap();
+        let summary = Art::train(config, &session).unwrap();
         (summary, session.run)
     }
 
@@ -666,7 +641,7 @@ mod tests {
             .append("3,9,9,9,9,9")
             .unwrap();
         let session = Session::new(resumed_run, Backend::Flex, true, true);
-        let resumed = super::run(&config, &session).unwrap();
+        let resumed = Art::train(&config, &session).unwrap();
         let resumed_run = session.run;
 
         assert_eq!(stpn_weights(&straight_run), stpn_weights(&resumed_run));

@@ -18,7 +18,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -29,7 +29,7 @@ use stpn_model::{FamiliarityNet, FamiliarityNetConfig, LstmConfig, RecurrentCell
 
 use plotters::prelude::*;
 
-use crate::experiments::{Experiment, RunArgs, Session, checked, name_of};
+use crate::experiments::{Experiment, ExperimentConfig, Session, checked, name_of};
 use crate::run_dir::{Metrics, RunDir};
 use stpn_rl::checks::{positive, positive_finite, unit_interval};
 
@@ -156,7 +156,19 @@ impl FamiliarityConfig {
         }
     }
 
-    pub fn validate(&self) -> Result<()> {
+    fn stream(&self, purpose: Purpose, index: u64, repeat: usize) -> FamiliarityStream {
+        FamiliarityStream::generate(
+            self.items,
+            self.dimension,
+            repeat,
+            self.probability,
+            stream_seed(self.data_seed, purpose, index),
+        )
+    }
+}
+
+impl ExperimentConfig for FamiliarityConfig {
+    fn validate(&self) -> Result<()> {
         checked(positive_finite("learning_rate", self.learning_rate))?;
         checked(unit_interval("probability", self.probability))?;
         checked(positive("items", self.items))?;
@@ -175,7 +187,7 @@ impl FamiliarityConfig {
     }
 
     /// `hebbnet-h100-inf-r3-s0`.
-    pub fn run_name(&self) -> String {
+    fn run_name(&self) -> String {
         format!(
             "{}-h{}-{}-r{}-s{}",
             name_of(self.net),
@@ -186,14 +198,8 @@ impl FamiliarityConfig {
         )
     }
 
-    fn stream(&self, purpose: Purpose, index: u64, repeat: usize) -> FamiliarityStream {
-        FamiliarityStream::generate(
-            self.items,
-            self.dimension,
-            repeat,
-            self.probability,
-            stream_seed(self.data_seed, purpose, index),
-        )
+    fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
     }
 }
 
@@ -289,8 +295,6 @@ pub const METRICS_HEADER: &str = "step,train_loss,train_acc,val_loss,val_acc,sec
 /// The `familiarity` command line.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct FamiliarityArgs {
-    #[command(flatten)]
-    pub run: RunArgs,
     /// Network, at the paper's size unless --hidden is given (default hebbnet).
     #[arg(long, alias = "net", value_enum, conflicts_with = "config")]
     pub core: Option<FamiliarityModel>,
@@ -327,19 +331,15 @@ impl Experiment for Familiarity {
     type Config = FamiliarityConfig;
     type Summary = Summary;
 
-    fn run_args(args: &FamiliarityArgs) -> &RunArgs {
-        &args.run
+    fn paper_config(args: &FamiliarityArgs) -> Result<FamiliarityConfig> {
+        Ok(FamiliarityConfig::paper(
+            args.core.unwrap_or(FamiliarityModel::Hebbnet),
+            args.mode.unwrap_or(Mode::Inf),
+            args.repeat.unwrap_or(3),
+        ))
     }
 
-    fn fresh_config(args: &FamiliarityArgs) -> Result<FamiliarityConfig> {
-        let mut config = match &args.run.config {
-            Some(path) => load_config(path)?,
-            None => FamiliarityConfig::paper(
-                args.core.unwrap_or(FamiliarityModel::Hebbnet),
-                args.mode.unwrap_or(Mode::Inf),
-                args.repeat.unwrap_or(3),
-            ),
-        };
+    fn override_config(args: &FamiliarityArgs, config: &mut FamiliarityConfig) {
         if let Some(hidden) = args.hidden {
             config.hidden_size = hidden;
         }
@@ -349,27 +349,15 @@ impl Experiment for Familiarity {
         if args.ops {
             config.fused = false;
         }
-        if let Some(seed) = args.run.seed {
-            config.seed = seed;
-        }
         if let Some(seed) = args.data_seed {
             config.data_seed = seed;
         }
-        Ok(config)
     }
 
     fn extend_config(args: &FamiliarityArgs, config: &mut FamiliarityConfig) {
         if let Some(updates) = args.updates {
             config.train_steps = updates;
         }
-    }
-
-    fn validate(config: &FamiliarityConfig) -> Result<()> {
-        config.validate()
-    }
-
-    fn run_name(config: &FamiliarityConfig) -> String {
-        config.run_name()
     }
 
     fn describe(config: &FamiliarityConfig) -> String {
@@ -381,8 +369,47 @@ impl Experiment for Familiarity {
         )
     }
 
+    /// Trains (or resumes) a run and returns its summary (also written to `summary.json`).
     fn train(config: &FamiliarityConfig, session: &Session) -> Result<Summary> {
-        run(config, session)
+        let device = session.backend.device()?.autodiff();
+        device.seed(config.seed);
+        let (input, hidden, fused) = (config.dimension, config.hidden_size, config.fused);
+        let readout = FamiliarityNetConfig::new();
+        let plastic = |cell: StpnR| readout.init(cell, &device);
+        type Plastic = FamiliarityNet<StpnR>;
+        let train_with = |model: Plastic, constrain: fn(Plastic) -> Plastic| {
+            train(model, constrain, config, session, &device)
+        };
+        let unconstrained: fn(Plastic) -> Plastic = std::convert::identity;
+        match config.net {
+            FamiliarityModel::Hebbnet => train_with(
+                plastic(hebbnet_cell(input, hidden, fused, &device)),
+                Plastic::with_decay_clamped,
+            ),
+            FamiliarityModel::Ustpnf => train_with(
+                plastic(stpn_cell(input, hidden, false, false, fused, &device)),
+                unconstrained,
+            ),
+            FamiliarityModel::Stpnf => train_with(
+                plastic(stpn_cell(input, hidden, false, true, fused, &device)),
+                unconstrained,
+            ),
+            FamiliarityModel::Ustpnr => train_with(
+                plastic(stpn_cell(input, hidden, true, false, fused, &device)),
+                unconstrained,
+            ),
+            FamiliarityModel::Stpnr => train_with(
+                plastic(stpn_cell(input, hidden, true, true, fused, &device)),
+                unconstrained,
+            ),
+            FamiliarityModel::Lstm => train(
+                readout.init(LstmConfig::new(input, hidden).init(&device), &device),
+                |model| model,
+                config,
+                session,
+                &device,
+            ),
+        }
     }
 
     fn summary_line(config: &FamiliarityConfig, summary: &Summary) -> String {
@@ -399,49 +426,6 @@ impl Experiment for Familiarity {
             summary.repeat,
             summary.longest_repeat_half_detected,
         )
-    }
-}
-
-/// Trains (or resumes) a run and returns its summary (also written to `summary.json`).
-pub fn run(config: &FamiliarityConfig, session: &Session) -> Result<Summary> {
-    let device = session.backend.device()?.autodiff();
-    device.seed(config.seed);
-    let (input, hidden, fused) = (config.dimension, config.hidden_size, config.fused);
-    let readout = FamiliarityNetConfig::new();
-    let plastic = |cell: StpnR| readout.init(cell, &device);
-    type Plastic = FamiliarityNet<StpnR>;
-    let train_with = |model: Plastic, constrain: fn(Plastic) -> Plastic| {
-        train(model, constrain, config, session, &device)
-    };
-    let unconstrained: fn(Plastic) -> Plastic = std::convert::identity;
-    match config.net {
-        FamiliarityModel::Hebbnet => train_with(
-            plastic(hebbnet_cell(input, hidden, fused, &device)),
-            Plastic::with_decay_clamped,
-        ),
-        FamiliarityModel::Ustpnf => train_with(
-            plastic(stpn_cell(input, hidden, false, false, fused, &device)),
-            unconstrained,
-        ),
-        FamiliarityModel::Stpnf => train_with(
-            plastic(stpn_cell(input, hidden, false, true, fused, &device)),
-            unconstrained,
-        ),
-        FamiliarityModel::Ustpnr => train_with(
-            plastic(stpn_cell(input, hidden, true, false, fused, &device)),
-            unconstrained,
-        ),
-        FamiliarityModel::Stpnr => train_with(
-            plastic(stpn_cell(input, hidden, true, true, fused, &device)),
-            unconstrained,
-        ),
-        FamiliarityModel::Lstm => train(
-            readout.init(LstmConfig::new(input, hidden).init(&device), &device),
-            |model| model,
-            config,
-            session,
-            &device,
-        ),
     }
 }
 
@@ -784,15 +768,6 @@ pub fn plot_generalisation(
     Ok(())
 }
 
-/// Loads a config file.
-pub fn load_config(path: &Path) -> Result<FamiliarityConfig> {
-    let config: FamiliarityConfig = crate::run_dir::read_json(path)?;
-    config
-        .validate()
-        .with_context(|| path.display().to_string())?;
-    Ok(config)
-}
-
 #[cfg(test)]
 mod tests {
     use stpn_model::params::{NamedValues, named_values};
@@ -818,7 +793,7 @@ mod tests {
         let run = RunDir::create(&scratch(name)).unwrap();
         run.write_json("config.json", config).unwrap();
         let session = Session::new(run, Backend::Flex, false, true);
-        let summary = super::run(config, &session).unwrap();
+        let summary = Familiarity::train(config, &session).unwrap();
         let run = session.run;
         (summary, run)
     }
@@ -882,7 +857,7 @@ mod tests {
         assert!(error.contains("repeat interval 50"), "{error}");
         let path = scratch("bad-config.json");
         std::fs::write(&path, r#"{"net": "stpnr", "hidden": 3}"#).unwrap();
-        let error = format!("{:#}", load_config(&path).unwrap_err());
+        let error = format!("{:#}", FamiliarityConfig::load(&path).unwrap_err());
         assert!(error.contains("malformed"), "{error}");
         std::fs::remove_file(&path).ok();
     }
@@ -897,7 +872,7 @@ mod tests {
         first_part.train_steps = 10;
         let (_, resumed_run) = train_fresh(&first_part, "resumed");
         let session = Session::new(resumed_run, Backend::Flex, true, true);
-        let resumed = super::run(&config, &session).unwrap();
+        let resumed = Familiarity::train(&config, &session).unwrap();
         let resumed_run = session.run;
         assert_eq!(
             last_weights(&config, &straight_run),

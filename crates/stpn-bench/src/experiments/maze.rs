@@ -8,10 +8,9 @@
 //! iterations (model, optimiser, progress); every episode's reset seed and every action draw
 //! derive from `seed` and the iteration, so a resumed run continues exactly.
 
-use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::Device;
@@ -26,8 +25,10 @@ use stpn_model::{
 use stpn_rl::maze_a2c::{self, LossConfig};
 use stpn_rl::{ActorCritic, ActorCriticConfig, clip_by_global_norm};
 
-use crate::experiments::{Experiment, RunArgs, Session, checked, name_of};
-use crate::run_dir::{Evaluation, Metrics, RunDir};
+use crate::experiments::{
+    Actions, Evaluate, Experiment, ExperimentConfig, Session, checked, name_of,
+};
+use crate::run_dir::{Evaluation, Metrics, RlSummary, RunDir};
 use stpn_rl::checks::{positive, positive_finite};
 
 /// The maze agent's core.
@@ -194,15 +195,16 @@ impl MazeConfig {
         }
     }
 
-    pub fn load(path: &Path) -> Result<Self> {
-        let config: Self = crate::run_dir::read_json(path)?;
-        config
-            .validate()
-            .with_context(|| path.display().to_string())?;
-        Ok(config)
+    /// Iterations that a budget of environment steps buys.
+    pub fn iterations_for(&self, env_steps: u64) -> usize {
+        (env_steps as usize)
+            .div_ceil(self.batch_size * maze::EPISODE_LENGTH)
+            .max(1)
     }
+}
 
-    pub fn validate(&self) -> Result<()> {
+impl ExperimentConfig for MazeConfig {
+    fn validate(&self) -> Result<()> {
         checked(positive("hidden_size", self.hidden_size))?;
         checked(positive("batch_size", self.batch_size))?;
         checked(positive("iterations", self.iterations))?;
@@ -213,14 +215,7 @@ impl MazeConfig {
         checked(self.loss.validate())
     }
 
-    /// Iterations that a budget of environment steps buys.
-    pub fn iterations_for(&self, env_steps: u64) -> usize {
-        (env_steps as usize)
-            .div_ceil(self.batch_size * maze::EPISODE_LENGTH)
-            .max(1)
-    }
-
-    pub fn run_name(&self) -> String {
+    fn run_name(&self) -> String {
         format!(
             "{}-h{}-b{}-s{}",
             name_of(self.core),
@@ -228,6 +223,10 @@ impl MazeConfig {
             self.batch_size,
             self.seed
         )
+    }
+
+    fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
     }
 }
 
@@ -239,14 +238,10 @@ pub struct Summary {
     pub params: usize,
     pub batch_size: usize,
     pub iterations: usize,
-    pub env_steps: u64,
-    pub episodes: u64,
-    /// Mean episode reward of the last 10 iterations (each the mean over its batch).
-    pub mean_return_last10: f64,
+    #[serde(flatten)]
+    pub progress: RlSummary,
     /// The uniform random policy's mean episode reward, for comparison (docs/reference.md §4.5).
     pub random_policy_return: f64,
-    pub steps_per_second: f64,
-    pub train_seconds: f64,
     pub seed: u64,
     pub backend: String,
 }
@@ -266,8 +261,6 @@ const RANDOM_POLICY_RETURN: f64 = 5.5;
 /// The `maze` command line.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct MazeArgs {
-    #[command(flatten)]
-    pub run: RunArgs,
     /// Core, with the paper's settings (without --config; default stpn).
     #[arg(long, value_enum, conflicts_with = "config")]
     pub core: Option<MazeCore>,
@@ -298,20 +291,14 @@ impl Experiment for MazeExperiment {
     type Config = MazeConfig;
     type Summary = Summary;
 
-    fn run_args(args: &MazeArgs) -> &RunArgs {
-        &args.run
+    fn paper_config(args: &MazeArgs) -> Result<MazeConfig> {
+        let mut config = MazeConfig::paper(args.core.unwrap_or(MazeCore::Stpn));
+        // A short default: about 10 minutes on a 2-core CPU.
+        config.iterations = 300;
+        Ok(config)
     }
 
-    fn fresh_config(args: &MazeArgs) -> Result<MazeConfig> {
-        let mut config = match &args.run.config {
-            Some(path) => MazeConfig::load(path)?,
-            None => {
-                let mut config = MazeConfig::paper(args.core.unwrap_or(MazeCore::Stpn));
-                // A short default: about 10 minutes on a 2-core CPU.
-                config.iterations = 300;
-                config
-            }
-        };
+    fn override_config(args: &MazeArgs, config: &mut MazeConfig) {
         if let Some(batch) = args.batch {
             config.batch_size = batch;
         }
@@ -321,10 +308,6 @@ impl Experiment for MazeExperiment {
         if let Some(hidden) = args.hidden {
             config.hidden_size = hidden;
         }
-        if let Some(seed) = args.run.seed {
-            config.seed = seed;
-        }
-        Ok(config)
     }
 
     fn extend_config(args: &MazeArgs, config: &mut MazeConfig) {
@@ -336,14 +319,6 @@ impl Experiment for MazeExperiment {
         }
     }
 
-    fn validate(config: &MazeConfig) -> Result<()> {
-        config.validate()
-    }
-
-    fn run_name(config: &MazeConfig) -> String {
-        config.run_name()
-    }
-
     fn describe(config: &MazeConfig) -> String {
         format!(
             "{}, {} iterations of {} episodes",
@@ -353,8 +328,13 @@ impl Experiment for MazeExperiment {
         )
     }
 
+    /// Trains (or resumes) a run and returns its summary (also written to `summary.json`).
     fn train(config: &MazeConfig, session: &Session) -> Result<Summary> {
-        run(config, session)
+        let device = session.backend.device()?.autodiff();
+        device.seed(config.seed);
+        with_agent!(config, &device, |agent| train(
+            agent, config, session, &device
+        ))
     }
 
     fn summary_line(config: &MazeConfig, summary: &Summary) -> String {
@@ -362,21 +342,12 @@ impl Experiment for MazeExperiment {
             "{}: {} params, {} env steps ({:.0} steps/s), mean reward of the last 10 iterations {:.2} (random policy {:.1})",
             config.run_name(),
             summary.params,
-            summary.env_steps,
-            summary.steps_per_second,
-            summary.mean_return_last10,
+            summary.progress.env_steps,
+            summary.progress.steps_per_second,
+            summary.progress.mean_return_last10,
             summary.random_policy_return,
         )
     }
-}
-
-/// Trains (or resumes) a run and returns its summary (also written to `summary.json`).
-pub fn run(config: &MazeConfig, session: &Session) -> Result<Summary> {
-    let device = session.backend.device()?.autodiff();
-    device.seed(config.seed);
-    with_agent!(config, &device, |agent| train(
-        agent, config, session, &device
-    ))
 }
 
 /// The seed of one episode (or, with index `u64::MAX`, of one iteration's action draws).
@@ -462,12 +433,14 @@ fn train<C: RecurrentCell>(
         params,
         batch_size: config.batch_size,
         iterations: state.iteration,
-        env_steps,
-        episodes: (state.iteration * config.batch_size) as u64,
-        mean_return_last10: state.recent_rewards.mean(),
+        progress: RlSummary {
+            env_steps,
+            episodes: (state.iteration * config.batch_size) as u64,
+            mean_return_last10: state.recent_rewards.mean(),
+            steps_per_second: env_steps as f64 / state.train_seconds.max(1e-9),
+            train_seconds: state.train_seconds,
+        },
         random_policy_return: RANDOM_POLICY_RETURN,
-        steps_per_second: env_steps as f64 / state.train_seconds.max(1e-9),
-        train_seconds: state.train_seconds,
         seed: config.seed,
         backend: session.backend.to_string(),
     };
@@ -475,43 +448,48 @@ fn train<C: RecurrentCell>(
     Ok(summary)
 }
 
-/// Evaluates the last checkpoint of a run on `episodes` fresh episodes (no updates), writes
-/// `eval.json` and returns it.
-pub fn evaluate_run(
-    run: &RunDir,
-    backend: Backend,
-    episodes: usize,
-    greedy: bool,
-    seed: u64,
-) -> Result<Evaluation> {
-    let config: MazeConfig = run.read_json("config.json")?;
-    let device = backend.device()?;
-    // Evaluation episodes have seeds of their own, apart from every training iteration's.
-    let episode_seed = |episode: usize| derived_seed(seed, usize::MAX, episode as u64);
-    let mut rng = ChaCha8Rng::seed_from_u64(derived_seed(seed, usize::MAX, u64::MAX));
-    let options = maze_a2c::RolloutOptions {
-        greedy,
-        energy: true,
-    };
-    let rollout = with_agent!(&config, &device, |agent| {
-        let agent = run.load_last_model(agent)?;
-        maze_a2c::rollout(&agent, episodes, episode_seed, &mut rng, options, &device)
-    });
-    let returns: Vec<f64> = (0..episodes)
-        .map(|episode| {
-            (0..rollout.steps)
-                .map(|step| rollout.rewards[step * episodes + episode] as f64)
-                .sum()
-        })
-        .collect();
-    let result = stpn_rl::evaluate::EvaluationResult {
-        returns,
-        lengths: vec![rollout.steps; episodes],
-        energy_per_step: rollout.energy_per_step.unwrap_or(f64::NAN),
-    };
-    let evaluation = Evaluation::of(&result, greedy, seed);
-    run.write_json("eval.json", &evaluation)?;
-    Ok(evaluation)
+impl Evaluate for MazeExperiment {
+    const EPISODES: usize = 512;
+    const ACTIONS: Actions = Actions::Sampled;
+
+    /// Evaluates the last checkpoint of a run on `episodes` fresh episodes (no updates), writes
+    /// `eval.json` and returns it.
+    fn evaluate(
+        run: &RunDir,
+        backend: Backend,
+        episodes: usize,
+        greedy: bool,
+        seed: u64,
+    ) -> Result<Evaluation> {
+        let config: MazeConfig = run.read_json("config.json")?;
+        let device = backend.device()?;
+        // Evaluation episodes have seeds of their own, apart from every training iteration's.
+        let episode_seed = |episode: usize| derived_seed(seed, usize::MAX, episode as u64);
+        let mut rng = ChaCha8Rng::seed_from_u64(derived_seed(seed, usize::MAX, u64::MAX));
+        let options = maze_a2c::RolloutOptions {
+            greedy,
+            energy: true,
+        };
+        let rollout = with_agent!(&config, &device, |agent| {
+            let agent = run.load_last_model(agent)?;
+            maze_a2c::rollout(&agent, episodes, episode_seed, &mut rng, options, &device)
+        });
+        let returns: Vec<f64> = (0..episodes)
+            .map(|episode| {
+                (0..rollout.steps)
+                    .map(|step| rollout.rewards[step * episodes + episode] as f64)
+                    .sum()
+            })
+            .collect();
+        let result = stpn_rl::evaluate::EvaluationResult {
+            returns,
+            lengths: vec![rollout.steps; episodes],
+            energy_per_step: rollout.energy_per_step.unwrap_or(f64::NAN),
+        };
+        let evaluation = Evaluation::of(&result, greedy, seed);
+        run.write_json("eval.json", &evaluation)?;
+        Ok(evaluation)
+    }
 }
 
 #[cfg(test)]
@@ -539,7 +517,7 @@ mod tests {
         let run = RunDir::create(&scratch(name)).unwrap();
         run.write_json("config.json", config).unwrap();
         let session = Session::new(run, Backend::Flex, false, true);
-        let summary = super::run(config, &session).unwrap();
+        let summary = MazeExperiment::train(config, &session).unwrap();
         (summary, session.run)
     }
 
@@ -555,9 +533,12 @@ mod tests {
         first_part.iterations = 2;
         let (_, resumed_run) = train_fresh(&first_part, "resumed");
         let session = Session::new(resumed_run, Backend::Flex, true, true);
-        let resumed = super::run(&config, &session).unwrap();
+        let resumed = MazeExperiment::train(&config, &session).unwrap();
         let resumed_run = session.run;
-        assert_eq!(straight.mean_return_last10, resumed.mean_return_last10);
+        assert_eq!(
+            straight.progress.mean_return_last10,
+            resumed.progress.mean_return_last10
+        );
         let metrics = crate::test_support::metrics_without_timing;
         assert_eq!(metrics(&straight_run), metrics(&resumed_run));
         assert_eq!(metrics(&straight_run).len(), 5);
@@ -574,12 +555,13 @@ mod tests {
             assert!(json.get(field).is_some(), "summary.json lacks {field}");
         }
         assert_eq!(json["env_steps"], 4 * 3 * 200);
-        let evaluation = evaluate_run(&straight_run, Backend::Flex, 5, true, 1).unwrap();
+        let evaluation =
+            MazeExperiment::evaluate(&straight_run, Backend::Flex, 5, true, 1).unwrap();
         assert_eq!(evaluation.episodes, 5);
         assert!(straight_run.file("eval.json").exists());
         // The evaluation follows the checkpoint: the same one twice gives the same numbers (a
         // freshly drawn model would not), another one (untrained) gives others.
-        let again = evaluate_run(&straight_run, Backend::Flex, 5, true, 1).unwrap();
+        let again = MazeExperiment::evaluate(&straight_run, Backend::Flex, 5, true, 1).unwrap();
         assert_eq!(evaluation.energy_per_step, again.energy_per_step);
         let untrained = RunDir::create(&scratch("untrained")).unwrap();
         untrained.write_json("config.json", &config).unwrap();
@@ -587,7 +569,7 @@ mod tests {
         with_agent!(&config, &device, |agent| untrained
             .save_training(&agent, &AdamConfig::new().init(), &0)
             .unwrap());
-        let other = evaluate_run(&untrained, Backend::Flex, 5, true, 1).unwrap();
+        let other = MazeExperiment::evaluate(&untrained, Backend::Flex, 5, true, 1).unwrap();
         assert_ne!(evaluation.energy_per_step, other.energy_per_step);
         std::fs::remove_dir_all(&untrained.path).ok();
         for run in [straight_run, resumed_run] {
@@ -616,7 +598,7 @@ mod tests {
             let name = format!("core-{}", name_of(core));
             let (summary, run) = train_fresh(&config, &name);
             assert_eq!(summary.iterations, 2, "{core:?}");
-            let evaluation = evaluate_run(&run, Backend::Flex, 2, false, 0).unwrap();
+            let evaluation = MazeExperiment::evaluate(&run, Backend::Flex, 2, false, 0).unwrap();
             assert!(
                 evaluation.energy_per_step.is_finite() && evaluation.energy_per_step > 0.0,
                 "{core:?}: energy {}",
@@ -632,7 +614,7 @@ mod tests {
     fn shipped_configs_have_the_paper_parameter_counts() {
         let _seeded = crate::seeded_device_lock();
         let device = Backend::Flex.device().unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/maze");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/maze");
         for (file, expected) in [
             ("stpn_h55.json", 12_215),
             ("stpn_h55_scaled.json", 12_215),

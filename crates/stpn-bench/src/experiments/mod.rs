@@ -23,7 +23,7 @@ pub mod pendulum;
 pub mod pong;
 
 use std::fmt::Display;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use stpn_model::Backend;
 
-use crate::run_dir::RunDir;
+use crate::run_dir::{Evaluation, RunDir};
 
 /// The flags every training command has.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -54,14 +54,44 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
+/// A training command's line: the shared flags and the task's own.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TrainArgs<T: clap::Args> {
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub task: T,
+}
+
+/// A run's settings, as `config.json` holds them (unknown keys are rejected by serde).
+pub trait ExperimentConfig: Serialize + DeserializeOwned {
+    /// Every field in its range: sizes, counts and intervals above 0, learning rates finite and
+    /// above 0, probabilities in [0, 1], combinations that exist.
+    fn validate(&self) -> Result<()>;
+
+    /// A short name of the run, the default folder's.
+    fn run_name(&self) -> String;
+
+    /// The seed of the model's initialisation and of the run's draws.
+    fn set_seed(&mut self, seed: u64);
+
+    /// Reads a config file and validates it.
+    fn load(path: &Path) -> Result<Self> {
+        let config: Self = crate::run_dir::read_json(path)?;
+        config
+            .validate()
+            .with_context(|| path.display().to_string())?;
+        Ok(config)
+    }
+}
+
 /// A training command.
 pub trait Experiment {
     /// The command's name, also the folder under `runs/`.
     const NAME: &'static str;
-    /// The command line (it flattens [`RunArgs`]).
+    /// The task's own flags (beside [`RunArgs`]).
     type Args: clap::Args + std::fmt::Debug;
-    /// The run's settings, as `config.json` holds them (unknown keys are rejected).
-    type Config: Serialize + DeserializeOwned;
+    type Config: ExperimentConfig;
     /// What `summary.json` holds.
     type Summary: Serialize;
 
@@ -70,27 +100,19 @@ pub trait Experiment {
         Ok(())
     }
 
-    /// The flags shared by every command.
-    fn run_args(args: &Self::Args) -> &RunArgs;
+    /// The paper's settings for what the command line names (its core), without a config file.
+    fn paper_config(args: &Self::Args) -> Result<Self::Config>;
 
-    /// A fresh run's config: the config file or the paper's settings, with the overrides that
-    /// apply to a fresh run only (model, sizes, seed).
-    fn fresh_config(args: &Self::Args) -> Result<Self::Config>;
+    /// The overrides of a fresh run (sizes, options).
+    fn override_config(args: &Self::Args, config: &mut Self::Config);
 
     /// The overrides that apply on resume as well: the budget.
     fn extend_config(args: &Self::Args, config: &mut Self::Config);
 
-    /// Every field in its range: sizes, counts and intervals above 0, learning rates finite and
-    /// above 0, probabilities in [0, 1], combinations that exist.
-    fn validate(config: &Self::Config) -> Result<()>;
-
-    /// A short name of the run, the default folder's.
-    fn run_name(config: &Self::Config) -> String;
-
     /// What will run, for the first line (`stpn_r-h11-paper-s0, 20 epochs of 100000 sequences`).
     fn describe(config: &Self::Config) -> String;
 
-    /// Trains (or continues) the run and returns its summary.
+    /// Trains (or continues) the run, writes `summary.json` and returns the summary.
     fn train(config: &Self::Config, session: &Session) -> Result<Self::Summary>;
 
     /// The line printed at the end.
@@ -111,8 +133,8 @@ pub fn checked(result: Result<(), String>) -> Result<()> {
 }
 
 /// The config and folder of the run a command line asks for (steps 2–4 of the module docs).
-pub fn prepare<E: Experiment>(args: &E::Args) -> Result<(E::Config, RunDir)> {
-    let common = E::run_args(args);
+pub fn prepare<E: Experiment>(args: &TrainArgs<E::Args>) -> Result<(E::Config, RunDir)> {
+    let common = &args.run;
     let (config, run) = if common.resume {
         let out = common.out.as_ref().context("--resume needs --out")?;
         let run = RunDir::open(out).context("nothing to resume; drop --resume to start a run")?;
@@ -125,30 +147,40 @@ pub fn prepare<E: Experiment>(args: &E::Args) -> Result<(E::Config, RunDir)> {
             );
         }
         let mut config: E::Config = run.read_json("config.json")?;
-        E::extend_config(args, &mut config);
-        E::validate(&config).with_context(|| format!("{}", run.file("config.json").display()))?;
+        E::extend_config(&args.task, &mut config);
+        config
+            .validate()
+            .with_context(|| format!("{}", run.file("config.json").display()))?;
         (config, run)
     } else {
-        let mut config = E::fresh_config(args)?;
-        E::extend_config(args, &mut config);
-        match &common.config {
-            Some(path) => E::validate(&config).with_context(|| path.display().to_string())?,
-            None => E::validate(&config)?,
+        let mut config = match &common.config {
+            Some(path) => E::Config::load(path)?,
+            None => E::paper_config(&args.task)?,
+        };
+        if let Some(seed) = common.seed {
+            config.set_seed(seed);
         }
-        let out = common.out.clone().unwrap_or_else(|| {
-            PathBuf::from("runs")
-                .join(E::NAME)
-                .join(E::run_name(&config))
-        });
+        E::override_config(&args.task, &mut config);
+        E::extend_config(&args.task, &mut config);
+        match &common.config {
+            Some(path) => config
+                .validate()
+                .with_context(|| path.display().to_string())?,
+            None => config.validate()?,
+        }
+        let out = common
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs").join(E::NAME).join(config.run_name()));
         (config, RunDir::create(&out)?)
     };
     Ok((config, run))
 }
 
 /// Runs a training command from its command line to its summary line.
-pub fn command<E: Experiment>(backend: Backend, args: &E::Args) -> Result<()> {
+pub fn command<E: Experiment>(backend: Backend, args: &TrainArgs<E::Args>) -> Result<()> {
     E::available()?;
-    let common = E::run_args(args);
+    let common = &args.run;
     let (config, run) = prepare::<E>(args)?;
     run.write_json("config.json", &config)?;
     if !common.quiet {
@@ -160,13 +192,77 @@ pub fn command<E: Experiment>(backend: Backend, args: &E::Args) -> Result<()> {
         );
     }
     let session = Session::new(run, backend, common.resume, common.quiet);
-    // The loop writes summary.json itself, so that a run driven from code has one too.
     let summary = E::train(&config, &session)?;
     println!(
         "{}  [{}]",
         E::summary_line(&config, &summary),
         session.run.file("summary.json").display()
     );
+    Ok(())
+}
+
+/// How an evaluation chooses actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Actions {
+    /// The policy's most probable action (the Gaussian's mean).
+    Greedy,
+    /// A draw from the policy.
+    Sampled,
+}
+
+/// The flags of the evaluation commands (`maze-eval`, `pendulum-eval`, `pong-eval`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// Run folder of the training command.
+    pub run: PathBuf,
+    /// Number of episodes (default: the paper's evaluation of the task).
+    #[arg(long)]
+    pub episodes: Option<usize>,
+    /// How actions are chosen (default: the paper's evaluation of the task).
+    #[arg(long, value_enum)]
+    pub actions: Option<Actions>,
+    /// Same as --actions greedy.
+    #[arg(long, conflicts_with = "actions")]
+    pub greedy: bool,
+    /// Seed of the evaluation episodes and action draws.
+    #[arg(long, default_value_t = 12345)]
+    pub seed: u64,
+}
+
+/// An experiment whose runs can be evaluated on fresh episodes (the RL tasks).
+pub trait Evaluate: Experiment {
+    /// The paper's evaluation: how many episodes, with which actions.
+    const EPISODES: usize;
+    const ACTIONS: Actions;
+
+    /// Evaluates the last checkpoint of `run`, writes `eval.json` and returns it.
+    fn evaluate(
+        run: &RunDir,
+        backend: Backend,
+        episodes: usize,
+        greedy: bool,
+        seed: u64,
+    ) -> Result<Evaluation>;
+}
+
+/// An evaluation command: opens the run folder, evaluates, prints the result's line.
+pub fn evaluate_command<E: Evaluate>(backend: Backend, args: &EvalArgs) -> Result<()> {
+    let run = RunDir::open(&args.run)?;
+    let actions = if args.greedy {
+        Actions::Greedy
+    } else {
+        args.actions.unwrap_or(E::ACTIONS)
+    };
+    let episodes = args.episodes.unwrap_or(E::EPISODES);
+    checked(stpn_rl::checks::positive("--episodes", episodes))?;
+    let evaluation = E::evaluate(
+        &run,
+        backend,
+        episodes,
+        actions == Actions::Greedy,
+        args.seed,
+    )?;
+    println!("{}", evaluation.line(&run));
     Ok(())
 }
 
@@ -183,7 +279,7 @@ pub fn handle_ctrl_c() {
             std::process::exit(130);
         }
         eprintln!(
-            "\nCtrl-C: stopping after the current step, with a checkpoint (Ctrl-C again to stop at once)"
+            "\nCtrl-C: stopping at the end of this epoch, update or iteration, with a checkpoint (Ctrl-C again to stop at once)"
         );
     });
     if let Err(error) = installed {
@@ -264,6 +360,7 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::Value;
 
+    use super::ExperimentConfig;
     use super::art::ArtConfig;
     use super::familiarity::FamiliarityConfig;
     use super::maze::MazeConfig;

@@ -10,7 +10,6 @@
 // Without MuJoCo the driver is reached from the tests only.
 #![cfg_attr(not(feature = "mujoco"), allow(dead_code))]
 
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -26,8 +25,10 @@ use stpn_rl::evaluate::evaluate_continuous;
 use stpn_rl::ppo::{self, Collector, PpoConfig};
 use stpn_rl::{ActorCritic, ActorCriticConfig};
 
-use crate::experiments::{Experiment, RunArgs, Session, checked, name_of};
-use crate::run_dir::{Evaluation, Metrics, RunDir};
+use crate::experiments::{
+    Actions, Evaluate, Experiment, ExperimentConfig, Session, checked, name_of,
+};
+use crate::run_dir::{Evaluation, Metrics, RlProgress, RlSummary, RunDir};
 use stpn_rl::checks::positive;
 
 /// The agent's core (docs/reference.md §5.3; all H = 64 in the paper).
@@ -92,8 +93,17 @@ impl PendulumConfig {
     pub fn iterations(&self) -> usize {
         (self.total_steps as usize).div_ceil(self.ppo.rollout_length)
     }
+}
 
-    pub fn run_name(&self) -> String {
+impl ExperimentConfig for PendulumConfig {
+    fn validate(&self) -> Result<()> {
+        checked(positive("hidden_size", self.hidden_size))?;
+        checked(positive("total_steps", self.total_steps as usize))?;
+        checked(positive("checkpoint_every", self.checkpoint_every))?;
+        checked(self.ppo.validate())
+    }
+
+    fn run_name(&self) -> String {
         format!(
             "{}-h{}-s{}",
             name_of(self.core),
@@ -102,19 +112,8 @@ impl PendulumConfig {
         )
     }
 
-    pub fn load(path: &Path) -> Result<Self> {
-        let config: Self = crate::run_dir::read_json(path)?;
-        config
-            .validate()
-            .with_context(|| path.display().to_string())?;
-        Ok(config)
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        checked(positive("hidden_size", self.hidden_size))?;
-        checked(positive("total_steps", self.total_steps as usize))?;
-        checked(positive("checkpoint_every", self.checkpoint_every))?;
-        checked(self.ppo.validate())
+    fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
     }
 }
 
@@ -124,28 +123,21 @@ pub struct Summary {
     pub core: PendulumCore,
     pub hidden_size: usize,
     pub params: usize,
-    pub env_steps: u64,
-    pub episodes: u64,
-    /// Mean return of the last 10 finished episodes.
-    pub mean_return_last10: f64,
+    #[serde(flatten)]
+    pub progress: RlSummary,
     /// Environment steps when the mean of the last 10 returns first reached 950 (the
     /// environment's reward threshold), if it did.
     pub solved_at_env_steps: Option<u64>,
-    pub steps_per_second: f64,
-    pub train_seconds: f64,
     pub seed: u64,
     pub backend: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct TrainingState {
-    iteration: usize,
-    env_steps: u64,
-    episodes: u64,
-    recent_returns: crate::run_dir::LastTen,
+    #[serde(flatten)]
+    progress: RlProgress,
     solved_at_env_steps: Option<u64>,
     kl_coefficient: f64,
-    train_seconds: f64,
 }
 
 pub const METRICS_HEADER: &str = "iteration,env_steps,episodes,mean_return_last10,policy_loss,value_loss,entropy,kl,kl_coefficient,grad_norm,seconds";
@@ -198,28 +190,33 @@ macro_rules! with_agent {
     }};
 }
 
-/// Evaluates the last checkpoint of a run on `episodes` fresh episodes (no updates; the paper:
-/// 10 with sampled actions), writes `eval.json` and returns it.
-pub fn evaluate_run(
-    run: &RunDir,
-    backend: Backend,
-    episodes: usize,
-    greedy: bool,
-    seed: u64,
-) -> Result<Evaluation> {
-    #[cfg(feature = "mujoco")]
-    {
-        let config: PendulumConfig = run.read_json("config.json")?;
-        evaluate_on(environment(&config)?, run, backend, episodes, greedy, seed)
-    }
-    #[cfg(not(feature = "mujoco"))]
-    {
-        let _ = (run, backend, episodes, greedy, seed);
-        bail!(MUJOCO_MISSING)
+impl Evaluate for Pendulum {
+    const EPISODES: usize = 10;
+    const ACTIONS: Actions = Actions::Sampled;
+
+    /// Evaluates the last checkpoint of a run on `episodes` fresh episodes (no updates; the paper:
+    /// 10 with sampled actions), writes `eval.json` and returns it.
+    fn evaluate(
+        run: &RunDir,
+        backend: Backend,
+        episodes: usize,
+        greedy: bool,
+        seed: u64,
+    ) -> Result<Evaluation> {
+        #[cfg(feature = "mujoco")]
+        {
+            let config: PendulumConfig = run.read_json("config.json")?;
+            evaluate_on(environment(&config)?, run, backend, episodes, greedy, seed)
+        }
+        #[cfg(not(feature = "mujoco"))]
+        {
+            let _ = (run, backend, episodes, greedy, seed);
+            bail!(MUJOCO_MISSING)
+        }
     }
 }
 
-/// [`evaluate_run`] on `env` (any env with box observations and actions).
+/// [`Evaluate::evaluate`] on `env` (any env with box observations and actions).
 pub fn evaluate_on<E>(
     mut env: E,
     run: &RunDir,
@@ -249,8 +246,6 @@ pub const MUJOCO_MISSING: &str = "InvertedPendulum needs MuJoCo, which this bina
 /// The `pendulum` command line.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct PendulumArgs {
-    #[command(flatten)]
-    pub run: RunArgs,
     /// Core, with the paper's settings (without --config; default stpnf).
     #[arg(long, value_enum, conflicts_with = "config")]
     pub core: Option<PendulumCore>,
@@ -278,34 +273,20 @@ impl Experiment for Pendulum {
         Ok(())
     }
 
-    fn run_args(args: &PendulumArgs) -> &RunArgs {
-        &args.run
+    fn paper_config(args: &PendulumArgs) -> Result<PendulumConfig> {
+        Ok(PendulumConfig::paper(
+            args.core.unwrap_or(PendulumCore::Stpnf),
+        ))
     }
 
-    fn fresh_config(args: &PendulumArgs) -> Result<PendulumConfig> {
-        let mut config = match &args.run.config {
-            Some(path) => PendulumConfig::load(path)?,
-            None => PendulumConfig::paper(args.core.unwrap_or(PendulumCore::Stpnf)),
-        };
-        if let Some(seed) = args.run.seed {
-            config.seed = seed;
-        }
+    fn override_config(args: &PendulumArgs, config: &mut PendulumConfig) {
         config.v5_rewards |= args.v5;
-        Ok(config)
     }
 
     fn extend_config(args: &PendulumArgs, config: &mut PendulumConfig) {
         if let Some(steps) = args.env_steps {
             config.total_steps = steps;
         }
-    }
-
-    fn validate(config: &PendulumConfig) -> Result<()> {
-        config.validate()
-    }
-
-    fn run_name(config: &PendulumConfig) -> String {
-        config.run_name()
     }
 
     fn describe(config: &PendulumConfig) -> String {
@@ -316,8 +297,18 @@ impl Experiment for Pendulum {
         )
     }
 
+    /// Trains (or resumes) a run on MuJoCo and returns its summary (also in `summary.json`).
     fn train(config: &PendulumConfig, session: &Session) -> Result<Summary> {
-        run(config, session)
+        #[cfg(feature = "mujoco")]
+        {
+            let env = environment(config)?;
+            train_on(env, config, session)
+        }
+        #[cfg(not(feature = "mujoco"))]
+        {
+            let _ = (config, session);
+            bail!(MUJOCO_MISSING)
+        }
     }
 
     fn summary_line(config: &PendulumConfig, summary: &Summary) -> String {
@@ -325,28 +316,14 @@ impl Experiment for Pendulum {
             "{}: {} params, {} env steps ({:.0} steps/s), {} episodes, mean return of the last 10 {:.1}, solved (≥ 950) at {}",
             config.run_name(),
             summary.params,
-            summary.env_steps,
-            summary.steps_per_second,
-            summary.episodes,
-            summary.mean_return_last10,
+            summary.progress.env_steps,
+            summary.progress.steps_per_second,
+            summary.progress.episodes,
+            summary.progress.mean_return_last10,
             summary
                 .solved_at_env_steps
                 .map_or("—".to_string(), |steps| format!("{steps} steps")),
         )
-    }
-}
-
-/// Trains (or resumes) a run on MuJoCo and returns its summary (also in `summary.json`).
-pub fn run(config: &PendulumConfig, session: &Session) -> Result<Summary> {
-    #[cfg(feature = "mujoco")]
-    {
-        let env = environment(config)?;
-        train_on(env, config, session)
-    }
-    #[cfg(not(feature = "mujoco"))]
-    {
-        let _ = (config, session);
-        bail!(MUJOCO_MISSING)
     }
 }
 
@@ -378,30 +355,26 @@ where
     let mut agent = agent;
     let mut optimizer = AdamConfig::new().init();
     let mut state = TrainingState {
-        iteration: 0,
-        env_steps: 0,
-        episodes: 0,
-        recent_returns: Default::default(),
+        progress: RlProgress::default(),
         solved_at_env_steps: None,
         kl_coefficient: config.ppo.kl_coefficient,
-        train_seconds: 0.0,
     };
     (agent, optimizer, state) = run.resume_training(agent, optimizer, state, session.resume)?;
-    let metrics = Metrics::open(run, METRICS_HEADER, state.iteration)?;
+    let metrics = Metrics::open(run, METRICS_HEADER, state.progress.iteration)?;
     // Episodes and action draws continue from seeds of their own after a resume.
     let stream = config
         .seed
         .wrapping_mul(1_000_003)
-        .wrapping_add(state.iteration as u64);
+        .wrapping_add(state.progress.iteration as u64);
     let mut collector = Collector::new(env, stream);
     let mut rng = ChaCha8Rng::seed_from_u64(stream);
     let iterations = config.iterations();
     let progress = crate::run_dir::progress_bar(
-        iterations.saturating_sub(state.iteration),
+        iterations.saturating_sub(state.progress.iteration),
         "iterations",
         quiet,
     );
-    while state.iteration < iterations {
+    while state.progress.iteration < iterations {
         let started = Instant::now();
         let episodes_before = collector.finished.len();
         let stats;
@@ -414,27 +387,31 @@ where
             &mut rng,
             device,
         );
-        let at = format_args!("iteration {}", state.iteration + 1);
+        let at = format_args!("iteration {}", state.progress.iteration + 1);
         session.ensure_finite("policy loss", stats.policy_loss, at)?;
         session.ensure_finite("value loss", stats.value_loss, at)?;
         let seconds = started.elapsed().as_secs_f64();
-        state.iteration += 1;
-        state.env_steps += config.ppo.rollout_length as u64;
-        state.train_seconds += seconds;
-        for &(episode_return, _) in &collector.finished[episodes_before..] {
-            state.episodes += 1;
-            state.recent_returns.push(episode_return);
-            let mean = state.recent_returns.mean();
-            if state.recent_returns.is_full() && mean >= 950.0 {
-                state.solved_at_env_steps.get_or_insert(state.env_steps);
+        let env_steps = state.progress.env_steps + config.ppo.rollout_length as u64;
+        let returns: Vec<f64> = collector.finished[episodes_before..]
+            .iter()
+            .map(|&(episode_return, _)| episode_return)
+            .collect();
+        // Solved when the mean of the last 10 returns first reaches 950, after any episode.
+        let mut window = state.progress.recent_returns.clone();
+        for &episode_return in &returns {
+            window.push(episode_return);
+            if window.is_full() && window.mean() >= 950.0 {
+                state.solved_at_env_steps.get_or_insert(env_steps);
             }
         }
-        let mean_recent = state.recent_returns.mean();
+        state.progress.record(env_steps, seconds, returns);
+        let progress_now = &state.progress;
+        let mean_recent = progress_now.recent_returns.mean();
         metrics.append(&format!(
             "{},{},{},{mean_recent:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{seconds:.3}",
-            state.iteration,
-            state.env_steps,
-            state.episodes,
+            progress_now.iteration,
+            progress_now.env_steps,
+            progress_now.episodes,
             stats.policy_loss,
             stats.value_loss,
             stats.entropy,
@@ -444,12 +421,13 @@ where
         ))?;
         progress.inc(1);
         progress.set_message(format!("return (last 10) {mean_recent:.1}"));
-        if session.checkpoint_due(state.iteration, config.checkpoint_every, iterations) {
+        let iteration = state.progress.iteration;
+        if session.checkpoint_due(iteration, config.checkpoint_every, iterations) {
             run.save_training(&agent, &optimizer, &state)?;
             if quiet {
-                tracing::info!("iteration {} return {mean_recent:.1}", state.iteration);
+                tracing::info!("iteration {iteration} return {mean_recent:.1}");
             }
-            session.stop_if_interrupted("iteration", state.iteration)?;
+            session.stop_if_interrupted("iteration", iteration)?;
         }
     }
     progress.finish_and_clear();
@@ -457,12 +435,8 @@ where
         core: config.core,
         hidden_size: config.hidden_size,
         params,
-        env_steps: state.env_steps,
-        episodes: state.episodes,
-        mean_return_last10: state.recent_returns.mean(),
+        progress: state.progress.summary(),
         solved_at_env_steps: state.solved_at_env_steps,
-        steps_per_second: state.env_steps as f64 / state.train_seconds.max(1e-9),
-        train_seconds: state.train_seconds,
         seed: config.seed,
         backend: session.backend.to_string(),
     };
@@ -499,7 +473,7 @@ mod tests {
     /// budget (300 000 steps).
     #[test]
     fn shipped_configs_are_the_papers_settings() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pendulum");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pendulum");
         for core in [
             PendulumCore::Stpnf,
             PendulumCore::Lstm,
@@ -540,8 +514,8 @@ mod tests {
         let session = Session::new(run, Backend::Flex, false, true);
         let summary = train_on(SignTask::default(), &config, &session).unwrap();
         let run = session.run;
-        assert_eq!(summary.env_steps, 512);
-        assert_eq!(summary.episodes, 512 / 4);
+        assert_eq!(summary.progress.env_steps, 512);
+        assert_eq!(summary.progress.episodes, 512 / 4);
         assert!(run.checkpoint("last").is_some());
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(run.file("summary.json")).unwrap())
@@ -606,7 +580,7 @@ mod tests {
             let session = Session::new(run, Backend::Flex, false, true);
             let summary = train_on(SignTask::default(), &config, &session).unwrap();
             let run = session.run;
-            assert_eq!(summary.env_steps, 256, "{core:?}");
+            assert_eq!(summary.progress.env_steps, 256, "{core:?}");
             let evaluation =
                 evaluate_on(SignTask::default(), &run, Backend::Flex, 2, false, 0).unwrap();
             assert!(

@@ -10,10 +10,9 @@
 // Without ALE the driver is reached from nowhere but its own types.
 #![cfg_attr(not(feature = "atari"), allow(dead_code))]
 
-use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::optim::AdamConfig;
 use burn::tensor::Device;
@@ -26,8 +25,10 @@ use stpn_rl::a2c::{self, A2cConfig, VecCollector};
 use stpn_rl::evaluate::evaluate_discrete;
 use stpn_rl::{ActorCritic, ActorCriticConfig, ConvEncoder};
 
-use crate::experiments::{Experiment, RunArgs, Session, checked, name_of};
-use crate::run_dir::{Evaluation, Metrics, RunDir};
+use crate::experiments::{
+    Actions, Evaluate, Experiment, ExperimentConfig, Session, checked, name_of,
+};
+use crate::run_dir::{Evaluation, Metrics, RlProgress, RlSummary, RunDir};
 use stpn_rl::checks::positive;
 
 /// The agent's core.
@@ -93,8 +94,18 @@ impl PongConfig {
     pub fn iterations(&self) -> usize {
         (self.total_steps as usize).div_ceil(self.envs * self.a2c.fragment_length)
     }
+}
 
-    pub fn run_name(&self) -> String {
+impl ExperimentConfig for PongConfig {
+    fn validate(&self) -> Result<()> {
+        checked(positive("envs", self.envs))?;
+        checked(positive("hidden_size", self.hidden_size))?;
+        checked(positive("total_steps", self.total_steps as usize))?;
+        checked(positive("checkpoint_every", self.checkpoint_every))?;
+        checked(self.a2c.validate())
+    }
+
+    fn run_name(&self) -> String {
         format!(
             "{}-h{}-e{}-s{}",
             name_of(self.core),
@@ -104,20 +115,8 @@ impl PongConfig {
         )
     }
 
-    pub fn load(path: &Path) -> Result<Self> {
-        let config: Self = crate::run_dir::read_json(path)?;
-        config
-            .validate()
-            .with_context(|| path.display().to_string())?;
-        Ok(config)
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        checked(positive("envs", self.envs))?;
-        checked(positive("hidden_size", self.hidden_size))?;
-        checked(positive("total_steps", self.total_steps as usize))?;
-        checked(positive("checkpoint_every", self.checkpoint_every))?;
-        checked(self.a2c.validate())
+    fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
     }
 }
 
@@ -127,23 +126,16 @@ pub struct Summary {
     pub core: PongCore,
     pub hidden_size: usize,
     pub params: usize,
-    pub env_steps: u64,
-    pub episodes: u64,
-    /// Mean return of the last 10 finished episodes (−21 … 21).
-    pub mean_return_last10: f64,
-    pub steps_per_second: f64,
-    pub train_seconds: f64,
+    #[serde(flatten)]
+    pub progress: RlSummary,
     pub seed: u64,
     pub backend: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct TrainingState {
-    iteration: usize,
-    env_steps: u64,
-    episodes: u64,
-    recent_returns: crate::run_dir::LastTen,
-    train_seconds: f64,
+    #[serde(flatten)]
+    progress: RlProgress,
 }
 
 pub const METRICS_HEADER: &str = "iteration,env_steps,episodes,mean_return_last10,policy_loss,value_loss,entropy,grad_norm,learning_rate,seconds";
@@ -154,8 +146,6 @@ pub const ATARI_MISSING: &str = "Pong needs the Arcade Learning Environment, whi
 /// The `pong` command line.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct PongArgs {
-    #[command(flatten)]
-    pub run: RunArgs,
     /// Core, with the paper's settings (without --config; default stpn).
     #[arg(long, value_enum, conflicts_with = "config")]
     pub core: Option<PongCore>,
@@ -183,36 +173,20 @@ impl Experiment for PongExperiment {
         Ok(())
     }
 
-    fn run_args(args: &PongArgs) -> &RunArgs {
-        &args.run
+    fn paper_config(args: &PongArgs) -> Result<PongConfig> {
+        Ok(PongConfig::paper(args.core.unwrap_or(PongCore::Stpn)))
     }
 
-    fn fresh_config(args: &PongArgs) -> Result<PongConfig> {
-        let mut config = match &args.run.config {
-            Some(path) => PongConfig::load(path)?,
-            None => PongConfig::paper(args.core.unwrap_or(PongCore::Stpn)),
-        };
-        if let Some(seed) = args.run.seed {
-            config.seed = seed;
-        }
+    fn override_config(args: &PongArgs, config: &mut PongConfig) {
         if let Some(envs) = args.envs {
             config.envs = envs;
         }
-        Ok(config)
     }
 
     fn extend_config(args: &PongArgs, config: &mut PongConfig) {
         if let Some(steps) = args.env_steps {
             config.total_steps = steps;
         }
-    }
-
-    fn validate(config: &PongConfig) -> Result<()> {
-        config.validate()
-    }
-
-    fn run_name(config: &PongConfig) -> String {
-        config.run_name()
     }
 
     fn describe(config: &PongConfig) -> String {
@@ -224,8 +198,20 @@ impl Experiment for PongExperiment {
         )
     }
 
+    /// Trains (or resumes) a run on ALE Pong and returns its summary (also in `summary.json`).
     fn train(config: &PongConfig, session: &Session) -> Result<Summary> {
-        run(config, session)
+        #[cfg(feature = "atari")]
+        {
+            let envs = (0..config.envs)
+                .map(|_| stpn_atari::Pong::new())
+                .collect::<Result<Vec<_>, _>>()?;
+            train_on(SyncVectorEnv::new(envs), config, session)
+        }
+        #[cfg(not(feature = "atari"))]
+        {
+            let _ = (config, session);
+            bail!(ATARI_MISSING)
+        }
     }
 
     fn summary_line(config: &PongConfig, summary: &Summary) -> String {
@@ -233,27 +219,11 @@ impl Experiment for PongExperiment {
             "{}: {} params, {} frames ({:.0} steps/s), {} episodes, mean return of the last 10 {:.1}",
             config.run_name(),
             summary.params,
-            summary.env_steps,
-            summary.steps_per_second,
-            summary.episodes,
-            summary.mean_return_last10,
+            summary.progress.env_steps,
+            summary.progress.steps_per_second,
+            summary.progress.episodes,
+            summary.progress.mean_return_last10,
         )
-    }
-}
-
-/// Trains (or resumes) a run on ALE Pong and returns its summary (also in `summary.json`).
-pub fn run(config: &PongConfig, session: &Session) -> Result<Summary> {
-    #[cfg(feature = "atari")]
-    {
-        let envs = (0..config.envs)
-            .map(|_| stpn_atari::Pong::new())
-            .collect::<Result<Vec<_>, _>>()?;
-        train_on(SyncVectorEnv::new(envs), config, session)
-    }
-    #[cfg(not(feature = "atari"))]
-    {
-        let _ = (config, session);
-        bail!(ATARI_MISSING)
     }
 }
 
@@ -298,34 +268,39 @@ where
     ))
 }
 
-/// Evaluates the last checkpoint of a run on `episodes` fresh episodes (no updates; the paper:
-/// one greedy episode), writes `eval.json` and returns it.
-pub fn evaluate_run(
-    run: &RunDir,
-    backend: Backend,
-    episodes: usize,
-    greedy: bool,
-    seed: u64,
-) -> Result<Evaluation> {
-    #[cfg(feature = "atari")]
-    {
-        evaluate_on(
-            stpn_atari::Pong::new()?,
-            run,
-            backend,
-            episodes,
-            greedy,
-            seed,
-        )
-    }
-    #[cfg(not(feature = "atari"))]
-    {
-        let _ = (run, backend, episodes, greedy, seed);
-        bail!(ATARI_MISSING)
+impl Evaluate for PongExperiment {
+    const EPISODES: usize = 1;
+    const ACTIONS: Actions = Actions::Greedy;
+
+    /// Evaluates the last checkpoint of a run on `episodes` fresh episodes (no updates; the paper:
+    /// one greedy episode), writes `eval.json` and returns it.
+    fn evaluate(
+        run: &RunDir,
+        backend: Backend,
+        episodes: usize,
+        greedy: bool,
+        seed: u64,
+    ) -> Result<Evaluation> {
+        #[cfg(feature = "atari")]
+        {
+            evaluate_on(
+                stpn_atari::Pong::new()?,
+                run,
+                backend,
+                episodes,
+                greedy,
+                seed,
+            )
+        }
+        #[cfg(not(feature = "atari"))]
+        {
+            let _ = (run, backend, episodes, greedy, seed);
+            bail!(ATARI_MISSING)
+        }
     }
 }
 
-/// [`evaluate_run`] on `env` (any env with flat observations and discrete actions).
+/// [`Evaluate::evaluate`] on `env` (any env with flat observations and discrete actions).
 pub fn evaluate_on<E>(
     mut env: E,
     run: &RunDir,
@@ -364,27 +339,23 @@ where
     let (run, quiet) = (&session.run, session.quiet);
     let params = agent.num_params();
     let state = TrainingState {
-        iteration: 0,
-        env_steps: 0,
-        episodes: 0,
-        recent_returns: Default::default(),
-        train_seconds: 0.0,
+        progress: RlProgress::default(),
     };
     let (mut agent, mut optimizer, mut state) =
         run.resume_training(agent, AdamConfig::new().init(), state, session.resume)?;
-    let metrics = Metrics::open(run, METRICS_HEADER, state.iteration)?;
+    let metrics = Metrics::open(run, METRICS_HEADER, state.progress.iteration)?;
     // Episodes and action draws continue from seeds of their own after a resume.
-    let stream = crate::run_dir::derive_seed(config.seed, state.iteration as u64, 0);
+    let stream = crate::run_dir::derive_seed(config.seed, state.progress.iteration as u64, 0);
     let mut collector = VecCollector::new(envs, stream);
-    collector.env_steps = state.env_steps; // the learning-rate schedule follows the whole run
+    collector.env_steps = state.progress.env_steps; // the learning-rate schedule follows the whole run
     let mut rng = ChaCha8Rng::seed_from_u64(stream);
     let iterations = config.iterations();
     let progress = crate::run_dir::progress_bar(
-        iterations.saturating_sub(state.iteration),
+        iterations.saturating_sub(state.progress.iteration),
         "iterations",
         quiet,
     );
-    while state.iteration < iterations {
+    while state.progress.iteration < iterations {
         let started = Instant::now();
         let episodes_before = collector.finished.len();
         let stats;
@@ -396,23 +367,20 @@ where
             &mut rng,
             device,
         );
-        let at = format_args!("iteration {}", state.iteration + 1);
+        let at = format_args!("iteration {}", state.progress.iteration + 1);
         session.ensure_finite("policy loss", stats.policy_loss, at)?;
         session.ensure_finite("value loss", stats.value_loss, at)?;
         let seconds = started.elapsed().as_secs_f64();
-        state.iteration += 1;
-        state.env_steps = collector.env_steps;
-        state.train_seconds += seconds;
-        for &(episode_return, _) in &collector.finished[episodes_before..] {
-            state.episodes += 1;
-            state.recent_returns.push(episode_return);
-        }
-        let mean_recent = state.recent_returns.mean();
+        let returns = collector.finished[episodes_before..]
+            .iter()
+            .map(|&(r, _)| r);
+        state.progress.record(collector.env_steps, seconds, returns);
+        let mean_recent = state.progress.recent_returns.mean();
         metrics.append(&format!(
             "{},{},{},{mean_recent:.3},{:.6},{:.6},{:.6},{:.6},{:e},{seconds:.3}",
-            state.iteration,
-            state.env_steps,
-            state.episodes,
+            state.progress.iteration,
+            state.progress.env_steps,
+            state.progress.episodes,
             stats.policy_loss,
             stats.value_loss,
             stats.entropy,
@@ -422,12 +390,16 @@ where
         progress.inc(1);
         progress.set_message(format!(
             "{} frames, return (last 10) {mean_recent:.1}, {:.0} steps/s",
-            state.env_steps,
-            state.env_steps as f64 / state.train_seconds
+            state.progress.env_steps,
+            state.progress.env_steps as f64 / state.progress.train_seconds
         ));
-        if session.checkpoint_due(state.iteration, config.checkpoint_every, iterations) {
+        if session.checkpoint_due(
+            state.progress.iteration,
+            config.checkpoint_every,
+            iterations,
+        ) {
             run.save_training(&agent, &optimizer, &state)?;
-            session.stop_if_interrupted("iteration", state.iteration)?;
+            session.stop_if_interrupted("iteration", state.progress.iteration)?;
         }
     }
     progress.finish_and_clear();
@@ -435,11 +407,7 @@ where
         core: config.core,
         hidden_size: config.hidden_size,
         params,
-        env_steps: state.env_steps,
-        episodes: state.episodes,
-        mean_return_last10: state.recent_returns.mean(),
-        steps_per_second: state.env_steps as f64 / state.train_seconds.max(1e-9),
-        train_seconds: state.train_seconds,
+        progress: state.progress.summary(),
         seed: config.seed,
         backend: session.backend.to_string(),
     };
@@ -472,7 +440,7 @@ mod tests {
     /// budget (16 environments, 2·10⁶ frames) for both cores.
     #[test]
     fn shipped_configs_are_the_papers_settings() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pong");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pong");
         for (core, hidden) in [(PongCore::Stpn, 64), (PongCore::Lstm, 48)] {
             for (suffix, envs, steps) in [("", 64, 100_000_000), ("_scaled", 16, 2_000_000)] {
                 let name = name_of(core);
