@@ -19,6 +19,7 @@ use burn::optim::GradientsParams;
 use burn::optim::module_optimizer::ModuleOptimizer;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use stpn_envs::env::{Env, SyncVectorEnv};
@@ -26,7 +27,8 @@ use stpn_model::params::host_values;
 use stpn_model::{CellState, RecurrentCell};
 
 use crate::maze_a2c::sample;
-use crate::sequences::{SequenceCutter, pack};
+use crate::returns::{Next, gae};
+use crate::sequences::{SequenceCutter, contiguous_minibatches, pack};
 use crate::{ActorCritic, clip_by_global_norm};
 
 /// The algorithm's settings; defaults are the paper's Pong settings for STPN (docs/reference.md §5.2).
@@ -45,6 +47,17 @@ pub struct A2cConfig {
     pub final_learning_rate: f64,
     pub decay_steps: f64,
     pub sequence_length: usize,
+    /// Steps per optimiser step: RLlib's `train_batch_size`, 200 by default, which its
+    /// multi-GPU train path turned into minibatches of the sampled batch, one Adam step each
+    /// (16 per 3 200-step batch in the paper's run; docs/authors-rl.md §1). A value at least the
+    /// batch (envs × fragment length) takes one step on all of it.
+    pub minibatch_size: usize,
+    /// Adam's ε: PyTorch's default, which the authors' RLlib used (docs/authors-rl.md §2).
+    pub adam_epsilon: f64,
+    /// Bootstrap an episode cut by the environment's time limit from the value of its last
+    /// observation. Off: the authors' RLlib treated the limit as a termination
+    /// (docs/authors-rl.md §4).
+    pub bootstrap_truncation: bool,
 }
 
 impl Default for A2cConfig {
@@ -60,6 +73,9 @@ impl Default for A2cConfig {
             final_learning_rate: 1e-12,
             decay_steps: 2e8,
             sequence_length: 20,
+            minibatch_size: 200,
+            adam_epsilon: crate::TORCH_ADAM_EPSILON,
+            bootstrap_truncation: false,
         }
     }
 }
@@ -77,7 +93,9 @@ impl A2cConfig {
         positive_finite("a2c.grad_clip", self.grad_clip)?;
         positive_finite("a2c.learning_rate", self.learning_rate)?;
         positive_finite("a2c.final_learning_rate", self.final_learning_rate)?;
-        positive_finite("a2c.decay_steps", self.decay_steps)
+        positive_finite("a2c.decay_steps", self.decay_steps)?;
+        positive("a2c.minibatch_size", self.minibatch_size)?;
+        positive_finite("a2c.adam_epsilon", self.adam_epsilon)
     }
 
     /// The learning rate after `env_steps` environment steps.
@@ -151,9 +169,8 @@ where
     let mut actions = vec![0i64; envs * steps];
     let mut rewards = vec![0f64; envs * steps];
     let mut values = vec![0f64; envs * steps];
-    // The value of what follows each step (0 after termination) and whether an episode ended.
-    let mut next_values = vec![f64::NAN; envs * steps];
-    let mut episode_ends = vec![false; envs * steps];
+    // What follows each step, for GAE.
+    let mut next = vec![Next::Step; envs * steps];
     let mut cutters = vec![SequenceCutter::new(config.sequence_length); envs];
     let mut sequences = Vec::new();
     let mut states = Vec::new();
@@ -197,10 +214,10 @@ where
             collector.returns[env] += outcome.reward;
             collector.lengths[env] += 1;
             let ended = outcome.terminated || outcome.truncated;
-            episode_ends[row] = ended;
-            if outcome.terminated {
-                next_values[row] = 0.0;
-            } else if outcome.truncated {
+            if ended {
+                next[row] = Next::EpisodeEnd;
+            }
+            if outcome.truncated && !outcome.terminated && config.bootstrap_truncation {
                 let last = outcome
                     .info
                     .final_observation
@@ -224,7 +241,7 @@ where
         if step + 1 == steps {
             bootstrap.extend(
                 (0..envs)
-                    .filter(|&env| !episode_ends[env * steps + step])
+                    .filter(|&env| next[env * steps + step] == Next::Step)
                     .map(|env| (env, collector.observations[env].clone())),
             );
         }
@@ -239,7 +256,7 @@ where
             let (hidden, _) = agent.core_step(agent.features(batch_input(&rows)), chosen_state);
             let bootstrap_values = host_values::<f64, 1>(agent.heads(hidden).1);
             for ((env, _), value) in bootstrap.iter().zip(bootstrap_values) {
-                next_values[env * steps + step] = value;
+                next[env * steps + step] = Next::Bootstrap(value);
             }
         }
         let keep = Tensor::<1>::from_data(TensorData::new(keep, [envs]), device);
@@ -248,26 +265,20 @@ where
     collector.state = Some(state);
     collector.env_steps += (envs * steps) as u64;
 
-    // GAE per env, backwards over its fragment.
-    let mut advantages = vec![0f32; envs * steps];
-    let mut value_targets = vec![0f32; envs * steps];
+    // GAE per env, over its fragment.
+    let mut advantages = Vec::with_capacity(envs * steps);
+    let mut value_targets = Vec::with_capacity(envs * steps);
     for env in 0..envs {
-        let mut running = 0.0;
-        for step in (0..steps).rev() {
-            let row = env * steps + step;
-            if episode_ends[row] {
-                running = 0.0;
-            }
-            let next_value = if next_values[row].is_nan() {
-                values[row + 1]
-            } else {
-                next_values[row]
-            };
-            let delta = rewards[row] + config.gamma * next_value - values[row];
-            running = delta + config.gamma * config.gae_lambda * running;
-            advantages[row] = running as f32;
-            value_targets[row] = (running + values[row]) as f32;
-        }
+        let rows = env * steps..(env + 1) * steps;
+        let (env_advantages, env_targets) = gae(
+            &rewards[rows.clone()],
+            &values[rows.clone()],
+            &next[rows],
+            config.gamma,
+            config.gae_lambda,
+        );
+        advantages.extend(env_advantages.iter().map(|&a| a as f32));
+        value_targets.extend(env_targets.iter().map(|&t| t as f32));
     }
     // Sequences and their states in one order (by first step).
     sequences.sort_unstable();
@@ -291,22 +302,25 @@ pub struct UpdateStats {
     pub entropy: f64,
     pub grad_norm: f64,
     pub learning_rate: f64,
+    /// Optimiser steps taken in the iteration.
+    pub updates: usize,
 }
 
-/// The A2C loss of all fragments under the autodiff model `agent`.
+/// The A2C loss of the sequences `chosen_sequences` (indices into `fragments.sequences`) under
+/// the autodiff model `agent`: sums over their real steps, as RLlib's A2C loss.
 pub fn loss<C: RecurrentCell>(
     agent: &ActorCritic<C>,
     fragments: &Fragments<C::State>,
+    chosen_sequences: &[usize],
     config: &A2cConfig,
     device: &Device,
 ) -> (Tensor<1>, UpdateStats) {
-    let all: Vec<usize> = (0..fragments.sequences.len()).collect();
     let length = config.sequence_length;
-    let count = all.len();
+    let count = chosen_sequences.len();
     let actions: Vec<f32> = fragments.actions.iter().map(|&a| a as f32).collect();
     let (packed, mask) = pack(
         &fragments.sequences,
-        &all,
+        chosen_sequences,
         length,
         &[
             (&fragments.observations, fragments.observation_size),
@@ -320,7 +334,12 @@ pub fn loss<C: RecurrentCell>(
     let rows = length * count;
     let vector = |values: Vec<f32>| Tensor::<1>::from_data(TensorData::new(values, [rows]), device);
     let valid = Tensor::<1, Bool>::from_data(TensorData::new(mask, [rows]), device).float();
-    let state = C::State::cat(fragments.states.clone());
+    let state = C::State::cat(
+        chosen_sequences
+            .iter()
+            .map(|&sequence| fragments.states[sequence].clone())
+            .collect(),
+    );
     let inputs = Tensor::<3>::from_data(
         TensorData::new(observations, [length, count, fragments.observation_size]),
         device,
@@ -351,14 +370,17 @@ pub fn loss<C: RecurrentCell>(
         entropy: entropy.clone().into_scalar::<f64>(),
         grad_norm: 0.0,
         learning_rate: 0.0,
+        updates: 1,
     };
     let total = policy_loss + value_loss.mul_scalar(config.value_coefficient)
         - entropy.mul_scalar(config.entropy_coefficient);
     (total, stats)
 }
 
-/// One A2C iteration: fragments from every env with the plain copy of `agent`, then one
-/// gradient step on all of them.
+/// One A2C iteration: fragments from every env with the plain copy of `agent`, then one Adam
+/// step per minibatch of `config.minibatch_size` steps (runs of whole sequences, in random
+/// order; each clipped by its global norm), as RLlib's multi-GPU train path did. The workers'
+/// weights are those of before the iteration for every minibatch, as there.
 pub fn iteration<C, E>(
     agent: ActorCritic<C>,
     optimizer: &mut ModuleOptimizer,
@@ -375,12 +397,31 @@ where
     let plain = agent.valid();
     let plain_device = plain.value_bias.val().device();
     let fragments = collect(&plain, collector, config, rng, &plain_device);
-    let (loss, mut stats) = loss(&agent, &fragments, config, device);
-    let gradients = GradientsParams::from_grads(loss.backward(), &agent);
-    let (gradients, norm) = clip_by_global_norm(&agent, gradients, config.grad_clip);
-    stats.grad_norm = norm;
-    stats.learning_rate = learning_rate;
-    (optimizer.step(learning_rate, agent, gradients), stats)
+    let total_steps = fragments.actions.len();
+    let mut groups =
+        contiguous_minibatches(&fragments.sequences, total_steps, config.minibatch_size);
+    groups.shuffle(rng);
+    let mut agent = agent;
+    let mut steps = Vec::with_capacity(groups.len());
+    for chosen in &groups {
+        let (loss, mut stats) = loss(&agent, &fragments, chosen, config, device);
+        let gradients = GradientsParams::from_grads(loss.backward(), &agent);
+        let (gradients, norm) = clip_by_global_norm(&agent, gradients, config.grad_clip);
+        stats.grad_norm = norm;
+        agent = optimizer.step(learning_rate, agent, gradients);
+        steps.push(stats);
+    }
+    let count = steps.len().max(1) as f64;
+    let mean = |field: fn(&UpdateStats) -> f64| steps.iter().map(field).sum::<f64>() / count;
+    let stats = UpdateStats {
+        policy_loss: mean(|s| s.policy_loss),
+        value_loss: mean(|s| s.value_loss),
+        entropy: mean(|s| s.entropy),
+        grad_norm: mean(|s| s.grad_norm),
+        learning_rate,
+        updates: steps.len(),
+    };
+    (agent, stats)
 }
 
 #[cfg(test)]
@@ -435,6 +476,41 @@ mod tests {
         }
     }
 
+    /// RLlib's count: envs × fragment length / minibatch size Adam steps per iteration (16 in
+    /// the paper's 64 × 50 batch; 4 with our 16 environments), one when the batch is smaller.
+    #[test]
+    fn one_adam_step_per_minibatch() {
+        let device = stpn_model::Backend::Flex.device().unwrap().autodiff();
+        let core = stpn_model::LstmConfig::new(2, 4).init(&device);
+        let mut agent = crate::ActorCriticConfig::new(2).init(core, &device);
+        let envs = (0..16)
+            .map(|_| Recall {
+                rng: EnvRng::default(),
+                sign: 0,
+                step: 0,
+            })
+            .collect();
+        let mut collector = VecCollector::new(SyncVectorEnv::new(envs), 1);
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let mut optimizer = crate::adam(crate::TORCH_ADAM_EPSILON);
+        for (minibatch_size, updates) in [(200, 4), (800, 1), (3200, 1), (100, 8)] {
+            let config = A2cConfig {
+                minibatch_size,
+                ..A2cConfig::default()
+            };
+            let stats;
+            (agent, stats) = iteration(
+                agent,
+                &mut optimizer,
+                &mut collector,
+                &config,
+                &mut rng,
+                &device,
+            );
+            assert_eq!(stats.updates, updates, "minibatch {minibatch_size}");
+        }
+    }
+
     #[test]
     fn learning_rate_decays_linearly() {
         let config = A2cConfig::default();
@@ -464,7 +540,7 @@ mod tests {
             .collect();
         let mut collector = VecCollector::new(SyncVectorEnv::new(envs), 1);
         let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let mut optimizer = burn::optim::AdamConfig::new().init();
+        let mut optimizer = crate::adam(crate::TORCH_ADAM_EPSILON);
         for _ in 0..150 {
             agent = iteration(
                 agent,

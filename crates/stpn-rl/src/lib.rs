@@ -7,6 +7,7 @@
 //! | [`actor_critic`] | a recurrent core with a policy head and a value head |
 //! | [`maze_a2c`] | the maze's A2C variant (Miconi's): whole episodes, full backpropagation through time |
 //! | [`ppo`] | PPO with recurrent sequences and a diagonal Gaussian policy (InvertedPendulum) |
+//! | [`returns`] | GAE advantages and value targets (RLlib's `compute_advantages`) |
 //! | [`sequences`] | cutting rollouts into sequences with stored states, and packing them for the update |
 //! | [`checks`] | range checks of config values, one message per bad field |
 //! | [`clip`] | clipping of all gradients by their global L2 norm |
@@ -24,7 +25,60 @@ pub mod clip;
 pub mod evaluate;
 pub mod maze_a2c;
 pub mod ppo;
+pub mod returns;
 pub mod sequences;
 
 pub use actor_critic::{ActorCritic, ActorCriticConfig, ConvEncoder};
 pub use clip::clip_by_global_norm;
+
+/// Adam as the paper's runs used it: PyTorch's, whose ε defaults to 1e-8 (Burn's default is
+/// 1e-5), unless a config sets its own (the maze: 1e-4). The one way every experiment builds its
+/// optimiser.
+pub fn adam(epsilon: f64) -> burn::optim::module_optimizer::ModuleOptimizer {
+    burn::optim::AdamConfig::new()
+        .with_epsilon(epsilon as f32)
+        .init()
+}
+
+/// PyTorch's Adam ε, the paper's for every optimiser that does not set one.
+pub const TORCH_ADAM_EPSILON: f64 = 1e-8;
+
+#[cfg(test)]
+mod tests {
+    use burn::module::{Module, Param};
+    use burn::optim::GradientsParams;
+    use burn::tensor::{Tensor, TensorData};
+    use stpn_model::Backend;
+
+    /// One parameter, to watch one Adam step.
+    #[derive(Module, Debug)]
+    struct Scalar {
+        value: Param<Tensor<1>>,
+    }
+
+    /// The first Adam step moves a parameter by lr · g / (|g| + ε): with a gradient of 1e-6, ε
+    /// = 1e-8 (PyTorch's, the paper's) moves it by 0.99 lr, Burn's default 1e-5 by 0.09 lr.
+    #[test]
+    fn adam_uses_the_epsilon_it_is_given() {
+        let device = Backend::Flex.device().unwrap().autodiff();
+        let step_of = |epsilon: f64| {
+            let model = Scalar {
+                value: Param::from_tensor(Tensor::from_data(
+                    TensorData::new(vec![0f32], [1]),
+                    &device,
+                )),
+            };
+            let loss = model.value.val().mul_scalar(1e-6).sum();
+            let gradients = GradientsParams::from_grads(loss.backward(), &model);
+            let mut optimizer = crate::adam(epsilon);
+            let model = optimizer.step(1.0, model, gradients);
+            -model.value.val().into_scalar::<f64>()
+        };
+        let torch = step_of(crate::TORCH_ADAM_EPSILON);
+        assert!((torch - 1e-6 / (1e-6 + 1e-8)).abs() < 1e-4, "{torch}");
+        assert!((step_of(1e-5) - 1e-6 / (1e-6 + 1e-5)).abs() < 1e-4);
+        // The paper's configs: PyTorch's ε for A2C (Pong) and PPO (InvertedPendulum).
+        assert_eq!(crate::a2c::A2cConfig::default().adam_epsilon, 1e-8);
+        assert_eq!(crate::ppo::PpoConfig::default().adam_epsilon, 1e-8);
+    }
+}

@@ -35,7 +35,8 @@ use stpn_envs::env::Env;
 use stpn_model::params::host_values;
 use stpn_model::{CellState, RecurrentCell};
 
-use crate::sequences::{SequenceCutter, pack};
+use crate::returns::{Next, gae};
+use crate::sequences::{SequenceCutter, contiguous_minibatches, pack};
 use crate::{ActorCritic, clip_by_global_norm};
 
 /// The algorithm's settings; defaults are the paper's (docs/reference.md §5.3).
@@ -58,6 +59,12 @@ pub struct PpoConfig {
     pub learning_rate: f64,
     /// The longest sequence of backpropagation through time (RLlib's `max_seq_len`).
     pub sequence_length: usize,
+    /// Adam's ε: PyTorch's default, which the authors' RLlib used (docs/authors-rl.md §2).
+    pub adam_epsilon: f64,
+    /// Bootstrap an episode cut by the environment's time limit from the value of its last
+    /// observation. Off: the authors' RLlib treated the limit as a termination (its sampler
+    /// stored `done` and never read `TimeLimit.truncated`; docs/authors-rl.md §4).
+    pub bootstrap_truncation: bool,
 }
 
 impl Default for PpoConfig {
@@ -77,6 +84,8 @@ impl Default for PpoConfig {
             grad_clip: 40.0,
             learning_rate: 3e-4,
             sequence_length: 20,
+            adam_epsilon: crate::TORCH_ADAM_EPSILON,
+            bootstrap_truncation: false,
         }
     }
 }
@@ -98,7 +107,8 @@ impl PpoConfig {
         non_negative_finite("ppo.kl_coefficient", self.kl_coefficient)?;
         positive_finite("ppo.kl_target", self.kl_target)?;
         positive_finite("ppo.grad_clip", self.grad_clip)?;
-        positive_finite("ppo.learning_rate", self.learning_rate)
+        positive_finite("ppo.learning_rate", self.learning_rate)?;
+        positive_finite("ppo.adam_epsilon", self.adam_epsilon)
     }
 }
 
@@ -235,10 +245,8 @@ where
     };
     let rewards_and_next = {
         let mut rewards = Vec::with_capacity(steps);
-        // The value of the state after each step (0 after termination) and whether an episode
-        // ended there (GAE does not run across episodes).
-        let mut next_values = Vec::with_capacity(steps);
-        let mut episode_ends = Vec::with_capacity(steps);
+        // What follows each step, for GAE.
+        let mut next = Vec::with_capacity(steps);
         let evaluate = |observation: &[f64], state: C::State| {
             let input = Tensor::<2>::from_data(
                 TensorData::new(
@@ -287,17 +295,20 @@ where
             collector.episode_length += 1;
             rewards.push(outcome.reward);
             let ended = outcome.terminated || outcome.truncated;
-            let next_value = if outcome.terminated {
-                0.0
-            } else if outcome.truncated || step + 1 == steps {
-                // Bootstrap from the value of the observation the episode stopped at.
-                let (_, value, _) = evaluate(&outcome.observation, next_state.clone());
-                host_values::<f64, 1>(value)[0]
+            let bootstrap = if outcome.truncated {
+                config.bootstrap_truncation
             } else {
-                f64::NAN // the next step's own value, filled below
+                !outcome.terminated && step + 1 == steps
             };
-            next_values.push(next_value);
-            episode_ends.push(ended);
+            next.push(if bootstrap {
+                // The value of the observation the episode (or the fragment) stopped at.
+                let (_, value, _) = evaluate(&outcome.observation, next_state.clone());
+                Next::Bootstrap(host_values::<f64, 1>(value)[0])
+            } else if ended {
+                Next::EpisodeEnd
+            } else {
+                Next::Step
+            });
             if ended {
                 collector
                     .finished
@@ -314,26 +325,14 @@ where
                 .sequences
                 .extend(cutter.closes(step, ended, step + 1 == steps));
         }
-        for step in 0..steps {
-            if next_values[step].is_nan() {
-                next_values[step] = batch.values[step + 1] as f64;
-            }
-        }
-        (rewards, next_values, episode_ends)
+        (rewards, next)
     };
-    let (rewards, next_values, episode_ends) = rewards_and_next;
-    // GAE(γ, λ), backwards, restarting at every episode end.
-    let mut running = 0.0;
-    for step in (0..steps).rev() {
-        if episode_ends[step] {
-            running = 0.0;
-        }
-        let delta = rewards[step] + config.gamma * next_values[step] - batch.values[step] as f64;
-        running = delta + config.gamma * config.gae_lambda * running;
-        batch.advantages[step] = running as f32;
-        batch.value_targets[step] = (running + batch.values[step] as f64) as f32;
-    }
-    // Standardised over the batch (RLlib's `standardize_fields`).
+    let (rewards, next) = rewards_and_next;
+    let values: Vec<f64> = batch.values.iter().map(|&v| v as f64).collect();
+    let (advantages, targets) = gae(&rewards, &values, &next, config.gamma, config.gae_lambda);
+    batch.advantages = advantages.iter().map(|&a| a as f32).collect();
+    batch.value_targets = targets.iter().map(|&t| t as f32).collect();
+    // Standardised over the batch, as RLlib's `standardize_fields`: (A − mean) / max(1e-4, std).
     let count = steps as f64;
     let mean = batch.advantages.iter().map(|&a| a as f64).sum::<f64>() / count;
     let variance = batch
@@ -342,7 +341,7 @@ where
         .map(|&a| (a as f64 - mean).powi(2))
         .sum::<f64>()
         / count;
-    let scale = 1.0 / (variance.sqrt() + 1e-8);
+    let scale = 1.0 / variance.sqrt().max(1e-4);
     for advantage in &mut batch.advantages {
         *advantage = ((*advantage as f64 - mean) * scale) as f32;
     }
@@ -357,6 +356,8 @@ pub struct UpdateStats {
     pub entropy: f64,
     pub kl: f64,
     pub grad_norm: f64,
+    /// Optimiser steps taken in the iteration.
+    pub updates: usize,
 }
 
 /// The loss of one minibatch of sequences (indices into `batch.sequences`) under the autodiff
@@ -467,6 +468,7 @@ pub fn minibatch_loss<C: RecurrentCell>(
         entropy: entropy.clone().into_scalar::<f64>(),
         kl: kl.clone().into_scalar::<f64>(),
         grad_norm: 0.0,
+        updates: 1,
     };
     let loss = policy_loss
         + kl.mul_scalar(kl_coefficient)
@@ -475,31 +477,9 @@ pub fn minibatch_loss<C: RecurrentCell>(
     (loss, stats)
 }
 
-/// Minibatches of whole sequences, shuffled: indices into `batch.sequences`, each group covering
-/// about `minibatch_size` steps.
-pub fn minibatches<S>(
-    batch: &Batch<S>,
-    config: &PpoConfig,
-    rng: &mut ChaCha8Rng,
-) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..batch.sequences.len()).collect();
-    order.shuffle(rng);
-    let mut groups = vec![Vec::new()];
-    let mut steps = 0;
-    for sequence in order {
-        if steps >= config.minibatch_size {
-            groups.push(Vec::new());
-            steps = 0;
-        }
-        steps += batch.sequences[sequence].1;
-        groups.last_mut().expect("one group").push(sequence);
-    }
-    groups
-}
-
 /// One PPO iteration: a rollout with the plain copy of `agent`, then `config.epochs` passes of
 /// minibatch updates (gradients clipped by global norm), then the KL coefficient's adaptation.
-/// Returns the updated agent and the mean statistics of the last epoch.
+/// Returns the updated agent and the mean statistics of all its optimiser steps.
 pub fn iteration<C, E>(
     agent: ActorCritic<C>,
     optimizer: &mut ModuleOptimizer,
@@ -517,28 +497,33 @@ where
     let plain_device = plain.value_bias.val().device();
     let batch = collect(&plain, collector, config, rng, &plain_device);
     let mut agent = agent;
-    let mut last_epoch = Vec::new();
-    for epoch in 0..config.epochs {
-        for chosen in minibatches(&batch, config, rng) {
+    // RLlib's minibatches: fixed runs of whole sequences (docs/authors-rl.md §3), the same in
+    // every epoch, in a new order each epoch; one Adam step each.
+    let mut groups = contiguous_minibatches(&batch.sequences, batch.steps, config.minibatch_size);
+    let mut steps = Vec::new();
+    for _ in 0..config.epochs {
+        groups.shuffle(rng);
+        for chosen in &groups {
             let (loss, mut stats) =
-                minibatch_loss(&agent, &batch, &chosen, config, *kl_coefficient, device);
+                minibatch_loss(&agent, &batch, chosen, config, *kl_coefficient, device);
             let gradients = GradientsParams::from_grads(loss.backward(), &agent);
             let (gradients, norm) = clip_by_global_norm(&agent, gradients, config.grad_clip);
             stats.grad_norm = norm;
             agent = optimizer.step(config.learning_rate, agent, gradients);
-            if epoch + 1 == config.epochs {
-                last_epoch.push(stats);
-            }
+            steps.push(stats);
         }
     }
-    let count = last_epoch.len().max(1) as f64;
-    let mean = |field: fn(&UpdateStats) -> f64| last_epoch.iter().map(field).sum::<f64>() / count;
+    // Means over every step of the iteration; the KL one drives the coefficient, as RLlib's
+    // learner statistics do.
+    let count = steps.len().max(1) as f64;
+    let mean = |field: fn(&UpdateStats) -> f64| steps.iter().map(field).sum::<f64>() / count;
     let stats = UpdateStats {
         policy_loss: mean(|s| s.policy_loss),
         value_loss: mean(|s| s.value_loss),
         entropy: mean(|s| s.entropy),
         kl: mean(|s| s.kl),
         grad_norm: mean(|s| s.grad_norm),
+        updates: steps.len(),
     };
     *kl_coefficient = adapt_kl_coefficient(*kl_coefficient, stats.kl, config.kl_target);
     (agent, stats)
@@ -640,7 +625,7 @@ mod tests {
             learning_rate: 3e-3,
             ..PpoConfig::default()
         };
-        let mut optimizer = burn::optim::AdamConfig::new().init();
+        let mut optimizer = crate::adam(crate::TORCH_ADAM_EPSILON);
         let env = Recall {
             rng: Default::default(),
             sign: 1.0,
@@ -653,7 +638,8 @@ mod tests {
             finished.iter().map(|(r, _)| r).sum::<f64>() / finished.len() as f64
         };
         for _ in 0..40 {
-            agent = iteration(
+            let stats;
+            (agent, stats) = iteration(
                 agent,
                 &mut optimizer,
                 &mut collector,
@@ -661,8 +647,9 @@ mod tests {
                 &mut kl_coefficient,
                 &mut rng,
                 &device,
-            )
-            .0;
+            );
+            // RLlib's count: rollout / minibatch size minibatches in every epoch.
+            assert_eq!(stats.updates, 256 / 64 * 4);
         }
         let early = mean_return(&collector.finished[..128]);
         let late = mean_return(&collector.finished[collector.finished.len() - 128..]);

@@ -81,6 +81,32 @@ pub fn pack(
     (packed, mask)
 }
 
+/// Minibatches as RLlib forms them from a train batch of recurrent sequences: the `steps` steps
+/// are cut into `steps / minibatch_size` consecutive slices of `minibatch_size` steps (a
+/// remainder is left out, as RLlib leaves it), each snapped to the next sequence start at both
+/// ends, so that every minibatch is a run of whole sequences and the runs tile the batch. Returns
+/// indices into `sequences` (`(first step, length)`, sorted by first step). The same slices
+/// serve every epoch; callers shuffle their order.
+pub fn contiguous_minibatches(
+    sequences: &[(usize, usize)],
+    steps: usize,
+    minibatch_size: usize,
+) -> Vec<Vec<usize>> {
+    let count = (steps / minibatch_size.max(1)).max(1);
+    let mut groups = vec![Vec::new(); count];
+    for (index, &(first, _)) in sequences.iter().enumerate() {
+        let group = first / minibatch_size.max(1);
+        if group < count {
+            groups[group].push(index);
+        } else if steps < minibatch_size {
+            // A batch smaller than one minibatch is one minibatch.
+            groups[0].push(index);
+        }
+    }
+    groups.retain(|group| !group.is_empty());
+    groups
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +136,36 @@ mod tests {
         assert_eq!(packed[0], vec![13.0, 10.0, 14.0, 11.0, 0.0, 12.0]);
         assert_eq!(&packed[1][..4], &[3.0, 3.5, 0.0, 0.5]);
         assert_eq!(mask, vec![true, true, true, true, false, true]);
+    }
+
+    /// Minibatches are consecutive runs of whole sequences that tile the batch, one per
+    /// `minibatch_size` steps, each starting at the first sequence start of its slice.
+    #[test]
+    fn minibatches_are_consecutive_whole_sequences() {
+        // Sequences of 20 steps, with episode ends cutting some short: 7 + 20 + 20 + 13 + 20 ...
+        let lengths = [7, 20, 20, 13, 20, 20, 20, 4, 20, 20, 20, 20, 12];
+        let mut sequences = Vec::new();
+        let mut first = 0;
+        for length in lengths {
+            sequences.push((first, length));
+            first += length;
+        }
+        let steps = first; // 216
+        let groups = contiguous_minibatches(&sequences, steps, 64);
+        assert_eq!(groups.len(), 3); // 216 / 64; the remainder is left out, as RLlib does
+        let flat: Vec<usize> = groups.concat();
+        assert_eq!(
+            flat,
+            (0..flat.len()).collect::<Vec<_>>(),
+            "consecutive, no overlap"
+        );
+        for (k, group) in groups.iter().enumerate() {
+            assert!(group.iter().all(|&i| sequences[i].0 / 64 == k));
+        }
+        // A batch smaller than one minibatch is one minibatch.
+        assert_eq!(
+            contiguous_minibatches(&sequences[..2], 27, 64),
+            vec![vec![0, 1]]
+        );
     }
 }

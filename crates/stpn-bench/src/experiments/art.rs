@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use stpn_envs::art::{self, ArtDataset, Example, SEQUENCE_LENGTH, VOCABULARY};
@@ -442,9 +442,7 @@ fn train<C: RecurrentCell>(
         config.test_size,
     );
     let loss_function = CrossEntropyLossConfig::new().init(device);
-    let mut optimizer = AdamConfig::new()
-        .with_epsilon(config.adam_epsilon as f32)
-        .init();
+    let mut optimizer = stpn_rl::adam(config.adam_epsilon);
     let mut model = model;
 
     let mut state = TrainingState {

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use stpn_envs::familiarity::FamiliarityStream;
@@ -526,8 +526,7 @@ fn train<C: RecurrentCell>(
     let (run, quiet) = (&session.run, session.quiet);
     let params = model.num_params();
     let mut model = constrain(model);
-    // PyTorch's Adam ε (Burn's default is 1e-5).
-    let mut optimizer = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut optimizer = stpn_rl::adam(stpn_rl::TORCH_ADAM_EPSILON);
     let mut state = TrainingState {
         step: 0,
         final_train_loss: f64::NAN,

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -364,9 +364,7 @@ fn train<C: RecurrentCell>(
     let (run, quiet) = (&session.run, session.quiet);
     let params = agent.num_params();
     let mut agent = agent;
-    let mut optimizer = AdamConfig::new()
-        .with_epsilon(config.adam_epsilon as f32)
-        .init();
+    let mut optimizer = stpn_rl::adam(config.adam_epsilon);
     let mut state = TrainingState {
         iteration: 0,
         recent_rewards: Default::default(),
@@ -567,7 +565,7 @@ mod tests {
         untrained.write_json("config.json", &config).unwrap();
         let device = Backend::Flex.device().unwrap();
         with_agent!(&config, &device, |agent| untrained
-            .save_training(&agent, &AdamConfig::new().init(), &0)
+            .save_training(&agent, &stpn_rl::adam(stpn_rl::TORCH_ADAM_EPSILON), &0)
             .unwrap());
         let other = MazeExperiment::evaluate(&untrained, Backend::Flex, 5, true, 1).unwrap();
         assert_ne!(evaluation.energy_per_step, other.energy_per_step);

@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::optim::AdamConfig;
 use burn::tensor::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -353,7 +352,7 @@ where
     let (run, quiet) = (&session.run, session.quiet);
     let params = agent.num_params();
     let mut agent = agent;
-    let mut optimizer = AdamConfig::new().init();
+    let mut optimizer = stpn_rl::adam(config.ppo.adam_epsilon);
     let mut state = TrainingState {
         progress: RlProgress::default(),
         solved_at_env_steps: None,
@@ -547,7 +546,7 @@ mod tests {
         assert_eq!(evaluation.mean_return, again.mean_return);
         let device = Backend::Flex.device().unwrap();
         with_agent!(&config, &SignTask::default(), &device, |agent| run
-            .save_training(&agent, &AdamConfig::new().init(), &0)
+            .save_training(&agent, &stpn_rl::adam(stpn_rl::TORCH_ADAM_EPSILON), &0)
             .unwrap());
         let other = evaluate_on(SignTask::default(), &run, Backend::Flex, 3, false, 7).unwrap();
         assert_ne!(evaluation.energy_per_step, other.energy_per_step);

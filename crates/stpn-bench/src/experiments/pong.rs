@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::module::Module;
-use burn::optim::AdamConfig;
 use burn::tensor::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -341,8 +340,12 @@ where
     let state = TrainingState {
         progress: RlProgress::default(),
     };
-    let (mut agent, mut optimizer, mut state) =
-        run.resume_training(agent, AdamConfig::new().init(), state, session.resume)?;
+    let (mut agent, mut optimizer, mut state) = run.resume_training(
+        agent,
+        stpn_rl::adam(config.a2c.adam_epsilon),
+        state,
+        session.resume,
+    )?;
     let metrics = Metrics::open(run, METRICS_HEADER, state.progress.iteration)?;
     // Episodes and action draws continue from seeds of their own after a resume.
     let stream = crate::run_dir::derive_seed(config.seed, state.progress.iteration as u64, 0);
@@ -519,7 +522,7 @@ mod tests {
                     )),
                     ..agent
                 };
-                run.save_training(&agent, &AdamConfig::new().init(), &0)
+                run.save_training(&agent, &stpn_rl::adam(stpn_rl::TORCH_ADAM_EPSILON), &0)
                     .unwrap()
             });
             let evaluation = evaluate_on(Blank(0), &run, Backend::Flex, 2, true, 0).unwrap();

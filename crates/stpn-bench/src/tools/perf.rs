@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use stpn_model::{ArtNetConfig, Backend, Normalisation, StpnRConfig};
@@ -144,7 +144,7 @@ pub fn measure(case: &Case, backend: Backend, path: &str, repeats: usize) -> Res
         &device,
     );
     let loss_function = CrossEntropyLossConfig::new().init(&device);
-    let mut optimizer = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut optimizer = stpn_rl::adam(stpn_rl::TORCH_ADAM_EPSILON);
     let mut times = Vec::with_capacity(repeats);
     // One warm-up step, then the timed ones.
     for repeat in 0..=repeats {
