@@ -403,7 +403,12 @@ impl Experiment for Familiarity {
                 unconstrained,
             ),
             FamiliarityModel::Lstm => train(
-                readout.init(LstmConfig::new(input, hidden).init(&device), &device),
+                readout.init(
+                    LstmConfig::new(input, hidden)
+                        .with_two_biases(true)
+                        .init(&device),
+                    &device,
+                ),
                 |model| model,
                 config,
                 session,

@@ -37,9 +37,9 @@ use stpn_rl::checks::positive;
 pub enum PendulumCore {
     /// STPNf ("stpmlp"): per-synapse Λ Γ, not normalised, bias, clamp 0.1.
     Stpnf,
-    /// LSTM (one bias vector).
+    /// LSTM (two bias vectors, as PyTorch's).
     Lstm,
-    /// Elman RNN (one bias vector).
+    /// Elman RNN (two bias vectors, as PyTorch's).
     Rnn,
     /// One tanh layer, no memory (RLlib's "mlp").
     Mlp,
@@ -174,11 +174,21 @@ macro_rules! with_agent {
                 $body
             }
             PendulumCore::Lstm => {
-                let $agent = heads.init(LstmConfig::new(inputs, hidden).init(device), device);
+                let $agent = heads.init(
+                    LstmConfig::new(inputs, hidden)
+                        .with_two_biases(true)
+                        .init(device),
+                    device,
+                );
                 $body
             }
             PendulumCore::Rnn => {
-                let $agent = heads.init(RnnConfig::new(inputs, hidden).init(device), device);
+                let $agent = heads.init(
+                    RnnConfig::new(inputs, hidden)
+                        .with_two_biases(true)
+                        .init(device),
+                    device,
+                );
                 $body
             }
             PendulumCore::Mlp => {
@@ -453,13 +463,13 @@ mod tests {
         let _seeded = crate::seeded_device_lock();
         let device = Backend::Flex.device().unwrap();
         let env = SignTask::default();
-        // docs/reference.md §5.3: STPNf 1 027, mlp 515, rnn 4 675, lstm 18 115 with torch's two bias vectors;
-        // our LSTM and RNN have one (4·64 and 64 fewer).
+        // docs/reference.md §5.3: STPNf 1 027, mlp 515, rnn 4 675, lstm 18 115 (PyTorch's two bias
+        // vectors in the LSTM and the RNN).
         for (core, expected) in [
             (PendulumCore::Stpnf, 1_027),
             (PendulumCore::Mlp, 515),
-            (PendulumCore::Rnn, 4_675 - 64),
-            (PendulumCore::Lstm, 18_115 - 4 * 64),
+            (PendulumCore::Rnn, 4_675),
+            (PendulumCore::Lstm, 18_115),
         ] {
             let count = with_agent!(&PendulumConfig::paper(core), &env, &device, |agent| agent
                 .num_params());

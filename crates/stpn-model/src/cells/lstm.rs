@@ -10,6 +10,12 @@
 //!
 //! No forget-gate bias offset. Initialisation: every parameter `U(±1/√H)`. The energy is reported
 //! for the `4H` gate rows (docs/reference.md §2.2).
+//!
+//! With `two_biases`, a second bias vector is added to the gates: PyTorch's `nn.LSTM` and
+//! `nn.LSTMCell` (`bias_ih` and `bias_hh`), which the authors' Pong, InvertedPendulum, maze and
+//! familiarity baselines used, so that the parameter counts are the paper's (4H more). The
+//! function family is the same; gradient steps and the initialisation's distribution of the sum
+//! are not.
 
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -26,6 +32,9 @@ pub struct LstmConfig {
     pub input_size: usize,
     /// Number of hidden units `H`.
     pub hidden_size: usize,
+    /// A second gate bias (PyTorch's `bias_hh`), as `nn.LSTM` has.
+    #[config(default = false)]
+    pub two_biases: bool,
 }
 
 /// The LSTM layer; see the module documentation for its equations.
@@ -35,6 +44,8 @@ pub struct Lstm {
     pub weight: Param<Tensor<2>>,
     /// Gate bias, `[4H]`.
     pub bias: Param<Tensor<1>>,
+    /// The second gate bias of PyTorch's cells, `[4H]`, with `two_biases`.
+    pub recurrent_bias: Option<Param<Tensor<1>>>,
     pub input_size: usize,
     pub hidden_size: usize,
 }
@@ -93,6 +104,9 @@ impl LstmConfig {
         Lstm {
             weight: init::symmetric([4 * hidden, self.input_size + hidden], scale, device),
             bias: init::symmetric([4 * hidden], scale, device),
+            recurrent_bias: self
+                .two_biases
+                .then(|| init::symmetric([4 * hidden], scale, device)),
             input_size: self.input_size,
             hidden_size: hidden,
         }
@@ -125,8 +139,11 @@ impl RecurrentCell for Lstm {
 
     fn step(&self, input: Tensor<2>, state: LstmState) -> (Tensor<2>, LstmState) {
         let presynaptic = Tensor::cat(vec![input, state.hidden], 1);
-        let gates = presynaptic.matmul(self.weight.val().transpose())
+        let mut gates = presynaptic.matmul(self.weight.val().transpose())
             + self.bias.val().unsqueeze_dim::<2>(0);
+        if let Some(recurrent_bias) = &self.recurrent_bias {
+            gates = gates + recurrent_bias.val().unsqueeze_dim::<2>(0);
+        }
         let [input_gate, forget_gate, candidate, output_gate]: [Tensor<2>; 4] =
             gates.chunk(4, 1).try_into().expect("four gate blocks");
         let cell = sigmoid(forget_gate) * state.cell + sigmoid(input_gate) * candidate.tanh();

@@ -4,6 +4,10 @@
 //! every other cell.) The maze's RNN (`MiconiNetwork`, type `rnn`) has the same equations and
 //! parameter count with another initialisation: the input part and the bias as torch's
 //! `Linear(I, H)`, `U(±1/√I)`, the recurrent part `U[0, 0.01)` (`miconi_init`).
+//!
+//! With `two_biases`, a second bias vector is added before the tanh: PyTorch's `nn.RNN`
+//! (`bias_ih` and `bias_hh`), which the authors' InvertedPendulum baseline used, so that the
+//! parameter count is the paper's (H more).
 
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -23,6 +27,9 @@ pub struct RnnConfig {
     /// The maze reference's initialisation (see the module documentation).
     #[config(default = false)]
     pub miconi_init: bool,
+    /// A second bias (PyTorch's `bias_hh`), as `nn.RNN` has.
+    #[config(default = false)]
+    pub two_biases: bool,
 }
 
 /// The Elman RNN layer.
@@ -32,6 +39,8 @@ pub struct Rnn {
     pub weight: Param<Tensor<2>>,
     /// Bias, `[H]`.
     pub bias: Param<Tensor<1>>,
+    /// The second bias of PyTorch's `nn.RNN`, `[H]`, with `two_biases`.
+    pub recurrent_bias: Option<Param<Tensor<1>>>,
     pub input_size: usize,
     pub hidden_size: usize,
 }
@@ -92,9 +101,13 @@ impl RnnConfig {
                 init::symmetric([hidden], scale, device),
             )
         };
+        let scale = 1.0 / (hidden as f64).sqrt();
         Rnn {
             weight,
             bias,
+            recurrent_bias: self
+                .two_biases
+                .then(|| init::symmetric([hidden], scale, device)),
             input_size: self.input_size,
             hidden_size: hidden,
         }
@@ -124,9 +137,12 @@ impl RecurrentCell for Rnn {
 
     fn step(&self, input: Tensor<2>, state: RnnState) -> (Tensor<2>, RnnState) {
         let presynaptic = Tensor::cat(vec![input, state.hidden], 1);
-        let hidden = (presynaptic.matmul(self.weight.val().transpose())
-            + self.bias.val().unsqueeze_dim::<2>(0))
-        .tanh();
+        let mut preactivation = presynaptic.matmul(self.weight.val().transpose())
+            + self.bias.val().unsqueeze_dim::<2>(0);
+        if let Some(recurrent_bias) = &self.recurrent_bias {
+            preactivation = preactivation + recurrent_bias.val().unsqueeze_dim::<2>(0);
+        }
+        let hidden = preactivation.tanh();
         (hidden.clone(), RnnState { hidden })
     }
 

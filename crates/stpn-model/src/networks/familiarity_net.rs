@@ -176,8 +176,12 @@ mod tests {
             10_171
         );
         assert_eq!(count(stpn_cell(100, 27, true, true, true, &device)), 10_342);
-        let lstm = readout.init(LstmConfig::new(100, 21).init(&device), &device);
-        assert_eq!(lstm.num_params(), 10_354 - 4 * 21);
+        // PyTorch's LSTMCell, two bias vectors, as the familiarity driver builds it.
+        let lstm = LstmConfig::new(100, 21).with_two_biases(true);
+        assert_eq!(
+            readout.init(lstm.init(&device), &device).num_params(),
+            10_354
+        );
     }
 
     #[test]
