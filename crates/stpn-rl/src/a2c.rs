@@ -15,7 +15,6 @@
 //! `SyncVectorEnv`), and the core state of that environment restarts from zero.
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
 use burn::optim::module_optimizer::ModuleOptimizer;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
@@ -26,10 +25,11 @@ use stpn_envs::env::{Env, SyncVectorEnv};
 use stpn_model::params::host_values;
 use stpn_model::{CellState, RecurrentCell};
 
+use crate::ActorCritic;
+use crate::clip::clipped_step;
 use crate::maze_a2c::sample;
 use crate::returns::{Next, gae};
 use crate::sequences::{SequenceCutter, contiguous_minibatches, pack};
-use crate::{ActorCritic, clip_by_global_norm};
 
 /// The algorithm's settings; defaults are the paper's Pong settings for STPN (docs/reference.md §5.2).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -405,10 +405,8 @@ where
     let mut steps = Vec::with_capacity(groups.len());
     for chosen in &groups {
         let (loss, mut stats) = loss(&agent, &fragments, chosen, config, device);
-        let gradients = GradientsParams::from_grads(loss.backward(), &agent);
-        let (gradients, norm) = clip_by_global_norm(&agent, gradients, config.grad_clip);
-        stats.grad_norm = norm;
-        agent = optimizer.step(learning_rate, agent, gradients);
+        (agent, stats.grad_norm) =
+            clipped_step(agent, optimizer, loss, learning_rate, config.grad_clip);
         steps.push(stats);
     }
     let count = steps.len().max(1) as f64;
@@ -483,14 +481,7 @@ mod tests {
         let device = stpn_model::Backend::Flex.device().unwrap().autodiff();
         let core = stpn_model::LstmConfig::new(2, 4).init(&device);
         let mut agent = crate::ActorCriticConfig::new(2).init(core, &device);
-        let envs = (0..16)
-            .map(|_| Recall {
-                rng: EnvRng::default(),
-                sign: 0,
-                step: 0,
-            })
-            .collect();
-        let mut collector = VecCollector::new(SyncVectorEnv::new(envs), 1);
+        let mut collector = recall_collector(16);
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let mut optimizer = crate::adam(crate::TORCH_ADAM_EPSILON);
         for (minibatch_size, updates) in [(200, 4), (800, 1), (3200, 1), (100, 8)] {
@@ -509,6 +500,18 @@ mod tests {
             );
             assert_eq!(stats.updates, updates, "minibatch {minibatch_size}");
         }
+    }
+
+    /// `count` recall environments behind a collector.
+    fn recall_collector<S>(count: usize) -> VecCollector<Recall, S> {
+        let envs = (0..count)
+            .map(|_| Recall {
+                rng: EnvRng::default(),
+                sign: 0,
+                step: 0,
+            })
+            .collect();
+        VecCollector::new(SyncVectorEnv::new(envs), 1)
     }
 
     #[test]
@@ -531,14 +534,7 @@ mod tests {
             sequence_length: 4,
             ..A2cConfig::default()
         };
-        let envs = (0..16)
-            .map(|_| Recall {
-                rng: EnvRng::default(),
-                sign: 0,
-                step: 0,
-            })
-            .collect();
-        let mut collector = VecCollector::new(SyncVectorEnv::new(envs), 1);
+        let mut collector = recall_collector(16);
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let mut optimizer = crate::adam(crate::TORCH_ADAM_EPSILON);
         for _ in 0..150 {

@@ -56,6 +56,21 @@ pub fn clip_by_global_norm<M: Module>(
     (gradients, norm)
 }
 
+/// One optimiser step on `loss` as the RL algorithms take it: backpropagation, the gradients
+/// clipped by their global norm `max_norm`, then `optimizer`'s step. Returns the module and the
+/// norm before clipping.
+pub fn clipped_step<M: Module>(
+    module: M,
+    optimizer: &mut burn::optim::module_optimizer::ModuleOptimizer,
+    loss: Tensor<1>,
+    learning_rate: f64,
+    max_norm: f64,
+) -> (M, f64) {
+    let gradients = GradientsParams::from_grads(loss.backward(), &module);
+    let (gradients, norm) = clip_by_global_norm(&module, gradients, max_norm);
+    (optimizer.step(learning_rate, module, gradients), norm)
+}
+
 #[cfg(test)]
 mod tests {
     use burn::module::Module;

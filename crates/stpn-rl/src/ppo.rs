@@ -23,7 +23,6 @@
 //! model; the update on the autodiff one.
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
 use burn::optim::module_optimizer::ModuleOptimizer;
 use burn::tensor::activation::softplus;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
@@ -35,9 +34,10 @@ use stpn_envs::env::Env;
 use stpn_model::params::host_values;
 use stpn_model::{CellState, RecurrentCell};
 
+use crate::ActorCritic;
+use crate::clip::clipped_step;
 use crate::returns::{Next, gae};
 use crate::sequences::{SequenceCutter, contiguous_minibatches, pack};
-use crate::{ActorCritic, clip_by_global_norm};
 
 /// The algorithm's settings; defaults are the paper's (docs/reference.md §5.3).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -506,10 +506,13 @@ where
         for chosen in &groups {
             let (loss, mut stats) =
                 minibatch_loss(&agent, &batch, chosen, config, *kl_coefficient, device);
-            let gradients = GradientsParams::from_grads(loss.backward(), &agent);
-            let (gradients, norm) = clip_by_global_norm(&agent, gradients, config.grad_clip);
-            stats.grad_norm = norm;
-            agent = optimizer.step(config.learning_rate, agent, gradients);
+            (agent, stats.grad_norm) = clipped_step(
+                agent,
+                optimizer,
+                loss,
+                config.learning_rate,
+                config.grad_clip,
+            );
             steps.push(stats);
         }
     }
