@@ -284,6 +284,38 @@ fn bad_inputs_fail_with_one_line_and_change_nothing() {
     std::fs::remove_dir_all(&root).ok();
 }
 
+/// `--resume` on a run that stopped before its first checkpoint says so, then runs it from the
+/// beginning with its own config.
+#[test]
+fn resume_without_a_checkpoint_says_so_and_starts_over() {
+    let dir = std::env::temp_dir().join(format!("stpn-cli-resume-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"core": "stpn", "hidden_size": 4, "batch_size": 2, "iterations": 2, "burn_in": 1}"#,
+    )
+    .unwrap();
+    let output = stpn_bench(
+        &[
+            "maze",
+            "--out",
+            dir.to_str().unwrap(),
+            "--resume",
+            "--quiet",
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("has no checkpoint yet"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(dir.join("summary.json").exists() && dir.join("last").is_dir());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn missing_engines_are_named_before_any_folder_is_made() {
     let scratch = std::env::temp_dir().join(format!("stpn-cli-engines-{}", std::process::id()));

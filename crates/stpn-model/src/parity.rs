@@ -922,6 +922,21 @@ mod tests {
         assert!(error.to_string().contains("unknown cell `gru`"), "{error}");
     }
 
+    /// A case that leaves out a state tensor of the cell checks too little: an error, not a pass.
+    #[test]
+    fn missing_final_state_is_an_error() {
+        let path = directory().join("stpn_r_pre_s5.json");
+        let mut json: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        json["final_state"].as_object_mut().unwrap().remove("h");
+        let case = ParityCase::from_json(&json.to_string(), "no-h").unwrap();
+        let error = run_case(&case, &Backend::compiled_cpu()[0].device().unwrap()).unwrap_err();
+        assert!(
+            error.to_string().contains("final_state has no `h`"),
+            "{error}"
+        );
+    }
+
     /// A parameter missing from the file is named in the error.
     #[test]
     fn missing_parameter_is_an_error() {
