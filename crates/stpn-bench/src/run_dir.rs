@@ -173,8 +173,14 @@ pub struct Evaluation {
     /// Mean episode length in environment steps.
     #[serde(default)]
     pub mean_length: f64,
-    /// Energy of a step summed over the core's units, mean over steps and episodes (docs/reference.md §2.3).
+    /// Energy of a step summed over the core's units, mean over steps and episodes
+    /// (docs/reference.md §2.3): the paper's aggregation for Pong and InvertedPendulum.
     pub energy_per_step: f64,
+    /// The same per unit (divided by H, or 4H for an LSTM): the authors' maze code saved the mean
+    /// over units and episodes, so this is the maze's figure in the paper's terms
+    /// (docs/authors-rl.md §5).
+    #[serde(default)]
+    pub energy_per_unit_per_step: f64,
     pub seed: u64,
 }
 
@@ -190,6 +196,7 @@ impl Evaluation {
             mean_length: result.lengths.iter().sum::<usize>() as f64
                 / result.lengths.len().max(1) as f64,
             energy_per_step: result.energy_per_step,
+            energy_per_unit_per_step: result.energy_per_step / result.energy_units.max(1) as f64,
             seed,
         }
     }

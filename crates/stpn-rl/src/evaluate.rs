@@ -24,6 +24,8 @@ pub struct EvaluationResult {
     pub lengths: Vec<usize>,
     /// The core's energy of a step summed over its units, mean over every step of every episode.
     pub energy_per_step: f64,
+    /// The core's number of energy units (H, or 4H gate rows for an LSTM).
+    pub energy_units: usize,
 }
 
 impl EvaluationResult {
@@ -85,6 +87,7 @@ where
         returns,
         lengths,
         energy_per_step: energy / steps.max(1) as f64,
+        energy_units: agent.core.energy_units(),
     }
 }
 

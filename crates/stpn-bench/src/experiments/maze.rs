@@ -473,9 +473,12 @@ impl Evaluate for MazeExperiment {
             greedy,
             energy: true,
         };
-        let rollout = with_agent!(&config, &device, |agent| {
+        let (rollout, energy_units) = with_agent!(&config, &device, |agent| {
             let agent = run.load_last_model(agent)?;
-            maze_a2c::rollout(&agent, episodes, episode_seed, &mut rng, options, &device)
+            let units = agent.core.energy_units();
+            let rollout =
+                maze_a2c::rollout(&agent, episodes, episode_seed, &mut rng, options, &device);
+            (rollout, units)
         });
         let returns: Vec<f64> = (0..episodes)
             .map(|episode| {
@@ -488,6 +491,7 @@ impl Evaluate for MazeExperiment {
             returns,
             lengths: vec![rollout.steps; episodes],
             energy_per_step: rollout.energy_per_step.unwrap_or(f64::NAN),
+            energy_units,
         };
         let evaluation = Evaluation::of(&result, greedy, seed);
         run.write_json("eval.json", &evaluation)?;
@@ -562,6 +566,11 @@ mod tests {
             MazeExperiment::evaluate(&straight_run, Backend::Flex, 5, true, 1).unwrap();
         assert_eq!(evaluation.episodes, 5);
         assert!(straight_run.file("eval.json").exists());
+        // The authors' maze aggregation: the mean over the core's units (H for STPN).
+        assert_eq!(
+            evaluation.energy_per_unit_per_step,
+            evaluation.energy_per_step / config.hidden_size as f64
+        );
         // The evaluation follows the checkpoint: the same one twice gives the same numbers (a
         // freshly drawn model would not), another one (untrained) gives others.
         let again = MazeExperiment::evaluate(&straight_run, Backend::Flex, 5, true, 1).unwrap();
