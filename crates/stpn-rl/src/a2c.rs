@@ -47,16 +47,19 @@ pub struct A2cConfig {
     pub final_learning_rate: f64,
     pub decay_steps: f64,
     pub sequence_length: usize,
-    /// Steps per optimiser step: RLlib's `train_batch_size`, 200 by default, which its
-    /// multi-GPU train path turned into minibatches of the sampled batch, one Adam step each
-    /// (16 per 3 200-step batch in the paper's run; docs/authors-rl.md §1). A value at least the
-    /// batch (envs × fragment length) takes one step on all of it.
+    /// Steps per optimiser step: RLlib's `train_batch_size`, 200 by default (RLlib 1.10
+    /// `rllib/agents/trainer.py` line 128; A2C does not override it), which its multi-GPU train
+    /// path turned into minibatches of the sampled batch, one Adam step each, in random order
+    /// (`rllib/execution/train_ops.py` lines 280, 326–337; `rllib/policy/torch_policy.py` lines
+    /// 515–518, 571): 16 per 3 200-step batch in the paper's run (docs/authors-rl.md §1). A value
+    /// at least the batch (envs × fragment length) takes one step on all of it.
     pub minibatch_size: usize,
     /// Adam's ε: PyTorch's default, which the authors' RLlib used (docs/authors-rl.md §2).
     pub adam_epsilon: f64,
     /// Bootstrap an episode cut by the environment's time limit from the value of its last
-    /// observation. Off: the authors' RLlib treated the limit as a termination
-    /// (docs/authors-rl.md §4).
+    /// observation. Off: the authors' RLlib treated the limit as a termination (its sampler
+    /// stores `done` at the limit, RLlib 1.10 `rllib/evaluation/sampler.py` lines 885–888, and
+    /// the advantages then use 0; docs/authors-rl.md §4).
     pub bootstrap_truncation: bool,
 }
 

@@ -32,8 +32,10 @@ pub use actor_critic::{ActorCritic, ActorCriticConfig, ConvEncoder};
 pub use clip::clip_by_global_norm;
 
 /// Adam as the paper's runs used it: PyTorch's, whose ε defaults to 1e-8 (Burn's default is
-/// 1e-5), unless a config sets its own (the maze: 1e-4). The one way every experiment builds its
-/// optimiser.
+/// 1e-5), unless a config sets its own (the maze: 1e-4). RLlib's A2C and PPO torch policies pass
+/// only the learning rate (RLlib 1.10 `rllib/agents/a3c/a3c_torch_policy.py` lines 129–131,
+/// `rllib/policy/torch_policy.py` line 797; docs/authors-rl.md §2). The one way every experiment
+/// builds its optimiser.
 pub fn adam(epsilon: f64) -> burn::optim::module_optimizer::ModuleOptimizer {
     burn::optim::AdamConfig::new()
         .with_epsilon(epsilon as f32)

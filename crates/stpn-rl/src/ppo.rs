@@ -63,7 +63,8 @@ pub struct PpoConfig {
     pub adam_epsilon: f64,
     /// Bootstrap an episode cut by the environment's time limit from the value of its last
     /// observation. Off: the authors' RLlib treated the limit as a termination (its sampler
-    /// stored `done` and never read `TimeLimit.truncated`; docs/authors-rl.md §4).
+    /// stores `done` at the limit and never reads `TimeLimit.truncated`, RLlib 1.10
+    /// `rllib/evaluation/sampler.py` lines 885–888; docs/authors-rl.md §4).
     pub bootstrap_truncation: bool,
 }
 
@@ -332,7 +333,8 @@ where
     let (advantages, targets) = gae(&rewards, &values, &next, config.gamma, config.gae_lambda);
     batch.advantages = advantages.iter().map(|&a| a as f32).collect();
     batch.value_targets = targets.iter().map(|&t| t as f32).collect();
-    // Standardised over the batch, as RLlib's `standardize_fields`: (A − mean) / max(1e-4, std).
+    // Standardised over the batch, as RLlib's `standardize_fields`: (A − mean) / max(1e-4, std)
+    // (RLlib 1.10 `rllib/utils/sgd.py` line 22).
     let count = steps as f64;
     let mean = batch.advantages.iter().map(|&a| a as f64).sum::<f64>() / count;
     let variance = batch
@@ -497,8 +499,9 @@ where
     let plain_device = plain.value_bias.val().device();
     let batch = collect(&plain, collector, config, rng, &plain_device);
     let mut agent = agent;
-    // RLlib's minibatches: fixed runs of whole sequences (docs/authors-rl.md §3), the same in
-    // every epoch, in a new order each epoch; one Adam step each.
+    // RLlib's minibatches: fixed runs of whole sequences, the same in every epoch, in a new
+    // order each epoch, one Adam step each (RLlib 1.10 `rllib/execution/train_ops.py` lines
+    // 253–266, 326–337; `rllib/policy/sample_batch.py` `_slice`, lines 886–904; docs/authors-rl.md §3).
     let mut groups = contiguous_minibatches(&batch.sequences, batch.steps, config.minibatch_size);
     let mut steps = Vec::new();
     for _ in 0..config.epochs {
@@ -517,7 +520,8 @@ where
         }
     }
     // Means over every step of the iteration; the KL one drives the coefficient, as RLlib's
-    // learner statistics do.
+    // learner statistics do (RLlib 1.10 `rllib/utils/metrics/learner_info.py` lines 56–67,
+    // `rllib/agents/ppo/ppo.py` lines 104–131).
     let count = steps.len().max(1) as f64;
     let mean = |field: fn(&UpdateStats) -> f64| steps.iter().map(field).sum::<f64>() / count;
     let stats = UpdateStats {
