@@ -66,14 +66,13 @@ fn summary(folder: &Path) -> serde_json::Value {
 fn interrupt_until_done(args: &[String], folder: &Path, length: Duration, seed: u64) -> usize {
     let mut random = Lcg(seed);
     let mut stops = 0;
-    let mut first = true;
     for attempt in 0.. {
         let mut command = args.to_vec();
         command.extend(["--out".into(), folder.display().to_string()]);
-        if !first {
+        // A stop before the run wrote its config leaves nothing to resume: start it afresh.
+        if folder.join("config.json").exists() {
             command.push("--resume".into());
         }
-        first = false;
         let mut child = spawn(&command);
         // Stop three times, then let it finish.
         if attempt < 3 {
