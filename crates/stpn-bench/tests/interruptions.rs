@@ -138,17 +138,17 @@ fn deterministic_tasks_resume_to_the_uninterrupted_numbers() {
     let tasks = [
         (
             "art",
-            r#"{"model": "stpn_r", "hidden_size": 6, "equations": "paper", "epochs": 8,
+            r#"{"model": "stpn_r", "hidden_size": 6, "equations": "paper", "epochs": 24,
                 "train_size": 1280, "validation_size": 256, "test_size": 256}"#,
         ),
         (
             "familiarity",
-            r#"{"net": "hebbnet", "hidden_size": 8, "mode": "inf", "repeat": 2, "train_steps": 40,
-                "items": 60, "dimension": 10, "log_every": 4}"#,
+            r#"{"net": "hebbnet", "hidden_size": 8, "mode": "inf", "repeat": 2, "train_steps": 1000,
+                "items": 100, "dimension": 10, "log_every": 16}"#,
         ),
         (
             "maze",
-            r#"{"core": "stpn", "hidden_size": 4, "batch_size": 2, "iterations": 24, "burn_in": 2,
+            r#"{"core": "stpn", "hidden_size": 4, "batch_size": 2, "iterations": 72, "burn_in": 2,
                 "checkpoint_every": 3}"#,
         ),
     ];
@@ -163,6 +163,7 @@ fn deterministic_tasks_resume_to_the_uninterrupted_numbers() {
         let mut straight_args = args.clone();
         straight_args.extend(["--out".into(), straight.display().to_string()]);
         let length = run_through(&straight_args);
+        eprintln!("{task}: an uninterrupted run takes {length:?}");
         let interrupted = root.join("interrupted");
         let stops = interrupt_until_done(&args, &interrupted, length, 7 + index as u64);
         assert!(stops > 0, "{task}: no stop landed in a {length:?} run");
