@@ -127,10 +127,37 @@ fn scratch(name: &str) -> PathBuf {
     path
 }
 
-fn config_file(folder: &Path, json: &str) -> String {
-    let path = folder.join("config-file.json");
-    std::fs::write(&path, json).unwrap();
-    path.display().to_string()
+/// A task with its config in a scratch folder, and the uninterrupted run it is measured against.
+struct Trial {
+    root: PathBuf,
+    /// The command line without `--out`.
+    args: Vec<String>,
+    /// The uninterrupted run's folder.
+    straight: PathBuf,
+    /// Its wall-clock time.
+    length: Duration,
+}
+
+impl Trial {
+    fn run_straight(task: &str, config: &str) -> Self {
+        let root = scratch(task);
+        let file = root.join("config-file.json");
+        std::fs::write(&file, config).unwrap();
+        let args: Vec<String> = [task, "--config", &file.display().to_string(), "--quiet"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let straight = root.join("straight");
+        let mut straight_args = args.clone();
+        straight_args.extend(["--out".into(), straight.display().to_string()]);
+        let length = run_through(&straight_args);
+        Self {
+            root,
+            args,
+            straight,
+            length,
+        }
+    }
 }
 
 #[test]
@@ -153,16 +180,12 @@ fn deterministic_tasks_resume_to_the_uninterrupted_numbers() {
         ),
     ];
     for (index, (task, config)) in tasks.into_iter().enumerate() {
-        let root = scratch(task);
-        let file = config_file(&root, config);
-        let args: Vec<String> = [task, "--config", &file, "--quiet"]
-            .into_iter()
-            .map(String::from)
-            .collect();
-        let straight = root.join("straight");
-        let mut straight_args = args.clone();
-        straight_args.extend(["--out".into(), straight.display().to_string()]);
-        let length = run_through(&straight_args);
+        let Trial {
+            root,
+            args,
+            straight,
+            length,
+        } = Trial::run_straight(task, config);
         eprintln!("{task}: an uninterrupted run takes {length:?}");
         let interrupted = root.join("interrupted");
         let stops = interrupt_until_done(&args, &interrupted, length, 7 + index as u64);
@@ -203,16 +226,12 @@ fn rl_tasks_resume_and_finish_their_budget() {
         ));
     }
     for (index, (task, config, budget)) in tasks.into_iter().enumerate() {
-        let root = scratch(task);
-        let file = config_file(&root, config);
-        let args: Vec<String> = [task, "--config", &file, "--quiet"]
-            .into_iter()
-            .map(String::from)
-            .collect();
-        let straight = root.join("straight");
-        let mut straight_args = args.clone();
-        straight_args.extend(["--out".into(), straight.display().to_string()]);
-        let length = run_through(&straight_args);
+        let Trial {
+            root,
+            args,
+            straight,
+            length,
+        } = Trial::run_straight(task, config);
         let interrupted = root.join("interrupted");
         interrupt_until_done(&args, &interrupted, length, 11 + index as u64);
         assert_eq!(summary(&interrupted)["env_steps"], budget, "{task}");

@@ -280,13 +280,68 @@ struct Observed {
     gradients: BTreeMap<String, Option<NamedValues>>,
 }
 
+/// What a run of the case takes from its file, read and checked once.
 struct Inputs {
     dtype: DType,
     device: Device,
     parameters: BTreeMap<String, Vec<f64>>,
+    input_size: usize,
+    hidden_size: usize,
+    /// `[T, B, I]`.
+    x: Array,
+    /// `[T, B, H]`, or `[B, O]` for the associative-retrieval network.
+    loss_weights: Array,
 }
 
 impl Inputs {
+    /// Reads the case's parameters, sizes, inputs and loss weights, with their shapes checked
+    /// here, so that a malformed file is an error, not a panic in a cell or a kernel.
+    fn read(case: &ParityCase, device: Device, dtype: DType) -> Result<Self, ParityError> {
+        let parameters = case
+            .named_arrays("params")?
+            .into_iter()
+            .map(|(name, array)| (name, array.values))
+            .collect();
+        let (input_size, hidden_size) = (case.size("input_size")?, case.size("hidden_size")?);
+        // Initialisations divide by these sizes.
+        if input_size == 0 || hidden_size == 0 || case.is_art() && case.size("output_size")? == 0 {
+            return Err(case.error("input_size, hidden_size and output_size must be at least 1"));
+        }
+        let x = case.field("x")?;
+        let (steps, batch) = match x.shape[..] {
+            [steps, batch, width] if steps > 0 && batch > 0 && width == input_size => {
+                (steps, batch)
+            }
+            _ => {
+                return Err(case.error(format!(
+                    "`x` has shape {:?}; expected [steps ≥ 1, batch ≥ 1, input_size {input_size}]",
+                    x.shape
+                )));
+            }
+        };
+        let loss_weights = case.field("loss_weights")?;
+        let expected_weights = if case.is_art() {
+            vec![batch, case.size("output_size")?]
+        } else {
+            vec![steps, batch, hidden_size]
+        };
+        if loss_weights.shape != expected_weights {
+            return Err(case.error(format!(
+                "`loss_weights` has shape {:?}; expected {expected_weights:?}",
+                loss_weights.shape
+            )));
+        }
+        Ok(Self {
+            dtype,
+            device,
+            parameters,
+            input_size,
+            hidden_size,
+            x,
+            loss_weights,
+        })
+    }
+
     fn tensor<const D: usize>(&self, array: &Array) -> Tensor<D> {
         Tensor::from_data(
             TensorData::new(array.values.clone(), array.shape.clone()),
@@ -333,16 +388,7 @@ pub fn run_case_with(
     } else {
         DType::F32
     };
-    let parameters = case
-        .named_arrays("params")?
-        .into_iter()
-        .map(|(name, array)| (name, array.values))
-        .collect();
-    let inputs = Inputs {
-        dtype,
-        device,
-        parameters,
-    };
+    let inputs = Inputs::read(case, device, dtype)?;
     let observed = observe_case(case, &inputs, fused_stpn, Observe::Everything)?;
     compare_with_reference(case, dtype, observed)
 }
@@ -363,11 +409,7 @@ fn observe_case(
     fused_stpn: bool,
     what: Observe,
 ) -> Result<Observed, ParityError> {
-    let (input_size, hidden_size) = (case.size("input_size")?, case.size("hidden_size")?);
-    // Before any cell is built: an initialisation divides by these sizes.
-    if input_size == 0 || hidden_size == 0 || case.is_art() && case.size("output_size")? == 0 {
-        return Err(case.error("input_size, hidden_size and output_size must be at least 1"));
-    }
+    let (input_size, hidden_size) = (inputs.input_size, inputs.hidden_size);
     let observed = match case.cell()? {
         "stpn_r" => {
             let normalisation = match (case.flag_bool("weight_norm", true)?, case.flag_str("norm_time")?) {
@@ -458,32 +500,8 @@ fn observe<C: RecurrentCell>(
         case: case.name.clone(),
         source,
     };
-    // Shapes are checked here, so that a malformed file is an error, not a panic in a kernel.
-    let x_array = case.field("x")?;
-    let input_size = case.size("input_size")?;
-    let (steps, batch) = match x_array.shape[..] {
-        [steps, batch, width] if steps > 0 && batch > 0 && width == input_size => (steps, batch),
-        _ => {
-            return Err(case.error(format!(
-                "`x` has shape {:?}; expected [steps ≥ 1, batch ≥ 1, input_size {input_size}]",
-                x_array.shape
-            )));
-        }
-    };
-    let hidden_size = case.size("hidden_size")?;
-    let loss_weights = case.field("loss_weights")?;
-    let expected_weights = if case.is_art() {
-        vec![batch, case.size("output_size")?]
-    } else {
-        vec![steps, batch, hidden_size]
-    };
-    if loss_weights.shape != expected_weights || expected_weights.contains(&0) {
-        return Err(case.error(format!(
-            "`loss_weights` has shape {:?}; expected {expected_weights:?}",
-            loss_weights.shape
-        )));
-    }
-    let x: Tensor<3> = inputs.tensor(&x_array);
+    let x: Tensor<3> = inputs.tensor(&inputs.x);
+    let batch = inputs.x.shape[1];
     // The comparison is only as strict as the type it ran in: a cell that silently computes in
     // float32 must not be measured against the float64 tolerance.
     let check_dtype = |dtype: DType| {
@@ -513,7 +531,7 @@ fn observe<C: RecurrentCell>(
         .map_err(parameter_error)?;
         let output = network.forward(x.clone(), false);
         check_dtype(output.logits.dtype())?;
-        let loss = (output.logits.clone() * inputs.tensor::<2>(&loss_weights)).sum();
+        let loss = (output.logits.clone() * inputs.tensor::<2>(&inputs.loss_weights)).sum();
         if what == Observe::Loss {
             return Ok(Observed::loss_only(host_values::<f64, _>(loss)[0]));
         }
@@ -543,7 +561,7 @@ fn observe<C: RecurrentCell>(
         .map_err(parameter_error)?;
         let sequence = run_sequence(&cell, x.clone(), cell.init_state(batch), false);
         check_dtype(sequence.outputs.dtype())?;
-        let loss = (sequence.outputs.clone() * inputs.tensor::<3>(&loss_weights)).sum();
+        let loss = (sequence.outputs.clone() * inputs.tensor::<3>(&inputs.loss_weights)).sum();
         if what == Observe::Loss {
             return Ok(Observed::loss_only(host_values::<f64, _>(loss)[0]));
         }
@@ -596,16 +614,7 @@ pub fn finite_difference_check(
     if !device.supports_dtype(FloatDType::F64) {
         return Err(case.error("finite differences need a backend with float64"));
     }
-    let parameters: BTreeMap<String, Vec<f64>> = case
-        .named_arrays("params")?
-        .into_iter()
-        .map(|(name, array)| (name, array.values))
-        .collect();
-    let mut inputs = Inputs {
-        dtype: DType::F64,
-        device,
-        parameters,
-    };
+    let mut inputs = Inputs::read(case, device, DType::F64)?;
     let analytic = observe_case(case, &inputs, false, Observe::Everything)?.gradients;
     let mut comparisons = Vec::new();
     for (name, gradient) in analytic {
@@ -614,7 +623,10 @@ pub fn finite_difference_check(
         })?;
         let gradient = gradient.map_or_else(|| vec![0.0; values.len()], |g| g.values);
         let stride = values.len().div_ceil(entries_per_parameter.max(1)).max(1);
-        let scale = compare::nan_max(gradient.iter().map(|g| g.abs()));
+        // Differences are measured against the parameter's largest gradient (1 where it is all
+        // zero, as `compare::relative_difference` does).
+        let largest = compare::nan_max(gradient.iter().map(|g| g.abs()));
+        let unit = if largest > 0.0 { largest } else { 1.0 };
         let (mut ours, mut numeric, mut kinks) = (Vec::new(), Vec::new(), 0);
         for index in (0..values.len()).step_by(stride) {
             let mut loss_at = |offset: f64| -> Result<f64, ParityError> {
@@ -635,7 +647,7 @@ pub fn finite_difference_check(
             // Two step sizes that disagree mean the loss is not smooth within a step of this
             // entry (a clamp's threshold is that close): its derivative is one-sided there and
             // no stencil measures it. Such entries are left out, and counted.
-            if (coarse - fine).abs() > tolerance * if scale > 0.0 { scale } else { 1.0 } {
+            if (coarse - fine).abs() > tolerance * unit {
                 kinks += 1;
                 continue;
             }
@@ -654,11 +666,7 @@ pub fn finite_difference_check(
         comparisons.push(Comparison {
             quantity: format!("fd.{name}"),
             max_abs,
-            relative: if scale > 0.0 {
-                max_abs / scale
-            } else {
-                max_abs
-            },
+            relative: max_abs / unit,
             tolerance,
         });
     }

@@ -412,8 +412,7 @@ where
             clipped_step(agent, optimizer, loss, learning_rate, config.grad_clip);
         steps.push(stats);
     }
-    let count = steps.len().max(1) as f64;
-    let mean = |field: fn(&UpdateStats) -> f64| steps.iter().map(field).sum::<f64>() / count;
+    let mean = |field: fn(&UpdateStats) -> f64| crate::mean_over(&steps, field);
     let stats = UpdateStats {
         policy_loss: mean(|s| s.policy_loss),
         value_loss: mean(|s| s.value_loss),

@@ -42,6 +42,11 @@ pub fn adam(epsilon: f64) -> burn::optim::module_optimizer::ModuleOptimizer {
         .init()
 }
 
+/// The mean of `field` over the statistics of an iteration's optimiser steps (0 for none).
+pub(crate) fn mean_over<T>(steps: &[T], field: impl Fn(&T) -> f64) -> f64 {
+    steps.iter().map(field).sum::<f64>() / steps.len().max(1) as f64
+}
+
 /// PyTorch's Adam ε, the paper's for every optimiser that does not set one.
 pub const TORCH_ADAM_EPSILON: f64 = 1e-8;
 

@@ -522,8 +522,7 @@ where
     // Means over every step of the iteration; the KL one drives the coefficient, as RLlib's
     // learner statistics do (RLlib 1.10 `rllib/utils/metrics/learner_info.py` lines 56–67,
     // `rllib/agents/ppo/ppo.py` lines 104–131).
-    let count = steps.len().max(1) as f64;
-    let mean = |field: fn(&UpdateStats) -> f64| steps.iter().map(field).sum::<f64>() / count;
+    let mean = |field: fn(&UpdateStats) -> f64| crate::mean_over(&steps, field);
     let stats = UpdateStats {
         policy_loss: mean(|s| s.policy_loss),
         value_loss: mean(|s| s.value_loss),

@@ -457,7 +457,7 @@ where
 mod tests {
     use super::*;
 
-    /// Every core's agent has the parameter count of docs/reference.md §5.3 (up to our single bias vector).
+    /// Every core's agent has the parameter count of docs/reference.md §5.3.
     #[test]
     fn paper_agents_have_the_paper_parameter_counts() {
         let _seeded = crate::seeded_device_lock();
