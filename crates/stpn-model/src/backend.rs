@@ -23,11 +23,14 @@ pub enum BackendError {
     #[error(
         "backend `{0}` is not compiled into this build; rebuild with `--features {0}` (the default features compile flex, ndarray and wgpu)"
     )]
+    /// The backend's cargo feature was off when this binary was built.
     NotCompiled(Backend),
     #[error(
         "backend `wgpu` found no usable GPU adapter ({0}); install a GPU driver (or `mesa-vulkan-drivers` for a software one), or use `--backend flex`"
     )]
+    /// wgpu initialised but found no GPU adapter (the adapter error).
     NoAdapter(String),
+    /// A name that is not one of the backends.
     #[error("unknown backend `{0}`; choose one of flex, ndarray, wgpu")]
     Unknown(String),
 }

@@ -10,7 +10,9 @@ use burn::tensor::{DType, Device, Gradients, Tensor, TensorData};
 /// A parameter's values, flattened row-major, with its shape.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NamedValues {
+    /// The parameter's shape.
     pub shape: Vec<usize>,
+    /// Its values, flattened row-major.
     pub values: Vec<f64>,
 }
 
@@ -106,17 +108,24 @@ pub fn named_gradients<M: Module>(
 /// Why parameters could not be loaded by name.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// A parameter of the model has no value.
     #[error("no value given for parameter `{0}`")]
     Missing(String),
     #[error(
         "parameter `{name}` has {expected} elements (shape {shape:?}) but {given} values were given"
     )]
+    /// A parameter's value has the wrong number of elements.
     Size {
+        /// The parameter.
         name: String,
+        /// Its shape in the model.
         shape: Vec<usize>,
+        /// Elements the shape holds.
         expected: usize,
+        /// Values given.
         given: usize,
     },
+    /// A value names a parameter the model does not have.
     #[error("values given for `{0}`, which the model does not have")]
     Unknown(String),
 }

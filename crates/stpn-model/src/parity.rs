@@ -31,20 +31,38 @@ pub const F32_GRADIENT_TOLERANCE: f64 = 1e-4;
 /// Why a case could not be run.
 #[derive(Debug, thiserror::Error)]
 pub enum ParityError {
+    /// The case file could not be read.
     #[error("cannot read {path}")]
     Read {
+        /// The file.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The case file is not JSON.
     #[error("{path} is not valid JSON")]
     Json {
+        /// The file.
         path: String,
+        /// The parse error.
         source: serde_json::Error,
     },
+    /// The case lacks a field or has one of the wrong shape.
     #[error("case `{case}`: {message}")]
-    Format { case: String, message: String },
+    Format {
+        /// The case.
+        case: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The case's parameters do not fit the model.
     #[error("case `{case}`: {source}")]
-    Parameters { case: String, source: LoadError },
+    Parameters {
+        /// The case.
+        case: String,
+        /// Why the parameters do not fit.
+        source: LoadError,
+    },
 }
 
 /// One parity case file.
@@ -251,9 +269,11 @@ impl Comparison {
 /// The result of one case on one device.
 #[derive(Clone, Debug)]
 pub struct ParityReport {
+    /// The case's name (its file stem).
     pub case: String,
     /// The float type the case ran in.
     pub dtype: DType,
+    /// One comparison per checked quantity (outputs, energy, state, gradients).
     pub comparisons: Vec<Comparison>,
 }
 

@@ -61,11 +61,17 @@ pub struct FastWeights {
     pub ln_gain: Param<Tensor<1>>,
     /// Layer-norm bias, `[H]`.
     pub ln_bias: Param<Tensor<1>>,
+    /// Decay λ of the fast-weight matrix `A` per step.
     pub decay: f64,
+    /// Learning rate η of the fast-weight (outer-product) update.
     pub rate: f64,
+    /// Inner-loop steps `S` of the layer-normalised iteration.
     pub inner_steps: usize,
+    /// Update `A` twice per step, as the reference runner does (docs/reference.md §1.10).
     pub double_update: bool,
+    /// Size `I` of the external input.
     pub input_size: usize,
+    /// Number of hidden units `H`.
     pub hidden_size: usize,
 }
 

@@ -44,8 +44,11 @@ pub struct HebbFf {
     pub lambda_logit: Param<Tensor<1>>,
     /// `γ̃`, with rate `γ = −exp(γ̃)`, `[1]`.
     pub gamma_log_magnitude: Param<Tensor<1>>,
+    /// Squash the plastic state with the activation before the update (the reference runner's quirk, docs/reference.md §1.10).
     pub squash_state: bool,
+    /// Size `I` of the input.
     pub input_size: usize,
+    /// Number of hidden units `H`.
     pub hidden_size: usize,
 }
 

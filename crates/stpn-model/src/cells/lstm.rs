@@ -46,7 +46,9 @@ pub struct Lstm {
     pub bias: Param<Tensor<1>>,
     /// The second gate bias of PyTorch's cells, `[4H]`, with `two_biases`.
     pub recurrent_bias: Option<Param<Tensor<1>>>,
+    /// Size `I` of the input.
     pub input_size: usize,
+    /// Number of hidden units `H` (the gates have `4H` rows).
     pub hidden_size: usize,
 }
 

@@ -26,7 +26,9 @@ pub struct Mlp {
     pub weight: Param<Tensor<2>>,
     /// Bias, `[H]`.
     pub bias: Param<Tensor<1>>,
+    /// Size `I` of the input.
     pub input_size: usize,
+    /// Number of hidden units `H`.
     pub hidden_size: usize,
 }
 

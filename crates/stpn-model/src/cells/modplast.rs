@@ -47,8 +47,11 @@ pub struct Modplast {
     pub w_mod: Param<Tensor<2>>,
     /// Neuromodulator bias `b_M`, `[1]`.
     pub b_mod: Param<Tensor<1>>,
+    /// Bound `c` of the Hebbian trace, clipped to `[-c, c]` after each update.
     pub clamp: f64,
+    /// Size `I` of the input.
     pub input_size: usize,
+    /// Number of hidden units `H`.
     pub hidden_size: usize,
 }
 

@@ -41,13 +41,16 @@ pub struct Rnn {
     pub bias: Param<Tensor<1>>,
     /// The second bias of PyTorch's `nn.RNN`, `[H]`, with `two_biases`.
     pub recurrent_bias: Option<Param<Tensor<1>>>,
+    /// Size `I` of the input.
     pub input_size: usize,
+    /// Number of hidden units `H`.
     pub hidden_size: usize,
 }
 
 /// State of an [`Rnn`] layer: the previous output `h`, `[B, H]`.
 #[derive(Clone, Debug)]
 pub struct RnnState {
+    /// The previous output `h_{t-1}`, `[B, H]`.
     pub hidden: Tensor<2>,
 }
 

@@ -60,12 +60,18 @@ pub struct StpnF {
     pub lambda: Param<Tensor<2>>,
     /// Plasticity rate Γ, `[H, I]` or `[1, 1]`.
     pub gamma: Param<Tensor<2>>,
+    /// The drive is divided by the norm of the effective weights' row (docs/reference.md §1.5).
     pub normalised: bool,
+    /// The update decays `tanh(F_{t-1})` instead of `F_{t-1}` (the reference runner's quirk).
     pub squash_state: bool,
+    /// Bound of the synaptic state `F`, clipped to `[-c, c]` after each update (`None`: no clamp).
     #[module(skip)]
     pub clamp: Option<f64>,
+    /// Run sequences on the fused kernel where it applies (float32 on a CPU backend).
     pub fused: bool,
+    /// Size `I` of the input.
     pub input_size: usize,
+    /// Number of hidden units `H`.
     pub hidden_size: usize,
 }
 

@@ -88,17 +88,25 @@ pub struct StpnR {
     pub lambda: Param<Tensor<2>>,
     /// Plasticity rate Γ, `[H, P]` or `[1, 1]`.
     pub gamma: Param<Tensor<2>>,
+    /// How the drive (and the state entering the update) is normalised.
     #[module(skip)]
     pub normalisation: Normalisation,
+    /// Which vector the plastic update uses as presynaptic activity.
     #[module(skip)]
     pub presynaptic: Presynaptic,
+    /// `h_{t-1}` is part of the presynaptic vector (false: the input alone).
     pub recurrent: bool,
+    /// The output nonlinearity.
     #[module(skip)]
     pub activation: Activation,
+    /// Bound of the synaptic state `F`, clipped to `[-c, c]` after each update (`None`: no clamp).
     #[module(skip)]
     pub clamp: Option<f64>,
+    /// Run sequences on the fused kernel where it applies (float32 on a CPU backend).
     pub fused: bool,
+    /// Size `I` of the external input.
     pub input_size: usize,
+    /// Number of hidden units `H`.
     pub hidden_size: usize,
 }
 

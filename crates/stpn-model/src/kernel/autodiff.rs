@@ -257,9 +257,13 @@ pub fn applies(enabled: bool, weight: &Tensor<2>) -> bool {
 
 /// The parameters of a cell the kernel computes (STPNr or STPNf), as tensors.
 pub struct KernelTensors {
+    /// Slow weights `W`, `[H, P]`.
     pub weight: Tensor<2>,
+    /// Bias `b`, `[H]`.
     pub bias: Tensor<1>,
+    /// Decay Λ, `[H, P]` or `[1, 1]`.
     pub lambda: Tensor<2>,
+    /// Plasticity rate Γ, `[H, P]` or `[1, 1]`.
     pub gamma: Tensor<2>,
 }
 

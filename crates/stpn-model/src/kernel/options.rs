@@ -41,13 +41,19 @@ pub enum Activation {
 /// The options of the cell the kernel computes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KernelConfig {
+    /// Size `I` of the external input.
     pub input_size: usize,
+    /// Number of hidden units `H`.
     pub hidden_size: usize,
+    /// How the drive is normalised.
     pub normalisation: Normalisation,
+    /// Which vector the plastic update uses as presynaptic activity.
     pub presynaptic: Presynaptic,
+    /// Bound of `F`, clipped to `[-c, c]` after each update (`None`: no clamp).
     pub clamp: Option<f64>,
     /// `h_{t-1}` is part of the presynaptic vector (false: the input alone).
     pub recurrent: bool,
+    /// The output nonlinearity.
     pub activation: Activation,
     /// With pre-normalisation, the update also divides `F_{t-1}` by the row norm (STPNr);
     /// STPNf normalises the drive only.
@@ -68,7 +74,9 @@ impl KernelConfig {
 /// The parameters, as host slices.
 #[derive(Clone, Copy, Debug)]
 pub struct Parameters<'a, F> {
+    /// Slow weights `W`, `[H·P]` row-major.
     pub weight: &'a [F],
+    /// Bias `b`, `[H]`.
     pub bias: &'a [F],
     /// `[H·P]` per synapse, or `[1]`.
     pub lambda: &'a [F],
@@ -79,10 +87,15 @@ pub struct Parameters<'a, F> {
 /// A sequence's input and initial state, as host slices.
 #[derive(Clone, Copy, Debug)]
 pub struct Sequence<'a, F> {
+    /// Number of time steps `T`.
     pub steps: usize,
+    /// Batch size `B`.
     pub batch: usize,
+    /// Inputs `[T, B, I]`, time-major.
     pub inputs: &'a [F],
+    /// Initial hidden state `h_0`, `[B, H]`.
     pub hidden: &'a [F],
+    /// Initial synaptic state `F_0`, `[B, H, P]`.
     pub synaptic: &'a [F],
 }
 
@@ -121,11 +134,18 @@ impl<F> ForwardOutput<F> {
 /// Gradients of the backward pass, each in the layout of what it is the gradient of.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gradients<F> {
+    /// Gradient of the slow weights, `[H·P]`.
     pub weight: Vec<F>,
+    /// Gradient of the bias, `[H]`.
     pub bias: Vec<F>,
+    /// Gradient of Λ, `[H·P]` or `[1]`.
     pub lambda: Vec<F>,
+    /// Gradient of Γ, `[H·P]` or `[1]`.
     pub gamma: Vec<F>,
+    /// Gradient of the inputs, `[T, B, I]`.
     pub inputs: Vec<F>,
+    /// Gradient of the initial hidden state, `[B, H]`.
     pub hidden: Vec<F>,
+    /// Gradient of the initial synaptic state, `[B, H, P]`.
     pub synaptic: Vec<F>,
 }
