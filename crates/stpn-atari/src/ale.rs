@@ -82,13 +82,16 @@ pub fn md5_hex(bytes: &[u8]) -> String {
 /// Why ALE could not do something.
 #[derive(Debug, thiserror::Error)]
 pub enum AleError {
+    /// No ROM file at this path.
     #[error("ROM not found at {}: run scripts/setup-ale (or set {ROM_DIR_VARIABLE})", .0.display())]
     RomNotFound(PathBuf),
+    /// The file at this path is not a ROM that ALE 0.12.1 knows (its MD5 is not in ALE's list).
     #[error(
         "{} is not a ROM that ALE 0.12.1 supports (unknown MD5): run scripts/setup-ale",
         .0.display()
     )]
     UnsupportedRom(PathBuf),
+    /// ALE reported an error (its message).
     #[error("ALE: {0}")]
     Ale(String),
 }
@@ -222,6 +225,7 @@ impl Ale {
         self.check(unsafe { ffi::stpn_ale_reset_game(self.handle.as_ptr()) })
     }
 
+    /// `lives()`: the lives left in the game (constant in games without lives, such as Pong).
     pub fn lives(&mut self) -> i32 {
         // SAFETY: valid handle.
         unsafe { ffi::stpn_ale_lives(self.handle.as_ptr()) }

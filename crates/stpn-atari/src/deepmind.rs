@@ -87,10 +87,12 @@ impl DeepMindPong {
         })
     }
 
+    /// The underlying Pong (its emulator and RLlib-style observation, unused here).
     pub fn pong(&self) -> &Pong {
         &self.pong
     }
 
+    /// The preprocessing's settings.
     pub fn config(&self) -> &DeepMindConfig {
         &self.config
     }

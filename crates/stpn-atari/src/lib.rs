@@ -1,3 +1,5 @@
+#![warn(missing_docs)]
+
 //! Atari Pong for the STPN experiments (docs/reference.md §5.2) on the real Arcade Learning Environment 0.12.1,
 //! compiled from the C++ source of the ale-py 0.12.1 package by `build.rs`.
 //!
@@ -8,6 +10,10 @@
 //!   episodic life, 84×84 grey, stack of 4), for comparisons with modern agents.
 //! - [`resize`]: OpenCV's `INTER_LINEAR` and `INTER_AREA` resizes, bit-exact.
 //! - [`seed`]: numpy's `SeedSequence`, to seed ALE exactly as ale-py does.
+//!
+//! Main entry points: [`Pong::new`] (the paper's environment, an [`stpn_envs::Env`] with
+//! observations of 84 × 84 `f32` and 6 discrete actions) and [`DeepMindPong::new`] (stacks of
+//! 4 × 84 × 84 `u8`).
 //!
 //! Setup: `scripts/setup-ale` downloads the ale-py 0.12.1 source from PyPI into the git-ignored
 //! `third_party/` and copies the Pong ROM out of it (`STPN_ROM_DIR` points elsewhere).

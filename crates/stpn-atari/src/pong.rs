@@ -77,6 +77,7 @@ pub struct PaperObservation {
 }
 
 impl PaperObservation {
+    /// The preprocessing of screens drawn with `palette` (the loaded ROM's, [`Ale::palette`]).
     pub fn new(palette: Palette) -> Self {
         Self {
             resize: LinearResize::new(
@@ -162,8 +163,11 @@ pub fn paper_preprocess_rgb(screen_rgb: &[u8]) -> Vec<f32> {
 /// The outcome of one emulator frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Frame {
+    /// ALE's reward of the frame: −1, 0 or +1 in Pong.
     pub reward: i32,
+    /// The game is over (`game_over(with_truncation=False)`): a player reached 21.
     pub terminated: bool,
+    /// The episode hit the frame cap (`game_truncated()`).
     pub truncated: bool,
 }
 
@@ -181,6 +185,7 @@ impl Pong {
         Self::with_config(PongConfig::default())
     }
 
+    /// Pong with the emulator settings of `config`; fails when the ROM is missing or not Pong's.
     pub fn with_config(config: PongConfig) -> Result<Self, AleError> {
         let rom = config.rom.unwrap_or_else(|| rom_path("pong"));
         Ale::supported_rom(&rom)?;
@@ -212,10 +217,12 @@ impl Pong {
         &self.ale
     }
 
+    /// The emulator, mutably, e.g. to act or reset it outside the `Env` interface.
     pub fn ale_mut(&mut self) -> &mut Ale {
         &mut self.ale
     }
 
+    /// Path of the loaded ROM file.
     pub fn rom(&self) -> &Path {
         &self.rom
     }

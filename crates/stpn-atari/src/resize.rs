@@ -8,13 +8,18 @@
 /// A borrowed 8-bit image.
 #[derive(Clone, Copy, Debug)]
 pub struct Image<'a> {
+    /// The pixels, `height × width × channels` bytes, row-major, channels interleaved.
     pub data: &'a [u8],
+    /// Rows.
     pub height: usize,
+    /// Columns.
     pub width: usize,
+    /// Bytes per pixel (1 grey, 3 RGB).
     pub channels: usize,
 }
 
 impl<'a> Image<'a> {
+    /// Borrows `data` as an image of these dimensions; panics if its length does not match.
     pub fn new(data: &'a [u8], height: usize, width: usize, channels: usize) -> Self {
         assert_eq!(
             data.len(),

@@ -28,6 +28,7 @@ pub struct SeedSequence {
 }
 
 impl SeedSequence {
+    /// numpy's `SeedSequence(entropy)`: the entropy pool mixed from a non-negative integer.
     pub fn new(entropy: u64) -> Self {
         // `_int_to_uint32_array`: little-endian 32-bit words, at least one.
         let words: Vec<u32> = if entropy >> 32 == 0 {

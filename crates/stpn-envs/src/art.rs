@@ -30,9 +30,11 @@ pub const VALUES: usize = 10;
 /// Index of the separator `?`.
 pub const SEPARATOR: u8 = 36;
 
-/// Sizes of the three splits in the paper's setting.
+/// Size of the training split in the paper's setting.
 pub const TRAIN_SIZE: usize = 100_000;
+/// Size of the validation split in the paper's setting.
 pub const VALIDATION_SIZE: usize = 10_000;
+/// Size of the test split in the paper's setting.
 pub const TEST_SIZE: usize = 20_000;
 
 /// One sequence and its answer.
@@ -85,8 +87,11 @@ pub fn sample_example(rng: &mut impl Rng) -> Example {
 /// The three splits of an associative-retrieval dataset.
 #[derive(Clone, Debug)]
 pub struct ArtDataset {
+    /// Training examples (100 000 in the paper).
     pub train: Vec<Example>,
+    /// Validation examples (10 000 in the paper), for model selection.
     pub validation: Vec<Example>,
+    /// Test examples (20 000 in the paper), for the reported accuracy.
     pub test: Vec<Example>,
 }
 
@@ -111,8 +116,11 @@ impl ArtDataset {
 /// A batch as flat buffers: one-hot inputs time-major `[T, B, 37]` and target class indices `[B]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OneHotBatch {
+    /// Number of sequences `B`.
     pub batch: usize,
+    /// One-hot symbols, `[T = 9, B, 37]` row-major.
     pub inputs: Vec<f32>,
+    /// Class index (26–35) of each sequence's answer, `[B]`.
     pub targets: Vec<i64>,
 }
 

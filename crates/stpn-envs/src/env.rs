@@ -14,8 +14,11 @@ pub enum Space {
     Discrete(usize),
     /// A box of `shape` with elementwise bounds (flattened row-major).
     Box {
+        /// Lower bound of each element (`-inf` for none).
         low: Vec<f64>,
+        /// Upper bound of each element (`inf` for none).
         high: Vec<f64>,
+        /// Dimensions of the box; the bounds hold their product of elements.
         shape: Vec<usize>,
     },
 }
@@ -43,7 +46,9 @@ impl Space {
 /// The return and length of a finished episode.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EpisodeStats {
+    /// Undiscounted sum of the episode's rewards (Gymnasium's `info["episode"]["r"]`).
     pub episode_return: f64,
+    /// Number of steps of the episode (Gymnasium's `info["episode"]["l"]`).
     pub length: usize,
 }
 
@@ -58,6 +63,7 @@ pub struct Info<O> {
 }
 
 impl<O> Info<O> {
+    /// An info with nothing set, what an environment returns by itself.
     pub fn empty() -> Self {
         Self {
             episode: None,
@@ -69,10 +75,16 @@ impl<O> Info<O> {
 /// The result of one step.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step<O> {
+    /// Observation after the step (in a [`SyncVectorEnv`], the new episode's first when this
+    /// step ended one).
     pub observation: O,
+    /// Reward for the step's action.
     pub reward: f64,
+    /// The episode reached a terminal state of the task (no bootstrapping past it).
     pub terminated: bool,
+    /// The episode was cut short from outside, e.g. by [`TimeLimit`] (bootstrap its value).
     pub truncated: bool,
+    /// Extra information: episode statistics and the finished episode's last observation.
     pub info: Info<O>,
 }
 
@@ -85,7 +97,9 @@ impl<O> Step<O> {
 
 /// An environment.
 pub trait Env: Send {
+    /// What the agent sees after each step (e.g. `Vec<f32>` of the observation space's size).
     type Observation: Clone + Send;
+    /// What the agent chooses (e.g. `usize` for a discrete space, `Vec<f64>` for a box).
     type Action;
 
     /// Starts an episode. With a seed the environment's generator is reseeded first (same seed,
@@ -96,7 +110,9 @@ pub trait Env: Send {
     /// caller; environments may panic.
     fn step(&mut self, action: &Self::Action) -> Step<Self::Observation>;
 
+    /// The set of the observations the environment returns.
     fn observation_space(&self) -> Space;
+    /// The set of the actions the environment accepts.
     fn action_space(&self) -> Space;
 }
 
@@ -112,6 +128,7 @@ impl Default for EnvRng {
 }
 
 impl EnvRng {
+    /// Reseeds the generator with `seed` if there is one; leaves it as it is otherwise.
     pub fn reseed(&mut self, seed: Option<u64>) {
         if let Some(seed) = seed {
             self.0 = ChaCha8Rng::seed_from_u64(seed);
@@ -122,12 +139,15 @@ impl EnvRng {
 /// Ends episodes after `max_steps` steps by setting `truncated` (unless the episode terminated
 /// on that step).
 pub struct TimeLimit<E> {
+    /// The wrapped environment.
     pub env: E,
+    /// Steps after which an episode is truncated (Gymnasium's `max_episode_steps`).
     pub max_steps: usize,
     elapsed: usize,
 }
 
 impl<E: Env> TimeLimit<E> {
+    /// Wraps `env` with a limit of `max_steps` steps per episode.
     pub fn new(env: E, max_steps: usize) -> Self {
         Self {
             env,
@@ -166,12 +186,14 @@ impl<E: Env> Env for TimeLimit<E> {
 
 /// Reports the return and length of each episode in `info.episode` on its last step.
 pub struct RecordEpisodeStatistics<E> {
+    /// The wrapped environment.
     pub env: E,
     episode_return: f64,
     length: usize,
 }
 
 impl<E: Env> RecordEpisodeStatistics<E> {
+    /// Wraps `env`, counting from the next reset.
     pub fn new(env: E) -> Self {
         Self {
             env,
@@ -221,19 +243,23 @@ impl<E: Env> Env for RecordEpisodeStatistics<E> {
 /// step, and the finished episode's last observation is in `info.final_observation` (bootstrap a
 /// truncated episode's value from it). Env `i` is seeded with `seed + i` by [`SyncVectorEnv::reset`].
 pub struct SyncVectorEnv<E> {
+    /// The copies, stepped in this order; env `i` gets action `i`.
     pub envs: Vec<E>,
 }
 
 impl<E: Env> SyncVectorEnv<E> {
+    /// Steps `envs` together; panics if there are none.
     pub fn new(envs: Vec<E>) -> Self {
         assert!(!envs.is_empty(), "a vector env needs at least one env");
         Self { envs }
     }
 
+    /// Number of environments.
     pub fn len(&self) -> usize {
         self.envs.len()
     }
 
+    /// Whether there are no environments (never, as [`SyncVectorEnv::new`] requires one).
     pub fn is_empty(&self) -> bool {
         self.envs.is_empty()
     }

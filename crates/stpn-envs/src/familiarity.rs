@@ -56,10 +56,12 @@ impl FamiliarityStream {
         Self::generate(5000, 100, interval, 0.5, seed)
     }
 
+    /// Number of items `T`.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether the stream has no items.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }

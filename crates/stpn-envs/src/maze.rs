@@ -17,10 +17,15 @@ use rand::Rng;
 
 use crate::env::{Env, EnvRng, Info, Space, Step};
 
+/// Side of the square grid in cells, border walls included.
 pub const SIZE: usize = 13;
+/// Numbers per observation (see the module documentation for their order).
 pub const OBSERVATION_SIZE: usize = 17;
+/// Number of actions: up, down, left, right.
 pub const ACTIONS: usize = 4;
+/// Steps per episode.
 pub const EPISODE_LENGTH: usize = 200;
+/// Reward for reaching the reward cell.
 pub const REWARD: f64 = 10.0;
 const CENTRE: (usize, usize) = (SIZE / 2, SIZE / 2);
 
@@ -57,6 +62,7 @@ impl Default for Maze {
 }
 
 impl Maze {
+    /// A maze whose generator is seeded with 0 until a seeded reset; call [`Env::reset`] first.
     pub fn new() -> Self {
         Self {
             free: free_cells(),

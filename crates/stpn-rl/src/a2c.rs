@@ -35,17 +35,26 @@ use crate::sequences::{SequenceCutter, contiguous_minibatches, pack};
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct A2cConfig {
+    /// Steps collected from each environment per iteration (RLlib's `rollout_fragment_length`, 50).
     pub fragment_length: usize,
+    /// Discount factor γ of the returns (0.99).
     pub gamma: f64,
+    /// GAE's λ (1: discounted returns minus the value, RLlib's A2C default).
     pub gae_lambda: f64,
+    /// Weight c_v of the value loss (RLlib's `vf_loss_coeff`, 0.5).
     pub value_coefficient: f64,
+    /// Weight c_e of the entropy bonus (RLlib's `entropy_coeff`, 0.01).
     pub entropy_coefficient: f64,
+    /// Maximum global L2 norm of the gradients (RLlib's `grad_clip`, 40).
     pub grad_clip: f64,
     /// Learning rate at step 0, decaying linearly to `final_learning_rate` at `decay_steps`
     /// environment steps.
     pub learning_rate: f64,
+    /// Learning rate reached at `decay_steps` environment steps and kept after (1e-12).
     pub final_learning_rate: f64,
+    /// Environment steps over which the learning rate decays linearly (2·10⁸).
     pub decay_steps: f64,
+    /// Maximum length of the recurrent sequences in steps (RLlib's `max_seq_len`, 20).
     pub sequence_length: usize,
     /// Steps per optimiser step: RLlib's `train_batch_size`, 200 by default (RLlib 1.10
     /// `rllib/agents/trainer.py` line 128; A2C does not override it), which its multi-GPU train
@@ -110,6 +119,7 @@ impl A2cConfig {
 
 /// The environments, their current observations, the batched core state, and episode records.
 pub struct VecCollector<E: Env, S> {
+    /// The environments, stepped together with same-step auto-reset.
     pub envs: SyncVectorEnv<E>,
     observations: Vec<Vec<f32>>,
     state: Option<S>,
@@ -117,6 +127,7 @@ pub struct VecCollector<E: Env, S> {
     lengths: Vec<usize>,
     /// Returns and lengths of the episodes finished so far, in order of finishing.
     pub finished: Vec<(f64, usize)>,
+    /// Environment steps taken so far, over all environments (the learning-rate schedule's clock).
     pub env_steps: u64,
 }
 
@@ -142,13 +153,19 @@ where
 
 /// One iteration's fragments, env-major: step `t` of env `e` is row `e · T + t`.
 pub struct Fragments<S> {
+    /// Numbers per observation `O`.
     pub observation_size: usize,
-    /// `[E·T, O]`.
+    /// Observations the actions were chosen on, `[E·T, O]`.
     pub observations: Vec<f32>,
+    /// Sampled actions, `[E·T]`.
     pub actions: Vec<i64>,
+    /// GAE advantages Â, `[E·T]`.
     pub advantages: Vec<f32>,
+    /// Value targets `Â + V_old`, `[E·T]`.
     pub value_targets: Vec<f32>,
+    /// `(first row, length)` of each recurrent sequence, sorted by first row.
     pub sequences: Vec<(usize, usize)>,
+    /// Core state entering each sequence (one row each), in the order of `sequences`.
     pub states: Vec<S>,
 }
 
@@ -300,10 +317,15 @@ where
 /// The statistics of one update.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct UpdateStats {
+    /// Policy loss `−Σ log π(a|s)·Â` over a minibatch's real steps (mean over the minibatches).
     pub policy_loss: f64,
+    /// Value loss `½ Σ (V − V̂)²`, before the weight c_v (mean over the minibatches).
     pub value_loss: f64,
+    /// Summed entropy `Σ H(π)` of the policy, before the weight c_e (mean over the minibatches).
     pub entropy: f64,
+    /// Global gradient norm before clipping (mean over the minibatches).
     pub grad_norm: f64,
+    /// Learning rate of the iteration.
     pub learning_rate: f64,
     /// Optimiser steps taken in the iteration.
     pub updates: usize,

@@ -25,15 +25,19 @@ pub struct ActorCriticConfig {
 /// The Pong convolutional encoder.
 #[derive(Module, Debug)]
 pub struct ConvEncoder {
+    /// First convolution: 1 → 16 channels, 8×8 kernel, stride 4 (84×84 → 20×20).
     pub conv1: Conv2d,
+    /// Second convolution: 16 → 32 channels, 4×4 kernel, stride 2 (20×20 → 9×9).
     pub conv2: Conv2d,
 }
 
 impl ConvEncoder {
-    /// Frame side, and the number of features per frame.
+    /// Side of the square greyscale frame the encoder reads, in pixels.
     pub const SIDE: usize = 84;
+    /// Number of features per frame: 32 channels of 9×9, 2 592.
     pub const FEATURES: usize = 32 * 9 * 9;
 
+    /// The encoder with PyTorch's default initialisation of its convolutions.
     pub fn new(device: &Device) -> Self {
         Self {
             conv1: Conv2dConfig::new([1, 16], [8, 8])
@@ -60,6 +64,7 @@ impl ConvEncoder {
 pub struct ActorCritic<C> {
     /// Applied to every observation before the core (Pong), or absent.
     pub encoder: Option<ConvEncoder>,
+    /// The recurrent core (STPN, LSTM, …), whose outputs `[N, H]` feed both heads.
     pub core: C,
     /// Policy weights, `[A, H]`.
     pub policy_weight: Param<Tensor<2>>,
@@ -72,6 +77,8 @@ pub struct ActorCritic<C> {
 }
 
 impl ActorCriticConfig {
+    /// An agent with `core` and heads on its `H` outputs, without encoder (add one with
+    /// [`ActorCritic::with_conv_encoder`]).
     pub fn init<C: RecurrentCell>(&self, core: C, device: &Device) -> ActorCritic<C> {
         let hidden = core.hidden_size();
         let bound = 1.0 / (hidden as f64).sqrt();

@@ -1,3 +1,5 @@
+#![warn(missing_docs)]
+
 //! On-policy reinforcement learning with recurrent, plastic cores, on Burn tensors and the
 //! `stpn-envs` API (paper §4.2, §4.3; docs/reference.md §4.2, §5).
 //!
@@ -17,6 +19,39 @@
 //! whole sequence of the recorded observations under autodiff (the fused kernel for STPN), which
 //! gives the same outputs, because the core's state depends on the actions only through the
 //! observations.
+//!
+//! Main entry points: [`ActorCriticConfig::init`] puts heads on a core from `stpn-model`;
+//! [`a2c::iteration`] (with an [`a2c::VecCollector`]) and [`ppo::iteration`] (with a
+//! [`ppo::Collector`]) each collect one rollout and update the agent; [`maze_a2c::rollout`] and
+//! [`maze_a2c::loss`] are the maze's episode-level variant; [`evaluate`] runs fresh episodes.
+//!
+//! Two A2C iterations of an LSTM agent on four mazes:
+//!
+//! ```
+//! use rand::SeedableRng;
+//! use rand_chacha::ChaCha8Rng;
+//! use stpn_envs::SyncVectorEnv;
+//! use stpn_envs::maze::{self, Maze};
+//! use stpn_model::{Backend, LstmConfig};
+//! use stpn_rl::ActorCriticConfig;
+//! use stpn_rl::a2c::{self, A2cConfig, VecCollector};
+//!
+//! let device = Backend::Flex.device().unwrap().autodiff();
+//! let core = LstmConfig::new(maze::OBSERVATION_SIZE, 16).init(&device);
+//! let mut agent = ActorCriticConfig::new(maze::ACTIONS).init(core, &device);
+//! let config = A2cConfig { fragment_length: 10, ..A2cConfig::default() };
+//! let envs = SyncVectorEnv::new((0..4).map(|_| Maze::new()).collect());
+//! let mut collector = VecCollector::new(envs, 0);
+//! let mut optimizer = stpn_rl::adam(stpn_rl::TORCH_ADAM_EPSILON);
+//! let mut rng = ChaCha8Rng::seed_from_u64(0);
+//! for _ in 0..2 {
+//!     let stats;
+//!     (agent, stats) =
+//!         a2c::iteration(agent, &mut optimizer, &mut collector, &config, &mut rng, &device);
+//!     assert!(stats.grad_norm.is_finite());
+//! }
+//! assert_eq!(collector.env_steps, 2 * 4 * 10);
+//! ```
 
 pub mod a2c;
 pub mod actor_critic;

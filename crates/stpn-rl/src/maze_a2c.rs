@@ -40,9 +40,13 @@ pub enum Baseline {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LossConfig {
+    /// Discount factor γ of the returns (the reference's `--gr`, 0.9).
     pub gamma: f64,
+    /// Weight of the value loss L_v (0.1).
     pub value_coefficient: f64,
+    /// Weight c of the concentration penalty Σ π(a)², which the reference calls "entropy" (0.03).
     pub concentration_penalty: f64,
+    /// Which value the advantage subtracts (the reference's: [`Baseline::Shared`]).
     pub baseline: Baseline,
 }
 
@@ -70,13 +74,15 @@ impl LossConfig {
 /// One batch of episodes, time-major `[T, B, ·]`.
 #[derive(Clone, Debug)]
 pub struct Rollout {
+    /// Steps per episode `T` (200).
     pub steps: usize,
+    /// Episodes `B`, one per maze.
     pub batch: usize,
-    /// `[T, B, 17]`.
+    /// Observations the actions were chosen on, `[T, B, 17]`.
     pub observations: Vec<f32>,
-    /// `[T, B]`.
+    /// Actions taken (0 up, 1 down, 2 left, 3 right), `[T, B]`.
     pub actions: Vec<i64>,
-    /// `[T, B]`.
+    /// Rewards received (0 or 10), `[T, B]`.
     pub rewards: Vec<f32>,
     /// The policy's probabilities during the rollout, `[T, B, A]`.
     pub probabilities: Vec<f32>,
@@ -226,8 +232,11 @@ pub fn sequence_heads<C: RecurrentCell>(
 /// The terms of the loss, for logging.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct LossParts {
+    /// Policy-gradient term L_pg, before the division by `T`.
     pub policy: f64,
+    /// Value term L_v, before its weight and the division by `T`.
     pub value: f64,
+    /// Concentration penalty L_pen (weighted by c), before the division by `T`.
     pub penalty: f64,
 }
 

@@ -43,19 +43,32 @@ use crate::sequences::{SequenceCutter, contiguous_minibatches, pack};
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PpoConfig {
+    /// Environment steps collected per iteration (RLlib's `rollout_fragment_length` and
+    /// `train_batch_size`, 2048).
     pub rollout_length: usize,
     /// Steps per minibatch (whole sequences are taken until it is reached).
     pub minibatch_size: usize,
+    /// Passes over the batch per iteration (RLlib's `num_sgd_iter`, 10).
     pub epochs: usize,
+    /// Discount factor γ of the returns (0.99).
     pub gamma: f64,
+    /// GAE's λ (RLlib's `lambda`, 0.95).
     pub gae_lambda: f64,
+    /// Clip range ε of the probability ratio (RLlib's `clip_param`, 0.2).
     pub clip: f64,
+    /// Clip range of the value change from the old value (RLlib's `vf_clip_param`, 10).
     pub value_clip: f64,
+    /// Weight c_v of the value loss (RLlib's `vf_loss_coeff`, 1.0).
     pub value_coefficient: f64,
+    /// Weight c_e of the entropy bonus (RLlib's `entropy_coeff`, 0.01).
     pub entropy_coefficient: f64,
+    /// Initial KL penalty weight β (RLlib's `kl_coeff`, 0.2), adapted after each iteration.
     pub kl_coefficient: f64,
+    /// KL divergence that β's adaptation aims at (RLlib's `kl_target`, 0.01).
     pub kl_target: f64,
+    /// Maximum global L2 norm of the gradients (RLlib's `grad_clip`, 40).
     pub grad_clip: f64,
+    /// Adam's learning rate, constant (3e-4).
     pub learning_rate: f64,
     /// The longest sequence of backpropagation through time (RLlib's `max_seq_len`).
     pub sequence_length: usize,
@@ -138,27 +151,37 @@ fn gaussian_log_prob(action: &[f64], mean: &[f64], std: &[f64]) -> f64 {
 
 /// One iteration's experience, in step order, with what the update needs.
 pub struct Batch<S> {
+    /// Number of steps `N` (the rollout length).
     pub steps: usize,
+    /// Numbers per observation `O`.
     pub observation_size: usize,
+    /// Action dimensions `A`.
     pub action_size: usize,
     /// `[N, O]`.
     pub observations: Vec<f32>,
     /// Unclipped samples, `[N, A]`.
     pub actions: Vec<f32>,
+    /// Log-probabilities of the samples under the old policy, `[N]`.
     pub log_probs: Vec<f32>,
+    /// The old value estimates `V_old`, `[N]`.
     pub values: Vec<f32>,
-    /// The old policy's means and standard deviations, `[N, A]` each (for the KL term).
+    /// The old policy's means, `[N, A]` (for the KL term).
     pub means: Vec<f32>,
+    /// The old policy's standard deviations, `[N, A]` (for the KL term).
     pub stds: Vec<f32>,
+    /// GAE advantages, standardised over the batch, `[N]`.
     pub advantages: Vec<f32>,
+    /// Value targets `R` (unstandardised advantage + `V_old`), `[N]`.
     pub value_targets: Vec<f32>,
     /// `(first step, length)` of every sequence, and the core state it starts from.
     pub sequences: Vec<(usize, usize)>,
+    /// Core state entering each sequence (one row each), in the order of `sequences`.
     pub states: Vec<S>,
 }
 
 /// An environment with its running episode, and the core state of the agent in it.
 pub struct Collector<E: Env, S> {
+    /// The environment (with its time limit), reset by the collector when an episode ends.
     pub env: E,
     observation: Vec<f64>,
     state: Option<S>,
@@ -166,6 +189,7 @@ pub struct Collector<E: Env, S> {
     episode_length: usize,
     /// Returns and lengths of the episodes finished so far.
     pub finished: Vec<(f64, usize)>,
+    /// Environment steps taken so far.
     pub env_steps: u64,
 }
 
@@ -173,6 +197,7 @@ impl<E, S> Collector<E, S>
 where
     E: Env<Observation = Vec<f64>, Action = Vec<f64>>,
 {
+    /// Starts the first episode of `env` with a reset seeded by `seed`.
     pub fn new(mut env: E, seed: u64) -> Self {
         let observation = env.reset(Some(seed)).0;
         Self {
@@ -353,10 +378,15 @@ where
 /// The statistics of one update.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct UpdateStats {
+    /// Clipped surrogate loss `−mean min(r Â, clip(r, 1 ± ε) Â)`.
     pub policy_loss: f64,
+    /// Clipped value loss, before the weight c_v.
     pub value_loss: f64,
+    /// Mean entropy of the Gaussian policy (nats), before the weight c_e.
     pub entropy: f64,
+    /// Mean `KL(π_old ‖ π)` over the real steps.
     pub kl: f64,
+    /// Global gradient norm before clipping.
     pub grad_norm: f64,
     /// Optimiser steps taken in the iteration.
     pub updates: usize,

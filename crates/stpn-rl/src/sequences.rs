@@ -13,6 +13,7 @@ pub struct SequenceCutter {
 }
 
 impl SequenceCutter {
+    /// A cutter of sequences of at most `max_length` steps (RLlib's `max_seq_len`); panics on 0.
     pub fn new(max_length: usize) -> Self {
         assert!(max_length > 0, "sequences need at least one step");
         Self {
