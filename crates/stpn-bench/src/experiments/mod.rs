@@ -36,14 +36,14 @@ use crate::run_dir::{Evaluation, RunDir};
 /// The flags every training command has.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RunArgs {
-    /// A config file: the fields of a run's config.json (configs/<task>/ holds the paper's);
+    /// A config file: the fields of a run's config.json (`configs/<task>/` holds the paper's);
     /// fields it leaves out take the paper's values.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Seed of the model's initialisation and of the run's random draws.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Run folder: new or empty (default: runs/<task>/<run name>).
+    /// Run folder: new or empty (default: `runs/<task>/<run name>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue the interrupted run in --out from its last checkpoint; a larger budget extends it.
