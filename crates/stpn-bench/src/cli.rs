@@ -57,7 +57,8 @@ pub enum Command {
     /// Milliseconds per STPN training step and peak memory, for the cases of the paper's
     /// experiments (art_h11, art_h64, pong_core, maze), on every compiled CPU backend.
     Perf {
-        /// Cases to run (default: all).
+        /// Cases to run (default: all): kernel steps art_h11, art_h64, pong_core, maze; whole training
+        /// iterations pong_a2c_stpn, pong_a2c_lstm, maze_b64, maze_b512, pendulum_ppo_stpnf, pendulum_ppo_lstm.
         #[arg(long, value_delimiter = ',')]
         cases: Vec<String>,
         /// Backends (default: every compiled CPU backend).
@@ -66,7 +67,7 @@ pub enum Command {
         /// Paths: `fused` (the hand-written kernel) and `ops` (op by op, the reference).
         #[arg(long, value_delimiter = ',', default_value = "fused,ops")]
         paths: Vec<String>,
-        /// Timed steps per measurement (default 20; 5 for the Pong core, 3 for the maze).
+        /// Timed steps per measurement (default 20; 5 for the Pong core, 3 for the maze and whole iterations).
         #[arg(long)]
         repeats: Option<usize>,
         /// One JSON object per line (case, backend, path, ms_per_step, peak_rss_mb, ...).

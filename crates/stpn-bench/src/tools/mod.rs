@@ -2,4 +2,5 @@
 
 pub mod envs_bench;
 pub mod golden;
+pub mod iteration_perf;
 pub mod perf;

@@ -16,6 +16,8 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use stpn_model::{ArtNetConfig, Backend, Normalisation, StpnRConfig};
 
+use crate::tools::iteration_perf::{self, ITERATION_CASES, IterationCase};
+
 /// A benchmark case: the sizes of one experiment's STPN core.
 #[derive(Clone, Copy, Debug)]
 pub struct Case {
@@ -84,6 +86,9 @@ pub struct Measurement {
     pub peak_rss_mb: f64,
     pub threads: usize,
     pub machine: String,
+    /// Environment steps per second of a whole-iteration case (none for a kernel case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_steps_per_second: Option<f64>,
 }
 
 fn machine() -> String {
@@ -170,6 +175,27 @@ pub fn measure(case: &Case, backend: Backend, path: &str, repeats: usize) -> Res
         peak_rss_mb: peak_rss_mb(),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         machine: machine(),
+        env_steps_per_second: None,
+    })
+}
+
+/// The path name of the whole-iteration cases: each experiment's own training loop.
+const LOOP_PATH: &str = "loop";
+
+/// Runs one whole-iteration measurement in this process (the child side).
+fn measure_iteration(case: &str, backend: Backend, repeats: usize) -> Result<Measurement> {
+    let times = iteration_perf::measure(case, backend, repeats)?;
+    Ok(Measurement {
+        case: case.to_string(),
+        backend: backend.to_string(),
+        path: LOOP_PATH.to_string(),
+        ms_per_step: times.ms_median,
+        ms_min: times.ms_min,
+        repeats,
+        peak_rss_mb: peak_rss_mb(),
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        machine: machine(),
+        env_steps_per_second: Some(times.env_steps_per_iteration as f64 / (times.ms_median / 1e3)),
     })
 }
 
@@ -181,26 +207,32 @@ pub fn run(
     repeats: Option<usize>,
     json: bool,
 ) -> Result<()> {
-    let selected: Vec<&Case> = if cases.is_empty() {
-        CASES.iter().collect()
-    } else {
-        cases
+    let known = || {
+        CASES
             .iter()
-            .map(|name| {
-                CASES
-                    .iter()
-                    .find(|case| case.name == name)
-                    .with_context(|| {
-                        format!("unknown case `{name}`; known: art_h11, art_h64, pong_core, maze")
-                    })
-            })
-            .collect::<Result<_>>()?
+            .map(|case| case.name)
+            .chain(ITERATION_CASES.iter().map(|case| case.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
+    for name in cases {
+        if !CASES.iter().any(|case| case.name == name)
+            && !ITERATION_CASES.iter().any(|case| case.name == name)
+        {
+            bail!("unknown case `{name}`; known: {}", known());
+        }
+    }
+    let wanted = |name: &str| cases.is_empty() || cases.iter().any(|case| case == name);
+    let selected: Vec<&Case> = CASES.iter().filter(|case| wanted(case.name)).collect();
+    let selected_iterations: Vec<&IterationCase> = ITERATION_CASES
+        .iter()
+        .filter(|case| wanted(case.name))
+        .collect();
     let executable = std::env::current_exe()?;
     if !json {
         println!("machine: {}; one process per measurement", machine());
         println!(
-            "{:<10} {:<8} {:<6} {:>12} {:>10} {:>14}  repeats",
+            "{:<18} {:<8} {:<6} {:>12} {:>10} {:>14}  repeats",
             "case", "backend", "path", "ms/step", "min ms", "peak RSS MiB"
         );
     }
@@ -218,7 +250,7 @@ pub fn run(
                 if case.name == "maze" && path == "ops" && cases.is_empty() {
                     if !json {
                         println!(
-                            "{:<10} {:<8} {:<6} skipped: needs ~10 GB; run with --cases maze --paths ops",
+                            "{:<18} {:<8} {:<6} skipped: needs ~10 GB; run with --cases maze --paths ops",
                             case.name,
                             backend.name(),
                             path
@@ -226,51 +258,89 @@ pub fn run(
                     }
                     continue;
                 }
-                let output = Command::new(&executable)
-                    .args(["--backend", backend.name(), "perf-worker", case.name, path])
-                    .args(["--repeats", &repeats.to_string()])
-                    .output()
-                    .context("cannot start a measurement process")?;
-                if !output.status.success() {
-                    let error = String::from_utf8_lossy(&output.stderr);
-                    bail!(
-                        "{} on {backend} ({path}) failed: {}",
-                        case.name,
-                        error.lines().last().unwrap_or("no output")
-                    );
-                }
-                let measurement: Measurement = serde_json::from_slice(&output.stdout)
-                    .context("the measurement process printed no result")?;
-                if json {
-                    println!("{}", serde_json::to_string(&measurement)?);
-                } else {
-                    println!(
-                        "{:<10} {:<8} {:<6} {:>12.2} {:>10.2} {:>14.0}  {}",
-                        measurement.case,
-                        measurement.backend,
-                        measurement.path,
-                        measurement.ms_per_step,
-                        measurement.ms_min,
-                        measurement.peak_rss_mb,
-                        measurement.repeats
-                    );
-                }
+                measure_in_child(&executable, case.name, *backend, path, repeats, json)?;
             }
+        }
+    }
+    // Whole iterations run each experiment's default path (fused where the core has one).
+    for case in &selected_iterations {
+        let repeats = repeats.unwrap_or(3);
+        for backend in backends {
+            if case.name.starts_with("pong") && !cfg!(feature = "atari") {
+                if !json {
+                    println!("{:<18} skipped: this binary was built without ALE (feature atari)", case.name);
+                }
+                continue;
+            }
+            measure_in_child(&executable, case.name, *backend, LOOP_PATH, repeats, json)?;
         }
     }
     if !json {
         for case in selected {
             println!(
-                "{:<10} {} (H {}, B {}, T {}, input {})",
+                "{:<18} {} (H {}, B {}, T {}, input {})",
                 case.name, case.what, case.hidden, case.batch, case.steps, case.input
             );
         }
+        for case in selected_iterations {
+            println!("{:<18} {}; ms/step = ms per iteration", case.name, case.what);
+        }
+    }
+    Ok(())
+}
+
+/// Runs one measurement in a child process of its own (so that its peak RSS is its own) and
+/// prints it.
+fn measure_in_child(
+    executable: &std::path::Path,
+    case: &str,
+    backend: Backend,
+    path: &str,
+    repeats: usize,
+    json: bool,
+) -> Result<()> {
+    let output = Command::new(executable)
+        .args(["--backend", backend.name(), "perf-worker", case, path])
+        .args(["--repeats", &repeats.to_string()])
+        .output()
+        .context("cannot start a measurement process")?;
+    if !output.status.success() {
+        let error = String::from_utf8_lossy(&output.stderr);
+        bail!(
+            "{case} on {backend} ({path}) failed: {}",
+            error.lines().last().unwrap_or("no output")
+        );
+    }
+    let measurement: Measurement = serde_json::from_slice(&output.stdout)
+        .context("the measurement process printed no result")?;
+    if json {
+        println!("{}", serde_json::to_string(&measurement)?);
+    } else {
+        let throughput = measurement
+            .env_steps_per_second
+            .map(|rate| format!("  {rate:.0} env steps/s"))
+            .unwrap_or_default();
+        println!(
+            "{:<18} {:<8} {:<6} {:>12.2} {:>10.2} {:>14.0}  {}{throughput}",
+            measurement.case,
+            measurement.backend,
+            measurement.path,
+            measurement.ms_per_step,
+            measurement.ms_min,
+            measurement.peak_rss_mb,
+            measurement.repeats
+        );
     }
     Ok(())
 }
 
 /// The child side: one measurement, printed as JSON.
 pub fn worker(case: &str, backend: Backend, path: &str, repeats: usize) -> Result<()> {
+    if ITERATION_CASES.iter().any(|known| known.name == case) {
+        let measurement = measure_iteration(case, backend, repeats.max(1))?;
+        println!("{}", serde_json::to_string(&measurement)?);
+        return Ok(());
+    }
     let case = CASES
         .iter()
         .find(|known| known.name == case)
