@@ -7,6 +7,7 @@ mod experiments;
 mod plot;
 mod report;
 mod run_dir;
+mod tensorboard;
 #[cfg(test)]
 mod testing;
 mod tools;

@@ -5,6 +5,7 @@
 //! swapped in: `NAME/` → `NAME.old/`, `NAME.tmp/` → `NAME/`, `NAME.old/` removed. Each rename is
 //! atomic, so a reader finds `NAME/` or, between two renames, `NAME.old/`.
 
+use std::cell::RefCell;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::tensorboard::EventWriter;
 
 /// A run's folder.
 #[derive(Clone, Debug)]
@@ -333,14 +336,22 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::rename(&staging, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// A CSV file of one row per epoch.
+/// A CSV file of one row per epoch, mirrored row by row into a TensorBoard event file of the
+/// run folder (`events.out.tfevents.*`).
 pub struct Metrics {
     path: PathBuf,
+    /// The header's column names: the first is the step, the others the scalars' tags.
+    columns: Vec<String>,
+    /// `None` once writing it failed: the events are a convenience, and must never stop a run or
+    /// touch `metrics.csv`.
+    events: RefCell<Option<EventWriter>>,
 }
 
 impl Metrics {
     /// Opens `metrics.csv`, keeping only the rows of epochs up to `keep_epochs` (the rows of an
-    /// epoch whose checkpoint was not written are dropped on resume).
+    /// epoch whose checkpoint was not written are dropped on resume), and starts a new event file
+    /// that holds the rows appended from now on (TensorBoard merges the files of a folder, and
+    /// drops the earlier files' rows after `keep_epochs`).
     pub fn open(run: &RunDir, header: &str, keep_epochs: usize) -> Result<Self> {
         let path = run.file("metrics.csv");
         let mut kept = vec![header.to_string()];
@@ -358,13 +369,54 @@ impl Metrics {
             );
         }
         write_atomically(&path, (kept.join("\n") + "\n").as_bytes())?;
-        Ok(Self { path })
+        let events = EventWriter::create(&run.path, keep_epochs as i64 + 1)
+            .inspect_err(|error| {
+                tracing::warn!(
+                    "{error:#}; this run writes no TensorBoard events (metrics.csv as usual)"
+                )
+            })
+            .ok();
+        Ok(Self {
+            path,
+            columns: header.split(',').map(str::to_string).collect(),
+            events: RefCell::new(events),
+        })
     }
 
+    /// Appends a row (comma-separated, its first cell the epoch, update or iteration) and syncs
+    /// it; then the same row as one TensorBoard event.
     pub fn append(&self, row: &str) -> Result<()> {
-        let mut file = fs::OpenOptions::new().append(true).open(&self.path)?;
-        writeln!(file, "{row}")?;
-        file.sync_data()?;
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .with_context(|| format!("cannot open {}", self.path.display()))?;
+        writeln!(file, "{row}")
+            .and_then(|()| file.sync_data())
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.append_event(row);
         Ok(())
+    }
+
+    /// `row` as one event at the step of its first cell, one scalar per other numeric cell,
+    /// tagged with its column's name. A failure warns once and ends the events, not the run.
+    fn append_event(&self, row: &str) {
+        let mut events = self.events.borrow_mut();
+        let Some(writer) = events.as_ref() else {
+            return;
+        };
+        let mut cells = row.split(',').map(str::trim);
+        let Some(step) = cells.next().and_then(|cell| cell.parse::<i64>().ok()) else {
+            return;
+        };
+        let scalars = self.columns[1..]
+            .iter()
+            .zip(cells)
+            .filter_map(|(tag, cell)| Some((tag.as_str(), cell.parse::<f32>().ok()?)));
+        if let Err(error) = writer.write_scalars(step, scalars) {
+            tracing::warn!(
+                "{error:#}; TensorBoard events of this run stop here (metrics.csv continues)"
+            );
+            *events = None;
+        }
     }
 }

@@ -648,9 +648,45 @@ mod tests {
         assert_eq!(straight.test_energy, resumed.test_energy);
         let metrics = crate::test_support::metrics_without_timing;
         assert_eq!(metrics(&straight_run), metrics(&resumed_run));
+        // TensorBoard shows each run's metrics.csv: the stale row's event is dropped by the
+        // resumed run's restart marker, and no row is written twice.
+        for run in [&straight_run, &resumed_run] {
+            assert_eq!(
+                crate::tensorboard::test_reader::scalars(&run.path),
+                crate::tensorboard::test_reader::csv_scalars(&run.path)
+            );
+        }
         for run in [straight_run, resumed_run] {
             std::fs::remove_dir_all(&run.path).ok();
         }
+    }
+
+    /// A real run's event file holds exactly the rows of its metrics.csv, one scalar per column.
+    #[test]
+    fn tensorboard_events_equal_the_metrics_of_a_run() {
+        let _seeded = crate::seeded_device_lock();
+        let (_, run) = train_fresh(&tiny(ArtModel::Lstm, 5, 2), "tensorboard");
+        let events = crate::tensorboard::test_reader::scalars(&run.path);
+        assert_eq!(
+            crate::tensorboard::test_reader::event_files(&run.path).len(),
+            1
+        );
+        let tags: Vec<&str> = events.keys().map(String::as_str).collect();
+        let mut expected: Vec<&str> = METRICS_HEADER.split(',').skip(1).collect();
+        expected.sort();
+        assert_eq!(tags, expected);
+        assert_eq!(
+            events["val_acc"]
+                .iter()
+                .map(|(step, _)| *step)
+                .collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(
+            events,
+            crate::tensorboard::test_reader::csv_scalars(&run.path)
+        );
+        std::fs::remove_dir_all(&run.path).ok();
     }
 
     /// Same seed, same backend, same numbers; another seed, other numbers.
