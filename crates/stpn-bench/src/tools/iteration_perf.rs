@@ -132,3 +132,27 @@ fn read_times(folder: &PathBuf, env_steps_per_iteration: usize) -> Result<Iterat
         env_steps_per_iteration,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A maze case runs the real loop for two iterations and times the second from its
+    /// metrics, leaving no folder behind.
+    #[test]
+    fn maze_iteration_is_timed_from_the_loops_metrics() {
+        let _seeded = crate::seeded_device_lock();
+        let times = measure("maze_b64", Backend::Flex, 1).unwrap();
+        assert_eq!(times.env_steps_per_iteration, 64 * 200);
+        assert!(times.ms_median > 0.0 && times.ms_median.is_finite());
+        assert_eq!(times.ms_min, times.ms_median);
+        let leftover = std::env::temp_dir().join(format!("stpn-perf-maze_b64-{}", std::process::id()));
+        assert!(!leftover.exists());
+    }
+
+    #[test]
+    fn unknown_cases_are_refused() {
+        let error = measure("maze_b3", Backend::Flex, 1).err().unwrap();
+        assert!(error.to_string().contains("unknown iteration case"), "{error}");
+    }
+}
