@@ -203,6 +203,52 @@ impl Env for DeepMindPong {
     }
 }
 
+/// [`DeepMindPong`] as an agent reads it: the stacked frames as `f32` in `[0, 1]` (`x / 255`),
+/// and the reward clipped to its sign (DeepMind's reward clipping; a Pong step of 4 frames scores
+/// at most one point, so returns are unchanged).
+pub struct ScaledDeepMindPong(pub DeepMindPong);
+
+fn scaled(frames: Vec<u8>) -> Vec<f32> {
+    frames.into_iter().map(|x| f32::from(x) / 255.0).collect()
+}
+
+fn scaled_info(info: Info<Vec<u8>>) -> Info<Vec<f32>> {
+    Info {
+        episode: info.episode,
+        final_observation: info.final_observation.map(scaled),
+    }
+}
+
+impl Env for ScaledDeepMindPong {
+    type Observation = Vec<f32>;
+    type Action = usize;
+
+    fn reset(&mut self, seed: Option<u64>) -> (Vec<f32>, Info<Vec<f32>>) {
+        let (observation, info) = self.0.reset(seed);
+        (scaled(observation), scaled_info(info))
+    }
+
+    fn step(&mut self, action: &usize) -> Step<Vec<f32>> {
+        let step = self.0.step(action);
+        Step {
+            observation: scaled(step.observation),
+            reward: step.reward.signum() * f64::from(step.reward != 0.0),
+            terminated: step.terminated,
+            truncated: step.truncated,
+            info: scaled_info(step.info),
+        }
+    }
+
+    fn observation_space(&self) -> Space {
+        let shape = vec![self.0.config.stack, OBSERVATION_SIDE, OBSERVATION_SIDE];
+        Space::uniform_box(0.0, 1.0, shape)
+    }
+
+    fn action_space(&self) -> Space {
+        self.0.action_space()
+    }
+}
+
 /// [`DeepMindPong`] on a Pong with the given emulator settings.
 pub fn deepmind_pong(pong: PongConfig, config: DeepMindConfig) -> Result<DeepMindPong, AleError> {
     DeepMindPong::with_pong(Pong::with_config(pong)?, config)

@@ -29,5 +29,5 @@ pub mod resize;
 pub mod seed;
 
 pub use ale::{Ale, AleError, rom_path};
-pub use deepmind::{DeepMindConfig, DeepMindPong};
+pub use deepmind::{DeepMindConfig, DeepMindPong, ScaledDeepMindPong};
 pub use pong::{Pong, PongConfig};

@@ -9,7 +9,9 @@ use stpn_atari::ale::md5_hex;
 use stpn_atari::pong::{ACTIONS, OBSERVATION_SIZE, SCREEN, paper_preprocess_rgb};
 use stpn_atari::resize::{AreaResize, Image, LinearResize};
 use stpn_atari::seed::SeedSequence;
-use stpn_atari::{AleError, DeepMindConfig, DeepMindPong, Pong, PongConfig, rom_path};
+use stpn_atari::{
+    AleError, DeepMindConfig, DeepMindPong, Pong, PongConfig, ScaledDeepMindPong, rom_path,
+};
 use stpn_envs::Env;
 
 fn record() -> Value {
@@ -356,6 +358,32 @@ fn deepmind_matches_gymnasium() {
         .collect();
     assert_eq!(ends, expected_ends);
     assert_eq!(resets, noops.len());
+}
+
+/// The agent's view of the DeepMind env: the same frames as `f32` / 255, rewards clipped to
+/// their sign, the same episode ends.
+#[test]
+fn scaled_deepmind_is_the_deepmind_env_scaled_and_clipped() {
+    let mut raw = DeepMindPong::new(DeepMindConfig::default()).unwrap();
+    let mut scaled = ScaledDeepMindPong(DeepMindPong::new(DeepMindConfig::default()).unwrap());
+    let (first_raw, first_scaled) = (raw.reset(Some(3)).0, scaled.reset(Some(3)).0);
+    assert_eq!(first_scaled.len(), first_raw.len());
+    assert!(first_raw.iter().zip(&first_scaled).all(|(&r, &s)| s == f32::from(r) / 255.0));
+    let mut actions = Actions(7);
+    let mut scored = 0;
+    for _ in 0..1_500 {
+        let action = actions.next().unwrap();
+        let (step_raw, step_scaled) = (raw.step(&action), scaled.step(&action));
+        assert_eq!(step_scaled.reward, step_raw.reward.signum() * f64::from(step_raw.reward != 0.0));
+        assert_eq!((step_scaled.terminated, step_scaled.truncated), (step_raw.terminated, step_raw.truncated));
+        assert!(step_raw.observation.iter().zip(&step_scaled.observation).all(|(&r, &s)| s == f32::from(r) / 255.0));
+        scored += usize::from(step_raw.reward != 0.0);
+        if step_raw.done() {
+            break;
+        }
+    }
+    assert!(scored > 0, "no point scored in 1 500 steps");
+    assert_eq!(scaled.observation_space().size(), 4 * OBSERVATION_SIZE);
 }
 
 /// `pong.py`'s synthetic image: byte i = ((i·2654435761 + salt) mod 2³²) >> 13 & 255.

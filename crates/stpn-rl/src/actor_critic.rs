@@ -37,10 +37,16 @@ impl ConvEncoder {
     /// Number of features per frame: 32 channels of 9×9, 2 592.
     pub const FEATURES: usize = 32 * 9 * 9;
 
-    /// The encoder with PyTorch's default initialisation of its convolutions.
+    /// The encoder of single frames (the paper's Pong observation), with PyTorch's default
+    /// initialisation of its convolutions.
     pub fn new(device: &Device) -> Self {
+        Self::with_channels(1, device)
+    }
+
+    /// The encoder of `channels` stacked frames (4 with the DeepMind preprocessing).
+    pub fn with_channels(channels: usize, device: &Device) -> Self {
         Self {
-            conv1: Conv2dConfig::new([1, 16], [8, 8])
+            conv1: Conv2dConfig::new([channels, 16], [8, 8])
                 .with_stride([4, 4])
                 .init(device),
             conv2: Conv2dConfig::new([16, 32], [4, 4])
@@ -49,10 +55,11 @@ impl ConvEncoder {
         }
     }
 
-    /// Frames `[N, 84·84]` to features `[N, 2 592]`.
+    /// Frames `[N, C·84·84]` (`C` stacked frames, each row-major) to features `[N, 2 592]`.
     pub fn forward(&self, frames: Tensor<2>) -> Tensor<2> {
-        let [count, _] = frames.dims();
-        let frames = frames.reshape([count, 1, Self::SIDE, Self::SIDE]);
+        let [count, width] = frames.dims();
+        let channels = width / (Self::SIDE * Self::SIDE);
+        let frames = frames.reshape([count, channels, Self::SIDE, Self::SIDE]);
         let hidden = relu(self.conv1.forward(frames));
         let hidden = relu(self.conv2.forward(hidden));
         hidden.reshape([count, Self::FEATURES])
@@ -97,9 +104,14 @@ impl<C: RecurrentCell> ActorCritic<C> {
     /// The same agent with the Pong encoder in front of its core (whose input size must be
     /// [`ConvEncoder::FEATURES`]).
     pub fn with_conv_encoder(self, device: &Device) -> Self {
+        self.with_conv_encoder_of(1, device)
+    }
+
+    /// The same agent with the Pong encoder of `channels` stacked frames in front of its core.
+    pub fn with_conv_encoder_of(self, channels: usize, device: &Device) -> Self {
         assert_eq!(self.core.input_size(), ConvEncoder::FEATURES);
         Self {
-            encoder: Some(ConvEncoder::new(device)),
+            encoder: Some(ConvEncoder::with_channels(channels, device)),
             ..self
         }
     }

@@ -41,6 +41,43 @@ pub enum PongCore {
     Lstm,
 }
 
+/// How observations are made from the emulator.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+pub enum PongPreprocessing {
+    /// The paper's: one frame per agent step, RLlib's pixel preprocessing (one 84×84 frame).
+    #[default]
+    #[serde(rename = "paper")]
+    #[value(name = "paper")]
+    Paper,
+    /// DeepMind's: frame skip 4 with max-pooling, no-op starts, 84×84, a stack of 4 frames,
+    /// rewards clipped to their sign (`stpn_atari::deepmind`). One agent step is 4 frames.
+    #[serde(rename = "deepmind")]
+    #[value(name = "deepmind")]
+    DeepMind,
+}
+
+impl PongPreprocessing {
+    /// Frames the encoder reads per observation.
+    pub fn channels(self) -> usize {
+        match self {
+            PongPreprocessing::Paper => 1,
+            PongPreprocessing::DeepMind => DEEPMIND_STACK,
+        }
+    }
+
+    /// Emulator frames per agent step.
+    pub fn frame_skip(self) -> u64 {
+        match self {
+            PongPreprocessing::Paper => 1,
+            PongPreprocessing::DeepMind => 4,
+        }
+    }
+}
+
+/// Frames stacked by the DeepMind preprocessing (`stpn_atari::DeepMindConfig::default().stack`,
+/// restated so that a build without ALE knows the agent's shape).
+const DEEPMIND_STACK: usize = 4;
+
 /// One Pong run. Defaults are the paper's except the number of environments (64 workers in the
 /// paper) and the budget (10⁸ frames in the paper).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -50,8 +87,11 @@ pub struct PongConfig {
     pub hidden_size: usize,
     #[serde(default = "default_envs")]
     pub envs: usize,
-    /// Frames (= agent steps) to train for.
+    /// Agent steps to train for (frames = agent steps × the preprocessing's frame skip).
     pub total_steps: u64,
+    /// The observation pipeline (default: the paper's).
+    #[serde(default)]
+    pub preprocessing: PongPreprocessing,
     #[serde(default)]
     pub a2c: A2cConfig,
     #[serde(default = "default_checkpoint_every")]
@@ -84,9 +124,20 @@ impl PongConfig {
             },
             envs: default_envs(),
             total_steps: 2_000_000,
+            preprocessing: PongPreprocessing::Paper,
             a2c,
             checkpoint_every: default_checkpoint_every(),
             seed: 0,
+        }
+    }
+
+    /// The same cores and A2C on the DeepMind preprocessing, for a Pong agent in hours rather
+    /// than days: 10⁷ agent steps (4·10⁷ frames) in 16 environments.
+    pub fn deepmind(core: PongCore) -> Self {
+        Self {
+            preprocessing: PongPreprocessing::DeepMind,
+            total_steps: 10_000_000,
+            ..Self::paper(core)
         }
     }
 
@@ -105,8 +156,12 @@ impl ExperimentConfig for PongConfig {
     }
 
     fn run_name(&self) -> String {
+        let preprocessing = match self.preprocessing {
+            PongPreprocessing::Paper => "",
+            PongPreprocessing::DeepMind => "-deepmind",
+        };
         format!(
-            "{}-h{}-e{}-s{}",
+            "{}-h{}-e{}{preprocessing}-s{}",
             name_of(self.core),
             self.hidden_size,
             self.envs,
@@ -154,6 +209,10 @@ pub struct PongArgs {
     /// Parallel environments (64 in the paper).
     #[arg(long)]
     pub envs: Option<usize>,
+    /// Observation pipeline, with its settings (without --config; default paper): `deepmind`
+    /// is frame skip 4, no-op starts, a stack of 4, clipped rewards, 10⁷ agent steps.
+    #[arg(long, value_enum, conflicts_with = "config")]
+    pub preprocessing: Option<PongPreprocessing>,
 }
 
 /// Atari Pong with A2C.
@@ -173,7 +232,11 @@ impl Experiment for PongExperiment {
     }
 
     fn paper_config(args: &PongArgs) -> Result<PongConfig> {
-        Ok(PongConfig::paper(args.core.unwrap_or(PongCore::Stpn)))
+        let core = args.core.unwrap_or(PongCore::Stpn);
+        Ok(match args.preprocessing.unwrap_or_default() {
+            PongPreprocessing::Paper => PongConfig::paper(core),
+            PongPreprocessing::DeepMind => PongConfig::deepmind(core),
+        })
     }
 
     fn override_config(args: &PongArgs, config: &mut PongConfig) {
@@ -190,9 +253,10 @@ impl Experiment for PongExperiment {
 
     fn describe(config: &PongConfig) -> String {
         format!(
-            "{}, {} frames in {} environments",
+            "{}, {} agent steps ({} frames) in {} environments",
             config.run_name(),
             config.total_steps,
+            config.total_steps * config.preprocessing.frame_skip(),
             config.envs
         )
     }
@@ -200,11 +264,19 @@ impl Experiment for PongExperiment {
     /// Trains (or resumes) a run on ALE Pong and returns its summary (also in `summary.json`).
     fn train(config: &PongConfig, session: &Session) -> Result<Summary> {
         #[cfg(feature = "atari")]
-        {
-            let envs = (0..config.envs)
-                .map(|_| stpn_atari::Pong::new())
-                .collect::<Result<Vec<_>, _>>()?;
-            train_on(SyncVectorEnv::new(envs), config, session)
+        match config.preprocessing {
+            PongPreprocessing::Paper => {
+                let envs = (0..config.envs)
+                    .map(|_| stpn_atari::Pong::new())
+                    .collect::<Result<Vec<_>, _>>()?;
+                train_on(SyncVectorEnv::new(envs), config, session)
+            }
+            PongPreprocessing::DeepMind => {
+                let envs = (0..config.envs)
+                    .map(|_| deepmind_env())
+                    .collect::<Result<Vec<_>, _>>()?;
+                train_on(SyncVectorEnv::new(envs), config, session)
+            }
         }
         #[cfg(not(feature = "atari"))]
         {
@@ -226,6 +298,14 @@ impl Experiment for PongExperiment {
     }
 }
 
+/// Pong with the DeepMind preprocessing, as the agent reads it.
+#[cfg(feature = "atari")]
+fn deepmind_env() -> Result<stpn_atari::ScaledDeepMindPong, stpn_atari::AleError> {
+    let config = stpn_atari::DeepMindConfig::default();
+    debug_assert_eq!(config.stack, DEEPMIND_STACK);
+    Ok(stpn_atari::ScaledDeepMindPong(stpn_atari::DeepMindPong::new(config)?))
+}
+
 /// Builds the agent of `config` with `actions` outputs on `device` (the conv encoder into the
 /// core per `config.core`) and evaluates `$body` with it bound to `$agent`.
 macro_rules! with_agent {
@@ -237,7 +317,7 @@ macro_rules! with_agent {
             PongCore::Stpn => {
                 let $agent = heads
                     .init(StpnRConfig::new(features, hidden).init(device), device)
-                    .with_conv_encoder(device);
+                    .with_conv_encoder_of(config.preprocessing.channels(), device);
                 $body
             }
             PongCore::Lstm => {
@@ -248,7 +328,7 @@ macro_rules! with_agent {
                             .init(device),
                         device,
                     )
-                    .with_conv_encoder(device);
+                    .with_conv_encoder_of(config.preprocessing.channels(), device);
                 $body
             }
         }
@@ -287,14 +367,16 @@ impl Evaluate for PongExperiment {
     ) -> Result<Evaluation> {
         #[cfg(feature = "atari")]
         {
-            evaluate_on(
-                stpn_atari::Pong::new()?,
-                run,
-                backend,
-                episodes,
-                greedy,
-                seed,
-            )
+            let config: PongConfig = run.read_json("config.json")?;
+            match config.preprocessing {
+                PongPreprocessing::Paper => {
+                    let env = stpn_atari::Pong::new()?;
+                    evaluate_on(env, run, backend, episodes, greedy, seed)
+                }
+                PongPreprocessing::DeepMind => {
+                    evaluate_on(deepmind_env()?, run, backend, episodes, greedy, seed)
+                }
+            }
         }
         #[cfg(not(feature = "atari"))]
         {
@@ -439,6 +521,28 @@ mod tests {
             assert_eq!(count, expected, "{core:?}");
         }
         assert_eq!(PongConfig::paper(PongCore::Stpn).iterations(), 2_500);
+        // The DeepMind encoder reads 4 stacked frames: 3 more input channels of 16 8×8 kernels.
+        for (core, expected) in [(PongCore::Stpn, 519_735), (PongCore::Lstm, 516_871)] {
+            let count = with_agent!(&PongConfig::deepmind(core), 6, &device, |agent| agent
+                .num_params());
+            assert_eq!(count, expected + 3 * 16 * 8 * 8, "{core:?}");
+        }
+    }
+
+    /// `configs/pong/*_deepmind.json` are [`PongConfig::deepmind`].
+    #[test]
+    fn shipped_deepmind_configs_are_the_deepmind_settings() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pong");
+        for (core, hidden) in [(PongCore::Stpn, 64), (PongCore::Lstm, 48)] {
+            let file = root.join(format!("{}_h{hidden}_deepmind.json", name_of(core)));
+            let config = PongConfig::load(&file).unwrap();
+            assert_eq!(
+                serde_json::to_value(&config).unwrap(),
+                serde_json::to_value(PongConfig::deepmind(core)).unwrap(),
+                "{}",
+                file.display()
+            );
+        }
     }
 
     /// `configs/pong/` holds the paper's settings (64 environments, 10⁸ frames) and the CPU
