@@ -263,6 +263,11 @@ pub struct Summary {
     #[serde(default)]
     pub longest_repeat_half_detected: usize,
     pub generalisation: Vec<GeneralisationPoint>,
+    /// The test intervals of the paper's generalisation figure, 1 to 19, every one evaluated
+    /// (the authors' `plot_figs.py`; docs/authors-familiarity.md D5); the figure averages it
+    /// over runs. Absent from summaries written before it existed.
+    #[serde(default)]
+    pub figure_generalisation: Vec<GeneralisationPoint>,
     pub train_seconds: f64,
     pub seconds_per_step: f64,
 }
@@ -520,6 +525,26 @@ pub fn generalisation<C: RecurrentCell>(
     points
 }
 
+/// The test intervals of the paper's generalisation figure.
+pub const FIGURE_TEST_INTERVALS: std::ops::RangeInclusive<usize> = 1..=19;
+
+/// The paper figure's curve: a fresh stream at every interval of [`FIGURE_TEST_INTERVALS`] up
+/// to half the stream, each scored whatever the one before gave (the streams of
+/// [`generalisation`] at the intervals the two share).
+pub fn figure_generalisation<C: RecurrentCell>(
+    model: &FamiliarityNet<C>,
+    config: &FamiliarityConfig,
+) -> Vec<GeneralisationPoint> {
+    FIGURE_TEST_INTERVALS
+        .filter(|&repeat| repeat <= config.items / 2)
+        .map(|repeat| {
+            let stream = config.stream(Purpose::Generalisation, repeat as u64, repeat);
+            let score = evaluate(model, &stream);
+            GeneralisationPoint { repeat, score }
+        })
+        .collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn train<C: RecurrentCell>(
     model: FamiliarityNet<C>,
@@ -651,6 +676,7 @@ fn train<C: RecurrentCell>(
         test_fpr: test.false_positive_rate,
         longest_repeat_half_detected: longest_repeat_half_detected(&curve),
         generalisation: curve,
+        figure_generalisation: figure_generalisation(&trained, config),
         train_seconds: state.train_seconds,
         seconds_per_step: state.train_seconds / state.step.max(1) as f64,
     };
@@ -903,6 +929,16 @@ mod tests {
         assert!(summary.test_acc > 0.8, "test accuracy {}", summary.test_acc);
         assert!(summary.test_tpr > summary.test_fpr + 0.3, "{summary:?}");
         assert!(summary.longest_repeat_half_detected >= 3, "{summary:?}");
+        // The figure's curve: every interval from 1 (up to half the stream), the same scores as
+        // the other curve where they share an interval.
+        let intervals: Vec<usize> = summary.figure_generalisation.iter().map(|p| p.repeat).collect();
+        let expected: Vec<usize> = FIGURE_TEST_INTERVALS.filter(|&r| r <= config.items / 2).collect();
+        assert_eq!(intervals, expected);
+        for point in &summary.generalisation {
+            if let Some(same) = summary.figure_generalisation.iter().find(|p| p.repeat == point.repeat) {
+                assert_eq!(same.score.accuracy.to_bits(), point.score.accuracy.to_bits());
+            }
+        }
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(run.file("summary.json")).unwrap())
                 .unwrap();
