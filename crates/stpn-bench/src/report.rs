@@ -266,7 +266,83 @@ pub fn report_familiarity(folders: &[PathBuf], out: &Path) -> Result<String> {
         .map(|(summary, curve)| (label(summary), curve.clone()))
         .collect();
     plot_training(&training, &out.join("familiarity_training.svg"))?;
+    write_figure_curves(&runs, out)?;
     Ok(table)
+}
+
+/// The paper figure's generalisation curves (every test interval 1..19) averaged over the runs
+/// of each network, mode and training interval: `familiarity_figure.csv` (mean ± sample std over
+/// seeds of accuracy, TPR and FPR at each interval) and `familiarity_figure.svg` (the means).
+/// Runs whose summary predates the figure's curve are left out; nothing is written without any.
+fn write_figure_curves(
+    runs: &[(crate::experiments::familiarity::Summary, Vec<(f64, f64)>)],
+    out: &Path,
+) -> Result<()> {
+    use crate::experiments::familiarity::{GeneralisationPoint, Score};
+    // (network, mode, training interval) and the curves of its runs.
+    let mut groups: Vec<((String, String, usize), Vec<&Vec<GeneralisationPoint>>)> = Vec::new();
+    for (summary, _) in runs {
+        if summary.figure_generalisation.is_empty() {
+            continue;
+        }
+        let label = (name_of(summary.net), name_of(summary.mode), summary.repeat);
+        match groups.iter_mut().find(|(existing, _)| *existing == label) {
+            Some((_, curves)) => curves.push(&summary.figure_generalisation),
+            None => groups.push((label, vec![&summary.figure_generalisation])),
+        }
+    }
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let mut csv = String::from(
+        "network,mode,train_repeat,runs,test_repeat,acc_mean,acc_std,tpr_mean,tpr_std,fpr_mean,fpr_std\n",
+    );
+    let mut mean_curves = Vec::new();
+    for ((net, mode, repeat), curves) in &groups {
+        let mut mean_curve = Vec::new();
+        for point in curves[0] {
+            let at: Vec<&Score> = curves
+                .iter()
+                .filter_map(|curve| curve.iter().find(|p| p.repeat == point.repeat))
+                .map(|p| &p.score)
+                .collect();
+            let of = |field: fn(&Score) -> f64| mean_std(&at.iter().map(|s| field(s)).collect::<Vec<_>>());
+            let (accuracy, tpr, fpr) = (
+                of(|s| s.accuracy),
+                of(|s| s.true_positive_rate),
+                of(|s| s.false_positive_rate),
+            );
+            writeln!(
+                csv,
+                "{net},{mode},{repeat},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6}",
+                at.len(),
+                point.repeat,
+                accuracy.0,
+                accuracy.1,
+                tpr.0,
+                tpr.1,
+                fpr.0,
+                fpr.1
+            )?;
+            mean_curve.push(GeneralisationPoint {
+                repeat: point.repeat,
+                score: Score {
+                    loss: f64::NAN,
+                    accuracy: accuracy.0,
+                    true_positive_rate: tpr.0,
+                    false_positive_rate: fpr.0,
+                },
+            });
+        }
+        let label = format!("{net} ({mode}, R={repeat}), {} runs", curves.len());
+        mean_curves.push((label, mean_curve));
+    }
+    std::fs::write(out.join("familiarity_figure.csv"), csv)?;
+    plot_generalisation(
+        &mean_curves,
+        "Familiarity (paper figure): mean accuracy over runs at test intervals 1 to 19",
+        &out.join("familiarity_figure.svg"),
+    )
 }
 
 /// Training accuracy (mean of each logged window) against the step, one line per run.
@@ -484,4 +560,50 @@ pub fn report_rl(folders: &[PathBuf], out: &Path, task: RlTask) -> Result<String
         &out.join(format!("{}_return.svg", task.name())),
     )?;
     Ok(table)
+}
+
+#[cfg(test)]
+mod figure_curve_tests {
+    use super::*;
+    use crate::experiments::familiarity::Summary as FamiliaritySummary;
+
+    /// A finished STPNr run whose figure curve has `accuracies` at intervals 1, 2, ….
+    fn summary(seed: u64, accuracies: &[f64]) -> FamiliaritySummary {
+        let points: Vec<serde_json::Value> = accuracies
+            .iter()
+            .enumerate()
+            .map(|(index, accuracy)| {
+                serde_json::json!({"repeat": index + 1, "loss": 0.5, "accuracy": accuracy,
+                    "true_positive_rate": accuracy, "false_positive_rate": 0.1})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "net": "stpnr", "hidden_size": 27, "params": 10342, "mode": "inf", "repeat": 3,
+            "train_steps": 10, "items": 100, "seed": seed, "data_seed": seed, "backend": "flex",
+            "final_train_loss": 0.1, "final_train_acc": 0.9, "final_val_acc": 0.9,
+            "test_acc": 0.9, "test_loss": 0.2, "test_tpr": 0.9, "test_fpr": 0.1,
+            "generalisation": [], "figure_generalisation": points,
+            "train_seconds": 1.0, "seconds_per_step": 0.1
+        }))
+        .unwrap()
+    }
+
+    /// Two seeds of one network become one row per interval: mean and sample std over them.
+    #[test]
+    fn figure_curves_are_averaged_over_seeds() {
+        let out = std::env::temp_dir().join(format!("stpn-figure-{}", std::process::id()));
+        std::fs::create_dir_all(&out).unwrap();
+        let runs = [
+            (summary(0, &[0.9, 0.7]), vec![]),
+            (summary(1, &[0.7, 0.5]), vec![]),
+        ];
+        write_figure_curves(&runs, &out).unwrap();
+        let csv = std::fs::read_to_string(out.join("familiarity_figure.csv")).unwrap();
+        let rows: Vec<&str> = csv.lines().collect();
+        assert_eq!(rows.len(), 3, "{csv}");
+        assert!(rows[1].starts_with("stpnr,inf,3,2,1,0.800000,0.141421,"), "{csv}");
+        assert!(rows[2].starts_with("stpnr,inf,3,2,2,0.600000,0.141421,"), "{csv}");
+        assert!(out.join("familiarity_figure.svg").exists());
+        std::fs::remove_dir_all(&out).ok();
+    }
 }
