@@ -368,15 +368,32 @@ fn scaled_deepmind_is_the_deepmind_env_scaled_and_clipped() {
     let mut scaled = ScaledDeepMindPong(DeepMindPong::new(DeepMindConfig::default()).unwrap());
     let (first_raw, first_scaled) = (raw.reset(Some(3)).0, scaled.reset(Some(3)).0);
     assert_eq!(first_scaled.len(), first_raw.len());
-    assert!(first_raw.iter().zip(&first_scaled).all(|(&r, &s)| s == f32::from(r) / 255.0));
+    assert!(
+        first_raw
+            .iter()
+            .zip(&first_scaled)
+            .all(|(&r, &s)| s == f32::from(r) / 255.0)
+    );
     let mut actions = Actions(7);
     let mut scored = 0;
     for _ in 0..1_500 {
         let action = actions.next().unwrap();
         let (step_raw, step_scaled) = (raw.step(&action), scaled.step(&action));
-        assert_eq!(step_scaled.reward, step_raw.reward.signum() * f64::from(step_raw.reward != 0.0));
-        assert_eq!((step_scaled.terminated, step_scaled.truncated), (step_raw.terminated, step_raw.truncated));
-        assert!(step_raw.observation.iter().zip(&step_scaled.observation).all(|(&r, &s)| s == f32::from(r) / 255.0));
+        assert_eq!(
+            step_scaled.reward,
+            step_raw.reward.signum() * f64::from(step_raw.reward != 0.0)
+        );
+        assert_eq!(
+            (step_scaled.terminated, step_scaled.truncated),
+            (step_raw.terminated, step_raw.truncated)
+        );
+        assert!(
+            step_raw
+                .observation
+                .iter()
+                .zip(&step_scaled.observation)
+                .all(|(&r, &s)| s == f32::from(r) / 255.0)
+        );
         scored += usize::from(step_raw.reward != 0.0);
         if step_raw.done() {
             break;

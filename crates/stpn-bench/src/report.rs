@@ -306,7 +306,9 @@ fn write_figure_curves(
                 .filter_map(|curve| curve.iter().find(|p| p.repeat == point.repeat))
                 .map(|p| &p.score)
                 .collect();
-            let of = |field: fn(&Score) -> f64| mean_std(&at.iter().map(|s| field(s)).collect::<Vec<_>>());
+            let of = |field: fn(&Score) -> f64| {
+                mean_std(&at.iter().map(|s| field(s)).collect::<Vec<_>>())
+            };
             let (accuracy, tpr, fpr) = (
                 of(|s| s.accuracy),
                 of(|s| s.true_positive_rate),
@@ -601,8 +603,14 @@ mod figure_curve_tests {
         let csv = std::fs::read_to_string(out.join("familiarity_figure.csv")).unwrap();
         let rows: Vec<&str> = csv.lines().collect();
         assert_eq!(rows.len(), 3, "{csv}");
-        assert!(rows[1].starts_with("stpnr,inf,3,2,1,0.800000,0.141421,"), "{csv}");
-        assert!(rows[2].starts_with("stpnr,inf,3,2,2,0.600000,0.141421,"), "{csv}");
+        assert!(
+            rows[1].starts_with("stpnr,inf,3,2,1,0.800000,0.141421,"),
+            "{csv}"
+        );
+        assert!(
+            rows[2].starts_with("stpnr,inf,3,2,2,0.600000,0.141421,"),
+            "{csv}"
+        );
         assert!(out.join("familiarity_figure.svg").exists());
         std::fs::remove_dir_all(&out).ok();
     }

@@ -60,7 +60,9 @@ impl Recaller {
         let (outputs, _final_state) = self
             .stpn
             .forward_sequence(sequences, self.stpn.init_state(batch));
-        let last = outputs.narrow(0, steps - 1, 1).reshape([batch, self.stpn.hidden_size()]);
+        let last = outputs
+            .narrow(0, steps - 1, 1)
+            .reshape([batch, self.stpn.hidden_size()]);
         self.readout.forward(last)
     }
 }
@@ -122,9 +124,16 @@ fn main() {
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_default();
         let parsed = match flag.as_str() {
-            "--backend" => Backend::from_str(&value).map(|b| backend = b).map_err(|e| e.to_string()),
-            "--steps" => value.parse().map(|s| steps = s).map_err(|_| format!("--steps takes a number, not `{value}`")),
-            _ => Err(format!("unknown option `{flag}`; use --backend flex|ndarray|wgpu and --steps N")),
+            "--backend" => Backend::from_str(&value)
+                .map(|b| backend = b)
+                .map_err(|e| e.to_string()),
+            "--steps" => value
+                .parse()
+                .map(|s| steps = s)
+                .map_err(|_| format!("--steps takes a number, not `{value}`")),
+            _ => Err(format!(
+                "unknown option `{flag}`; use --backend flex|ndarray|wgpu and --steps N"
+            )),
         };
         if let Err(message) = parsed {
             eprintln!("error: {message}");
@@ -132,7 +141,10 @@ fn main() {
         }
     }
     match train(backend, steps, 0) {
-        Ok(accuracy) => println!("recall accuracy {accuracy:.3} (chance {:.3})", 1.0 / SYMBOLS as f64),
+        Ok(accuracy) => println!(
+            "recall accuracy {accuracy:.3} (chance {:.3})",
+            1.0 / SYMBOLS as f64
+        ),
         Err(error) => {
             eprintln!("error: {error}");
             std::process::exit(1);

@@ -14,8 +14,8 @@ use std::str::FromStr;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use stpn_envs::env::{EnvRng, Info, Space, Step};
 use stpn_envs::Env;
+use stpn_envs::env::{EnvRng, Info, Space, Step};
 use stpn_model::{Backend, StpnRConfig};
 use stpn_rl::ActorCriticConfig;
 use stpn_rl::ppo::{self, Collector, PpoConfig};
@@ -37,7 +37,11 @@ impl Env for CueRecall {
 
     fn reset(&mut self, seed: Option<u64>) -> (Vec<f64>, Info<Vec<f64>>) {
         self.rng.reseed(seed);
-        self.cue = if self.rng.0.random_bool(0.5) { 1.0 } else { -1.0 };
+        self.cue = if self.rng.0.random_bool(0.5) {
+            1.0
+        } else {
+            -1.0
+        };
         self.steps = 0;
         (vec![self.cue, 0.0], Info::empty())
     }
@@ -48,7 +52,11 @@ impl Env for CueRecall {
         let go = self.steps == DELAY + 1;
         Step {
             observation: vec![0.0, if go { 1.0 } else { 0.0 }],
-            reward: if answered { 1.0 - (action[0] - self.cue).abs() } else { 0.0 },
+            reward: if answered {
+                1.0 - (action[0] - self.cue).abs()
+            } else {
+                0.0
+            },
             terminated: answered,
             truncated: false,
             info: Info::empty(),
@@ -121,12 +129,18 @@ fn main() {
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_default();
         let parsed = match flag.as_str() {
-            "--backend" => Backend::from_str(&value).map(|b| backend = b).map_err(|e| e.to_string()),
+            "--backend" => Backend::from_str(&value)
+                .map(|b| backend = b)
+                .map_err(|e| e.to_string()),
             "--iterations" => match value.parse::<usize>() {
                 Ok(n) if n > 0 => Ok(iterations = n),
-                _ => Err(format!("--iterations takes a number above 0, not `{value}`")),
+                _ => Err(format!(
+                    "--iterations takes a number above 0, not `{value}`"
+                )),
             },
-            _ => Err(format!("unknown option `{flag}`; use --backend flex|ndarray|wgpu and --iterations N")),
+            _ => Err(format!(
+                "unknown option `{flag}`; use --backend flex|ndarray|wgpu and --iterations N"
+            )),
         };
         if let Err(message) = parsed {
             eprintln!("error: {message}");
@@ -134,7 +148,9 @@ fn main() {
         }
     }
     match train(backend, iterations, 0) {
-        Ok((first, last)) => println!("mean return {first:+.3} in the first iteration, {last:+.3} in the last"),
+        Ok((first, last)) => {
+            println!("mean return {first:+.3} in the first iteration, {last:+.3} in the last")
+        }
         Err(error) => {
             eprintln!("error: {error}");
             std::process::exit(1);

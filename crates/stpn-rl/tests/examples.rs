@@ -8,5 +8,8 @@ mod custom_env_ppo;
 #[test]
 fn custom_env_ppo_example_learns_cue_recall() {
     let (first, last) = custom_env_ppo::train(stpn_model::Backend::Flex, 40, 0).unwrap();
-    assert!(last > 0.5 && last > first + 0.3, "mean return {first} -> {last}");
+    assert!(
+        last > 0.5 && last > first + 0.3,
+        "mean return {first} -> {last}"
+    );
 }

@@ -931,12 +931,25 @@ mod tests {
         assert!(summary.longest_repeat_half_detected >= 3, "{summary:?}");
         // The figure's curve: every interval from 1 (up to half the stream), the same scores as
         // the other curve where they share an interval.
-        let intervals: Vec<usize> = summary.figure_generalisation.iter().map(|p| p.repeat).collect();
-        let expected: Vec<usize> = FIGURE_TEST_INTERVALS.filter(|&r| r <= config.items / 2).collect();
+        let intervals: Vec<usize> = summary
+            .figure_generalisation
+            .iter()
+            .map(|p| p.repeat)
+            .collect();
+        let expected: Vec<usize> = FIGURE_TEST_INTERVALS
+            .filter(|&r| r <= config.items / 2)
+            .collect();
         assert_eq!(intervals, expected);
         for point in &summary.generalisation {
-            if let Some(same) = summary.figure_generalisation.iter().find(|p| p.repeat == point.repeat) {
-                assert_eq!(same.score.accuracy.to_bits(), point.score.accuracy.to_bits());
+            if let Some(same) = summary
+                .figure_generalisation
+                .iter()
+                .find(|p| p.repeat == point.repeat)
+            {
+                assert_eq!(
+                    same.score.accuracy.to_bits(),
+                    point.score.accuracy.to_bits()
+                );
             }
         }
         let json: serde_json::Value =

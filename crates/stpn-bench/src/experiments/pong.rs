@@ -303,7 +303,9 @@ impl Experiment for PongExperiment {
 fn deepmind_env() -> Result<stpn_atari::ScaledDeepMindPong, stpn_atari::AleError> {
     let config = stpn_atari::DeepMindConfig::default();
     debug_assert_eq!(config.stack, DEEPMIND_STACK);
-    Ok(stpn_atari::ScaledDeepMindPong(stpn_atari::DeepMindPong::new(config)?))
+    Ok(stpn_atari::ScaledDeepMindPong(
+        stpn_atari::DeepMindPong::new(config)?,
+    ))
 }
 
 /// Builds the agent of `config` with `actions` outputs on `device` (the conv encoder into the

@@ -146,13 +146,17 @@ mod tests {
         assert_eq!(times.env_steps_per_iteration, 64 * 200);
         assert!(times.ms_median > 0.0 && times.ms_median.is_finite());
         assert_eq!(times.ms_min, times.ms_median);
-        let leftover = std::env::temp_dir().join(format!("stpn-perf-maze_b64-{}", std::process::id()));
+        let leftover =
+            std::env::temp_dir().join(format!("stpn-perf-maze_b64-{}", std::process::id()));
         assert!(!leftover.exists());
     }
 
     #[test]
     fn unknown_cases_are_refused() {
         let error = measure("maze_b3", Backend::Flex, 1).err().unwrap();
-        assert!(error.to_string().contains("unknown iteration case"), "{error}");
+        assert!(
+            error.to_string().contains("unknown iteration case"),
+            "{error}"
+        );
     }
 }

@@ -268,7 +268,10 @@ pub fn run(
         for backend in backends {
             if case.name.starts_with("pong") && !cfg!(feature = "atari") {
                 if !json {
-                    println!("{:<18} skipped: this binary was built without ALE (feature atari)", case.name);
+                    println!(
+                        "{:<18} skipped: this binary was built without ALE (feature atari)",
+                        case.name
+                    );
                 }
                 continue;
             }
@@ -283,7 +286,10 @@ pub fn run(
             );
         }
         for case in selected_iterations {
-            println!("{:<18} {}; ms/step = ms per iteration", case.name, case.what);
+            println!(
+                "{:<18} {}; ms/step = ms per iteration",
+                case.name, case.what
+            );
         }
     }
     Ok(())
