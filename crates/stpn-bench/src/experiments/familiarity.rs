@@ -514,10 +514,9 @@ pub fn generalisation<C: RecurrentCell>(
     let mut points = Vec::new();
     let mut repeat = 1;
     while repeat <= config.items / 2 {
-        let stream = config.stream(Purpose::Generalisation, repeat as u64, repeat);
-        let score = evaluate(model, &stream);
-        points.push(GeneralisationPoint { repeat, score });
-        if score.true_positive_rate <= score.false_positive_rate {
+        let point = generalisation_point(model, config, repeat);
+        points.push(point);
+        if point.score.true_positive_rate <= point.score.false_positive_rate {
             break;
         }
         repeat = next_test_interval(repeat);
@@ -537,12 +536,22 @@ pub fn figure_generalisation<C: RecurrentCell>(
 ) -> Vec<GeneralisationPoint> {
     FIGURE_TEST_INTERVALS
         .filter(|&repeat| repeat <= config.items / 2)
-        .map(|repeat| {
-            let stream = config.stream(Purpose::Generalisation, repeat as u64, repeat);
-            let score = evaluate(model, &stream);
-            GeneralisationPoint { repeat, score }
-        })
+        .map(|repeat| generalisation_point(model, config, repeat))
         .collect()
+}
+
+/// The score on the fresh stream of test interval `repeat` (its own seed: both curves score the
+/// same stream at an interval they share).
+fn generalisation_point<C: RecurrentCell>(
+    model: &FamiliarityNet<C>,
+    config: &FamiliarityConfig,
+    repeat: usize,
+) -> GeneralisationPoint {
+    let stream = config.stream(Purpose::Generalisation, repeat as u64, repeat);
+    GeneralisationPoint {
+        repeat,
+        score: evaluate(model, &stream),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

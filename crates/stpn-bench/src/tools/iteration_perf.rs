@@ -4,7 +4,7 @@
 //! and environment steps per second. The first iteration (allocations, thread start-up) is not
 //! counted.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use stpn_model::Backend;
@@ -108,7 +108,7 @@ fn train(case: &str, iterations: usize, session: &Session) -> Result<usize> {
 }
 
 /// The `seconds` column of a run's `metrics.csv`, first iteration left out.
-fn read_times(folder: &PathBuf, env_steps_per_iteration: usize) -> Result<IterationTimes> {
+fn read_times(folder: &Path, env_steps_per_iteration: usize) -> Result<IterationTimes> {
     let metrics = std::fs::read_to_string(folder.join("metrics.csv"))
         .context("the timed run wrote no metrics.csv")?;
     let mut lines = metrics.lines();

@@ -165,18 +165,38 @@ pub fn measure(case: &Case, backend: Backend, path: &str, repeats: usize) -> Res
         }
     }
     times.sort_by(f64::total_cmp);
-    Ok(Measurement {
-        case: case.name.to_string(),
-        backend: backend.to_string(),
-        path: path.to_string(),
-        ms_per_step: times[times.len() / 2],
-        ms_min: times[0],
+    Ok(Measurement::of(
+        case.name,
+        backend,
+        path,
+        (times[times.len() / 2], times[0]),
         repeats,
-        peak_rss_mb: peak_rss_mb(),
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        machine: machine(),
-        env_steps_per_second: None,
-    })
+    ))
+}
+
+impl Measurement {
+    /// A measurement of this process, which ran `repeats` times with median and fastest
+    /// `milliseconds`: its peak memory and the machine are read here.
+    fn of(
+        case: &str,
+        backend: Backend,
+        path: &str,
+        (ms_per_step, ms_min): (f64, f64),
+        repeats: usize,
+    ) -> Self {
+        Self {
+            case: case.to_string(),
+            backend: backend.to_string(),
+            path: path.to_string(),
+            ms_per_step,
+            ms_min,
+            repeats,
+            peak_rss_mb: peak_rss_mb(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            machine: machine(),
+            env_steps_per_second: None,
+        }
+    }
 }
 
 /// The path name of the whole-iteration cases: each experiment's own training loop.
@@ -185,17 +205,16 @@ const LOOP_PATH: &str = "loop";
 /// Runs one whole-iteration measurement in this process (the child side).
 fn measure_iteration(case: &str, backend: Backend, repeats: usize) -> Result<Measurement> {
     let times = iteration_perf::measure(case, backend, repeats)?;
+    let seconds = times.ms_median / 1e3;
     Ok(Measurement {
-        case: case.to_string(),
-        backend: backend.to_string(),
-        path: LOOP_PATH.to_string(),
-        ms_per_step: times.ms_median,
-        ms_min: times.ms_min,
-        repeats,
-        peak_rss_mb: peak_rss_mb(),
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        machine: machine(),
-        env_steps_per_second: Some(times.env_steps_per_iteration as f64 / (times.ms_median / 1e3)),
+        env_steps_per_second: Some(times.env_steps_per_iteration as f64 / seconds),
+        ..Measurement::of(
+            case,
+            backend,
+            LOOP_PATH,
+            (times.ms_median, times.ms_min),
+            repeats,
+        )
     })
 }
 
@@ -342,16 +361,15 @@ fn measure_in_child(
 
 /// The child side: one measurement, printed as JSON.
 pub fn worker(case: &str, backend: Backend, path: &str, repeats: usize) -> Result<()> {
-    if ITERATION_CASES.iter().any(|known| known.name == case) {
-        let measurement = measure_iteration(case, backend, repeats.max(1))?;
-        println!("{}", serde_json::to_string(&measurement)?);
-        return Ok(());
-    }
-    let case = CASES
-        .iter()
-        .find(|known| known.name == case)
-        .with_context(|| format!("unknown case `{case}`"))?;
-    let measurement = measure(case, backend, path, repeats.max(1))?;
+    let measurement = if ITERATION_CASES.iter().any(|known| known.name == case) {
+        measure_iteration(case, backend, repeats.max(1))?
+    } else {
+        let case = CASES
+            .iter()
+            .find(|known| known.name == case)
+            .with_context(|| format!("unknown case `{case}`"))?;
+        measure(case, backend, path, repeats.max(1))?
+    };
     println!("{}", serde_json::to_string(&measurement)?);
     Ok(())
 }
