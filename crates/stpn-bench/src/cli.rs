@@ -153,6 +153,18 @@ pub enum ReportCommand {
         #[arg(long, default_value = "docs/results")]
         out: PathBuf,
     },
+    /// The reproduction report: every result family of the paper beside our runs, with
+    /// verdicts, from the raw run files under --results (art_200/, maze_proof/, pong_proof/,
+    /// pong_deepmind/, pendulum_1m/, familiarity_runs/); regenerates each family's table and
+    /// plots into --results on the way.
+    Reproduction {
+        /// Folder of the committed raw run files (and of the family tables and plots).
+        #[arg(long, default_value = "docs/results")]
+        results: PathBuf,
+        /// The page to write.
+        #[arg(long, default_value = "docs/reproduction.md")]
+        page: PathBuf,
+    },
 }
 
 /// `--backend` values, with the one-line error of an unknown one.

@@ -6,6 +6,7 @@ mod cli;
 mod experiments;
 mod plot;
 mod report;
+mod reproduction;
 mod run_dir;
 mod tensorboard;
 #[cfg(test)]
@@ -139,6 +140,17 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 ReportCommand::Familiarity { runs, out } => {
                     (report::report_familiarity(&runs, &out)?, out)
+                }
+                ReportCommand::Reproduction { results, page } => {
+                    if !results.is_dir() {
+                        anyhow::bail!(
+                            "{} is not a folder: pass --results with the folder of the committed run files (docs/results)",
+                            results.display()
+                        );
+                    }
+                    let text = reproduction::report_reproduction(&results, &results)?;
+                    run_dir::write_atomically(&page, text.as_bytes())?;
+                    (text, page)
                 }
             };
             print!("{table}");

@@ -21,7 +21,8 @@ struct Run {
     curve: Vec<(usize, f64)>,
 }
 
-fn label(summary: &Summary) -> String {
+/// The label of an associative-retrieval model: name, scalar, hidden size and equations.
+pub(crate) fn art_label(summary: &Summary) -> String {
     let scalar = if summary.per_synapse { "" } else { " scalar" };
     format!(
         "{}{scalar} h{} ({})",
@@ -52,7 +53,8 @@ fn load_run(folder: &Path) -> Result<Run> {
     Ok(Run { summary, curve })
 }
 
-fn mean_std(values: &[f64]) -> (f64, f64) {
+/// Mean and sample standard deviation (0 for one value).
+pub(crate) fn mean_std(values: &[f64]) -> (f64, f64) {
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
     let variance = if values.len() > 1 {
@@ -63,7 +65,8 @@ fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, variance.sqrt())
 }
 
-fn cell(values: &[f64], digits: usize) -> String {
+/// `mean ± std` of several values, or the value of one.
+pub(crate) fn cell(values: &[f64], digits: usize) -> String {
     let (mean, std) = mean_std(values);
     if values.len() > 1 {
         format!("{mean:.digits$} ± {std:.digits$}")
@@ -77,7 +80,7 @@ pub fn report_art(folders: &[PathBuf], out: &Path) -> Result<String> {
     let mut groups: BTreeMap<String, Vec<Run>> = BTreeMap::new();
     for folder in folders {
         let run = load_run(folder)?;
-        groups.entry(label(&run.summary)).or_default().push(run);
+        groups.entry(art_label(&run.summary)).or_default().push(run);
     }
     if groups.is_empty() {
         bail!("no runs given");
