@@ -484,6 +484,44 @@ impl RlTask {
     }
 }
 
+/// A Pong or InvertedPendulum run's `summary.json`; for a run still training (no summary yet),
+/// the same fields from its `config.json` and the last row of its `metrics.csv`, with
+/// `"in_progress": true` and without `params`, which only the summary records.
+pub(crate) fn rl_summary(folder: &Path) -> Result<serde_json::Value> {
+    let summary = folder.join("summary.json");
+    if summary.is_file() {
+        return read_json(&summary);
+    }
+    let config: serde_json::Value = read_json(&folder.join("config.json"))?;
+    let metrics = std::fs::read_to_string(folder.join("metrics.csv"))
+        .with_context(|| format!("cannot read {}/metrics.csv", folder.display()))?;
+    let rows: Vec<Vec<f64>> = metrics
+        .lines()
+        .skip(1)
+        .map(|line| {
+            line.split(',')
+                .map(|f| f.parse().unwrap_or(f64::NAN))
+                .collect()
+        })
+        .collect();
+    let Some(last) = rows.last().filter(|row| row.len() >= 4) else {
+        bail!("{}/metrics.csv has no iteration yet", folder.display());
+    };
+    // Columns: iteration, env_steps, episodes, mean_return_last10, …, seconds (last).
+    let seconds: f64 = rows.iter().filter_map(|row| row.last()).sum();
+    Ok(serde_json::json!({
+        "core": config["core"],
+        "hidden_size": config["hidden_size"],
+        "seed": config["seed"],
+        "env_steps": last[1],
+        "episodes": last[2],
+        "mean_return_last10": last[3],
+        "steps_per_second": last[1] / seconds,
+        "train_seconds": seconds,
+        "in_progress": true,
+    }))
+}
+
 /// InvertedPendulum or Pong: a table of the runs (final return, evaluation if run, energy,
 /// throughput) into `<task>.md` and the return curves (mean of the last 10 episodes against
 /// environment steps) into `<task>_return.svg`.
@@ -497,10 +535,9 @@ pub fn report_rl(folders: &[PathBuf], out: &Path, task: RlTask) -> Result<String
     writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|")?;
     let mut curves = Vec::new();
     for folder in folders {
-        let summary: serde_json::Value =
-            read_json(&folder.join("summary.json")).with_context(|| {
-                format!("{} is not a finished {} run", folder.display(), task.name())
-            })?;
+        let summary = rl_summary(folder)
+            .with_context(|| format!("{} is not a {} run", folder.display(), task.name()))?;
+        let in_progress = summary.get("in_progress").is_some();
         let field = |name: &str| {
             summary
                 .get(name)
@@ -528,11 +565,12 @@ pub fn report_rl(folders: &[PathBuf], out: &Path, task: RlTask) -> Result<String
             })
             .collect();
         let (hidden, seed) = (number("hidden_size")?, number("seed")?);
-        curves.push((format!("{core} h{hidden} (seed {seed})"), curve));
+        let status = if in_progress { ", in progress" } else { "" };
+        curves.push((format!("{core} h{hidden} (seed {seed}{status})"), curve));
         writeln!(
             table,
-            "| {core} | {hidden} | {} | {seed} | {} | {} | {:.1} | {} | {} | {} | {:.0} |",
-            number("params")?,
+            "| {core}{status} | {hidden} | {} | {seed} | {} | {} | {:.1} | {} | {} | {} | {:.0} |",
+            number("params").map_or("—".into(), |params| params.to_string()),
             number("env_steps")?,
             number("episodes")?,
             number("mean_return_last10")?,

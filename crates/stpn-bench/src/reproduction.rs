@@ -38,10 +38,17 @@ const PENDULUM_STEPS: u64 = 1_000_000;
 const FAMILIARITY_CONFIGURATIONS: usize = 18;
 const FAMILIARITY_FIGURE_REPEATS: usize = 5;
 
-/// Run folders under `folder`: the folder itself if it holds a `summary.json`, otherwise its
-/// subfolders that do (one level and two levels down), sorted by path.
+/// Whether `folder` is a run: finished (`summary.json`) or still training (`config.json` and
+/// `metrics.csv`; only the RL reports read those).
+fn is_run(folder: &Path) -> bool {
+    folder.join("summary.json").is_file()
+        || (folder.join("config.json").is_file() && folder.join("metrics.csv").is_file())
+}
+
+/// Run folders under `folder`: the folder itself if it is one, otherwise its subfolders that
+/// are (at any depth), sorted by path.
 pub fn run_folders(folder: &Path) -> Vec<PathBuf> {
-    if folder.join("summary.json").is_file() {
+    if is_run(folder) {
         return vec![folder.to_path_buf()];
     }
     let mut found = Vec::new();
@@ -50,10 +57,8 @@ pub fn run_folders(folder: &Path) -> Vec<PathBuf> {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.join("summary.json").is_file() {
-            found.push(path);
-        } else if path.is_dir() {
-            found.extend(run_folders(&path).into_iter().filter(|p| p != &path));
+        if path.is_dir() {
+            found.extend(run_folders(&path));
         }
     }
     found.sort();
@@ -235,7 +240,12 @@ fn write_groups(page: &mut String, groups: &[&Group], score: &str, budget: &str)
             page,
             "| {} | {} | {} | {} | {} | {} |",
             group.label,
-            group.params,
+            // 0: not recorded (a run still training has no summary yet).
+            if group.params == 0 {
+                "—".into()
+            } else {
+                group.params.to_string()
+            },
             group.seeds_text(),
             group.budget,
             cell(&group.score, 3),
@@ -527,7 +537,7 @@ fn budget_text(groups: &[Option<&Group>], unit: &str, paper: u64, seeds: Option<
 
 /// A finished RL run's summary as JSON, with its evaluation if it has one.
 fn rl_run(folder: &Path) -> Result<(Value, Option<Evaluation>)> {
-    let summary: Value = read_json(&folder.join("summary.json"))?;
+    let summary = report::rl_summary(folder)?;
     let evaluation = read_json(&folder.join("eval.json")).ok();
     Ok((summary, evaluation))
 }
@@ -558,24 +568,24 @@ fn maze_section(
     )?;
     writeln!(
         page,
-        "```sh\nscripts/stpn maze --config configs/maze/stpn_h55.json --batch 64 --iterations 6000 --out runs/maze/stpn-s0\n\
-         scripts/stpn maze --config configs/maze/lstm_h47.json --batch 64 --iterations 6000 --out runs/maze/lstm-s0\n\
-         scripts/stpn maze-eval --run runs/maze/stpn-s0\n```\n"
+        "```sh\nscripts/maze_sweep --configs \"stpn_h55_scaled lstm_h47_scaled rnn_h100_scaled modplast_h73_scaled\" --iterations 3000 --jobs 1\n\
+         scripts/maze_sweep --configs \"stpn_h30_pre_scaled stpn_scalar_h55_scaled stpnf_h76_scaled stpnf_scalar_h181_scaled hebbff_h181_scaled\" --iterations 3000 --jobs 1\n\
+         scripts/maze_sweep --configs \"stpn_h55 lstm_h47\" --jobs 1 --out runs/maze-paper   # the paper's setting: days on 2 cores\n\
+         scripts/publish_runs runs/maze-sweep docs/results/{MAZE_RUNS} && scripts/stpn report reproduction\n```\n"
     )?;
     let folders = run_folders(&results.join(MAZE_RUNS));
-    // Groups by core and iterations: the comparison is at equal iterations.
-    let mut groups: BTreeMap<(String, u64), Group> = BTreeMap::new();
-    let mut batch = 0;
+    // Groups by setting (batch, iterations) and core: cores are compared at equal settings.
+    let mut groups: BTreeMap<(u64, u64, String), Group> = BTreeMap::new();
     for folder in &folders {
         let (run, evaluation) = rl_run(folder)?;
         let core = run.get("core").map(name_of).unwrap_or_default();
         let iterations = number(&run, "iterations") as u64;
-        batch = number(&run, "batch_size") as u64;
+        let batch = number(&run, "batch_size") as u64;
         let group = groups
-            .entry((core.clone(), iterations))
+            .entry((batch, iterations, core.clone()))
             .or_insert_with(|| Group {
                 label: format!(
-                    "{core} h{} ({iterations} iterations)",
+                    "{core} h{} (batch {batch}, {iterations} iterations)",
                     number(&run, "hidden_size")
                 ),
                 is_stpn: core.starts_with("stpn"),
@@ -594,53 +604,72 @@ fn maze_section(
     }
     let all: Vec<&Group> = groups.values().collect();
     write_groups(page, &all, "reward, last 10 iterations", "iterations")?;
-    // The most iterations at which an STPN and a baseline both ran.
-    let common = groups
-        .keys()
-        .filter(|(core, _)| core == "stpn")
-        .map(|(_, iterations)| *iterations)
-        .filter(|&iterations| {
-            groups
-                .keys()
-                .any(|(core, other)| core != "stpn" && *other == iterations)
-        })
-        .max();
-    let at = |iterations: Option<u64>| -> Vec<&Group> {
-        groups
+    let in_setting = |setting: (u64, u64), cores: &[&str]| -> Vec<&Group> {
+        cores
             .iter()
-            .filter(|((_, i), _)| Some(*i) == iterations)
-            .map(|(_, group)| group)
+            .filter_map(|core| groups.get(&(setting.0, setting.1, core.to_string())))
             .collect()
     };
-    let compared = at(common);
-    let stpn = compared
-        .iter()
-        .find(|g| g.label.starts_with("stpn h"))
-        .copied();
-    let baselines: Vec<&Group> = compared.iter().filter(|g| !g.is_stpn).copied().collect();
-    let at_budget = batch >= MAZE_BATCH && common.is_some_and(|i| i >= MAZE_ITERATIONS);
-    let (holds, ours) = above_all(stpn, &baselines, 2);
-    let missing: Vec<&str> = ["lstm", "rnn", "modplast"]
-        .into_iter()
-        .filter(|core| !baselines.iter().any(|g| g.label.starts_with(core)))
-        .collect();
-    let claims = [Claim {
-        claim: "STPN above LSTM, RNN and modplast in reward".into(),
-        ours: if missing.is_empty() {
-            ours
-        } else {
-            format!("{ours}; not run yet: {}", missing.join(", "))
-        },
-        budget: format!(
-            "batch {batch} of {MAZE_BATCH}, {} of {MAZE_ITERATIONS} iterations; {}",
-            common.unwrap_or(0),
-            stpn.map_or("no STPN run".into(), |g| format!(
-                "STPN seeds {}",
-                g.seeds_text()
-            ))
+    // The setting where the STPN ran beside the most baselines (then the longest one).
+    let baseline_cores = ["lstm", "rnn", "modplast"];
+    let ablation_cores = ["stpn_pre", "stpn_scalar", "stpnf", "stpnf_scalar", "hebbff"];
+    let setting = groups
+        .keys()
+        .filter(|(_, _, core)| core == "stpn")
+        .map(|(batch, iterations, _)| (*batch, *iterations))
+        .max_by_key(|&setting| (in_setting(setting, &baseline_cores).len(), setting.1));
+    let stpn =
+        setting.and_then(|(batch, iterations)| groups.get(&(batch, iterations, "stpn".into())));
+    let (batch, iterations) = setting.unwrap_or((0, 0));
+    let at_budget = batch >= MAZE_BATCH && iterations >= MAZE_ITERATIONS;
+    let budget = format!(
+        "batch {batch} of {MAZE_BATCH}, {iterations} of {MAZE_ITERATIONS} iterations; {}",
+        stpn.map_or("no STPN run".into(), |g| format!(
+            "STPN seeds {}",
+            g.seeds_text()
+        ))
+    );
+    let mut claims = Vec::new();
+    for (claim, cores) in [
+        (
+            "STPN above LSTM, RNN and modplast in reward",
+            &baseline_cores[..],
         ),
-        verdict: Verdict::of(holds, at_budget && missing.is_empty()),
-    }];
+        (
+            "ablations: STPN above STPN pre-normalised, scalar STP, STPNf, scalar STPNf and HebbFF",
+            &ablation_cores[..],
+        ),
+    ] {
+        let present = setting.map_or(Vec::new(), |setting| in_setting(setting, cores));
+        let (holds, ours) = above_all(stpn, &present, 2);
+        let missing: Vec<&str> = cores
+            .iter()
+            .filter(|core| {
+                setting.is_none_or(|(b, i)| !groups.contains_key(&(b, i, core.to_string())))
+            })
+            .copied()
+            .collect();
+        claims.push(Claim {
+            claim: claim.into(),
+            ours: if missing.is_empty() {
+                ours
+            } else {
+                format!(
+                    "{ours}; not run at this setting yet: {}",
+                    missing.join(", ")
+                )
+            },
+            budget: budget.clone(),
+            verdict: Verdict::of(holds, at_budget && missing.is_empty()),
+        });
+    }
+    let compared: Vec<&Group> = setting.map_or(Vec::new(), |(b, i)| {
+        groups
+            .iter()
+            .filter(|((batch, iterations, _), _)| (*batch, *iterations) == (b, i))
+            .map(|(_, group)| group)
+            .collect()
+    });
     write_claims(page, &claims)?;
     let (holds, ours) = lowest_energy(&compared);
     energy_rows.push(Claim {
@@ -663,12 +692,20 @@ fn rl_groups(folders: &[PathBuf], frames_per_step: u64) -> Result<BTreeMap<Strin
     for folder in folders {
         let (run, evaluation) = rl_run(folder)?;
         let core = run.get("core").map(name_of).unwrap_or_default();
-        let group = groups.entry(core.clone()).or_insert_with(|| Group {
-            label: format!("{core} h{}", number(&run, "hidden_size")),
-            is_stpn: core.starts_with("stpn"),
-            params: number(&run, "params") as u64,
-            ..Group::default()
-        });
+        // A run still training is its own group, never averaged with finished ones.
+        let status = if run.get("in_progress").is_some() {
+            " (in progress)"
+        } else {
+            ""
+        };
+        let group = groups
+            .entry(format!("{core}{status}"))
+            .or_insert_with(|| Group {
+                label: format!("{core} h{}{status}", number(&run, "hidden_size")),
+                is_stpn: core.starts_with("stpn"),
+                params: number(&run, "params") as u64,
+                ..Group::default()
+            });
         group.add(
             number(&run, "seed") as u64,
             number(&run, "env_steps") as u64 * frames_per_step,
@@ -698,9 +735,10 @@ fn pong_section(
     )?;
     writeln!(
         page,
-        "```sh\nscripts/stpn pong --config configs/pong/stpn_h64.json --out runs/pong/stpn-s0\n\
+        "```sh\nscripts/stpn pong --config configs/pong/stpn_h64.json --out runs/pong/stpn-s0            # the paper's 10^8 frames\n\
+         scripts/stpn pong --config configs/pong/stpn_h64_scaled.json --out runs/pong/stpn-2m-s0     # 2*10^6 frames\n\
          scripts/stpn pong --config configs/pong/stpn_h64_deepmind.json --out runs/pong/stpn-deepmind-s0\n\
-         scripts/stpn pong-eval --run runs/pong/stpn-s0\n```\n"
+         scripts/stpn pong-eval runs/pong/stpn-2m-s0\n```\n"
     )?;
     let paper_folders = run_folders(&results.join(PONG_RUNS));
     let deepmind_folders = run_folders(&results.join(PONG_DEEPMIND_RUNS));
@@ -889,7 +927,12 @@ fn familiarity_section(
             page,
             "| {} | {} | {} | {} | {} | {} |",
             group.label,
-            group.params,
+            // 0: not recorded (a run still training has no summary yet).
+            if group.params == 0 {
+                "—".into()
+            } else {
+                group.params.to_string()
+            },
             group.seeds_text(),
             group.budget,
             cell(&group.score, 3),
