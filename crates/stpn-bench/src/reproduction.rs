@@ -228,11 +228,16 @@ fn write_claims(page: &mut String, claims: &[Claim]) -> Result<()> {
     Ok(())
 }
 
-/// A section's runs table: one row per group.
-fn write_groups(page: &mut String, groups: &[&Group], score: &str, budget: &str) -> Result<()> {
+/// A section's runs table: one row per group, the last column given by `last`.
+fn write_groups_with(
+    page: &mut String,
+    groups: &[&Group],
+    (score, budget): (&str, &str),
+    (last_header, last): (&str, &dyn Fn(&Group) -> String),
+) -> Result<()> {
     writeln!(
         page,
-        "| model | params | seeds | {budget} | {score} | energy per step |"
+        "| model | params | seeds | {budget} | {score} | {last_header} |"
     )?;
     writeln!(page, "|---|---:|---|---:|---:|---:|")?;
     for group in groups {
@@ -249,15 +254,23 @@ fn write_groups(page: &mut String, groups: &[&Group], score: &str, budget: &str)
             group.seeds_text(),
             group.budget,
             cell(&group.score, 3),
-            if group.energy.is_empty() {
-                "—".into()
-            } else {
-                cell(&group.energy, 2)
-            }
+            last(group)
         )?;
     }
     writeln!(page)?;
     Ok(())
+}
+
+/// A section's runs table with the energy per step in the last column.
+fn write_groups(page: &mut String, groups: &[&Group], score: &str, budget: &str) -> Result<()> {
+    let energy = |group: &Group| {
+        if group.energy.is_empty() {
+            "—".into()
+        } else {
+            cell(&group.energy, 2)
+        }
+    };
+    write_groups_with(page, groups, (score, budget), ("energy per step", &energy))
 }
 
 /// The page and every family's table and plots, from the raw run files under `results`; the
@@ -917,29 +930,19 @@ fn familiarity_section(
                 as f64,
         );
     }
-    writeln!(
+    let reach_of = |group: &Group| {
+        groups
+            .values()
+            .find(|(other, _)| other.label == group.label)
+            .map_or("—".into(), |(_, reach)| cell(reach, 1))
+    };
+    let listed: Vec<&Group> = groups.values().map(|(group, _)| group).collect();
+    write_groups_with(
         page,
-        "| network | params | seeds | training steps | test accuracy | longest interval detected |"
+        &listed,
+        ("test accuracy", "training steps"),
+        ("longest interval detected", &reach_of),
     )?;
-    writeln!(page, "|---|---:|---|---:|---:|---:|")?;
-    for (group, reach) in groups.values() {
-        writeln!(
-            page,
-            "| {} | {} | {} | {} | {} | {} |",
-            group.label,
-            // 0: not recorded (a run still training has no summary yet).
-            if group.params == 0 {
-                "—".into()
-            } else {
-                group.params.to_string()
-            },
-            group.seeds_text(),
-            group.budget,
-            cell(&group.score, 3),
-            cell(reach, 1)
-        )?;
-    }
-    writeln!(page)?;
     let configurations = groups.len();
     let full = configurations >= FAMILIARITY_CONFIGURATIONS
         && groups.iter().all(|((mode, _, _), (group, _))| {
