@@ -438,9 +438,13 @@ pub fn report_maze(folders: &[PathBuf], out: &Path) -> Result<String> {
         .iter()
         .flat_map(|(_, curve): &(String, Vec<(f64, f64)>)| curve.iter().map(|point| point.1))
         .fold(10f64, f64::max);
+    let random = crate::experiments::maze::RANDOM_POLICY_RETURN;
     curves.push((
-        "uniform random policy (5.5)".into(),
-        vec![(0.0, 5.5), (curves[0].1.last().map_or(1.0, |p| p.0), 5.5)],
+        format!("uniform random policy ({random:.1})"),
+        vec![
+            (0.0, random),
+            (curves[0].1.last().map_or(1.0, |p| p.0), random),
+        ],
     ));
     plot_lines(
         &curves,

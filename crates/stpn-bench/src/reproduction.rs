@@ -519,8 +519,8 @@ fn art_section(
     });
     writeln!(
         page,
-        "HebbFF stays at chance (0.1): a feedforward cell on one-hot inputs cannot bind a key to the \
-         value that follows it, and the authors' code gives the same 0.098 (docs/art.md). Table: \
+        "HebbFF cannot rise above chance (0.1) on this task: a feedforward cell on one-hot inputs \
+         cannot bind a key to the value that follows it (docs/art.md). Table: \
          [results/art.md](results/art.md).\n\n![validation accuracy per epoch](results/art_accuracy.svg)\n\n\
          ![energy against accuracy](results/art_energy.svg)\n"
     )?;
@@ -693,7 +693,7 @@ fn maze_section(
     });
     writeln!(
         page,
-        "A uniform random policy scores about 5.5 (docs/reference.md §4.5). Table: \
+        "A uniform random policy scores 5.2 in our maze (docs/maze.md). Table: \
          [results/maze.md](results/maze.md).\n\n![maze reward](results/maze_reward.svg)\n"
     )?;
     summary.extend(claims.iter().map(|c| (c.claim.clone(), c.verdict, family)));

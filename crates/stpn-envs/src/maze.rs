@@ -291,6 +291,11 @@ mod tests {
             }
         }
         let mean = returns.iter().sum::<f64>() / returns.len() as f64;
+        // Printed for docs/results/maze_random_policy.txt (`--nocapture`), the figure docs quote.
+        println!(
+            "mean return of a uniform random policy over {} episodes: {mean:.3}",
+            returns.len()
+        );
         assert!((mean - 5.5).abs() < 0.5, "mean random return {mean}");
     }
 }
