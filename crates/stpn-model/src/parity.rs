@@ -887,6 +887,7 @@ mod tests {
     fn every_case_file_is_tested() {
         let stems = [
             "art_fast_weights",
+            "art_hebbff",
             "art_stpn_f",
             "art_stpn_r",
             "fast_weights",
@@ -984,7 +985,7 @@ mod tests {
 
     #[test]
     fn art_cases() {
-        for stem in ["art_stpn_r", "art_stpn_f", "art_fast_weights"] {
+        for stem in ["art_stpn_r", "art_stpn_f", "art_hebbff", "art_fast_weights"] {
             assert_case(stem);
         }
     }
