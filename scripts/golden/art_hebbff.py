@@ -5,7 +5,8 @@ associative-retrieval (ART) network, with the runner's sigmoid on F before each 
 Regenerate (needs PyTorch and a checkout of the authors' repository, NeuromorphicComputing/stpn,
 which is not part of ours and is only imported at run time):
 
-    git --git-dir=<mirror of NeuromorphicComputing/stpn> archive HEAD | tar -x -C /tmp/authors-stpn
+    git --git-dir=<mirror of NeuromorphicComputing/stpn> archive HEAD \
+        Scripts AssociativeRetrievalTask __init__.py HebbFF | tar -x -C /tmp/authors-stpn
     python scripts/golden/art_hebbff.py --authors /tmp/authors-stpn \
         --out crates/stpn-model/tests/golden
 
