@@ -99,7 +99,8 @@ pub enum Command {
         /// Case files (JSON, the format of crates/stpn-model/tests/golden/README.md).
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Run in float32 (the type models train in) even where the backend supports float64.
+        /// Run in float32 (the type models train in) even where the backend supports float64
+        /// (always float32 on the GPU backends).
         #[arg(long)]
         float32: bool,
     },

@@ -63,7 +63,19 @@ fn report_panics_in_one_line() {
     }));
 }
 
+/// On a machine without a display session, Mesa's Vulkan drivers (lavapipe, the software GPU the
+/// wgpu tests run on) print `error: XDG_RUNTIME_DIR is invalid or not set` while probing for a
+/// Wayland display, which reads like an error of ours. Pointing the variable at the temporary
+/// folder quiets the probe; nothing is written there.
+fn quiet_display_probe() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: called first in `main`, before any other thread exists.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_display_probe();
     keep_freed_memory();
     report_panics_in_one_line();
     tracing_subscriber::fmt()

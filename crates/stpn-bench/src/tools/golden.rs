@@ -11,7 +11,9 @@ use stpn_model::parity::{ParityCase, Precision, run_case_in};
 /// one exceeds its tolerance.
 pub fn run(backend: Backend, files: &[PathBuf], float32: bool) -> Result<()> {
     let device = backend.device()?;
-    let precision = if float32 {
+    // GPU backends run float32 (lavapipe and most GPUs have no usable float64 in wgpu's shaders):
+    // a float64 run there would compare garbage against tolerances meant for float64.
+    let precision = if float32 || !backend.is_cpu() {
         Precision::Float32
     } else {
         Precision::Highest
