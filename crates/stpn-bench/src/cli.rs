@@ -16,7 +16,8 @@ use crate::experiments::{EvalArgs, TrainArgs};
 #[derive(Parser, Debug)]
 #[command(name = "stpn-bench", version, about)]
 pub struct Cli {
-    /// Backend to run on: flex (CPU, default), ndarray (CPU) or wgpu (GPU).
+    /// Backend to run on: flex (CPU, default), ndarray (CPU), wgpu (GPU: Vulkan, Metal, DirectX) or
+    /// cuda (NVIDIA GPU).
     #[arg(long, global = true, default_value = "flex", value_parser = parse_backend)]
     pub backend: Backend,
 

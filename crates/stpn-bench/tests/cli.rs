@@ -80,8 +80,10 @@ fn golden_fails_on_a_case_this_code_does_not_reproduce() {
 
 #[test]
 fn unknown_backend_is_a_one_line_error() {
-    let output = stpn_bench(&["--backend", "cuda", "golden", "x.json"], &[]);
-    assert!(stderr(&output).contains("unknown backend `cuda`; choose one of flex, ndarray, wgpu"));
+    let output = stpn_bench(&["--backend", "rocm", "golden", "x.json"], &[]);
+    assert!(
+        stderr(&output).contains("unknown backend `rocm`; choose one of flex, ndarray, wgpu, cuda")
+    );
     assert!(!output.status.success());
 }
 
@@ -89,6 +91,28 @@ fn unknown_backend_is_a_one_line_error() {
 fn missing_file_is_a_one_line_error() {
     let output = stpn_bench(&["golden", "no-such-case.json"], &[]);
     assert_one_line_error(&output, "cannot read no-such-case.json");
+}
+
+/// CUDA is not in the default build (it needs a download while building): asking for it says how
+/// to get it, in one line.
+#[test]
+fn cuda_not_compiled_is_a_one_line_error() {
+    if cfg!(feature = "cuda") {
+        return; // a build with CUDA runs it (or says that no device was found)
+    }
+    let output = stpn_bench(
+        &[
+            "--backend",
+            "cuda",
+            "golden",
+            &golden_case("rnn_art_s0.json"),
+        ],
+        &[],
+    );
+    assert_one_line_error(
+        &output,
+        "backend `cuda` is not compiled into this build; rebuild with `--features stpn-bench/cuda`",
+    );
 }
 
 #[test]

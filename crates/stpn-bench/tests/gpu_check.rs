@@ -31,14 +31,14 @@ fn gpu_check_dry_run_records_every_step() {
         [
             "machine",
             "golden_flex",
-            "perf_gpu",
+            "perf_flex",
             "maze_paper",
             "torch_cpu"
         ],
         "{steps}"
     );
     // The perf step's JSON lines, with the fields `perf --json` promises.
-    let perf = std::fs::read_to_string(out.join("perf_gpu.jsonl")).unwrap();
+    let perf = std::fs::read_to_string(out.join("perf_flex.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(perf.lines().next().unwrap()).unwrap();
     assert_eq!(first["case"], "art_h11");
     assert!(first["ms_per_step"].as_f64().is_some_and(|ms| ms > 0.0));

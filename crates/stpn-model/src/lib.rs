@@ -28,7 +28,7 @@
 //!
 //! An STPN layer is a Burn module: build it from its config, run a time-major sequence
 //! `[T, B, I]` from the zero state, read its energy, and train it with any Burn optimiser. The
-//! same code runs on every backend compiled in ([`Backend`]: flex, ndarray, wgpu); `.autodiff()`
+//! same code runs on every backend compiled in ([`Backend`]: flex, ndarray, wgpu, cuda); `.autodiff()`
 //! gives the device that records gradients.
 //!
 //! ```
