@@ -711,7 +711,7 @@ pub(super) fn forward_chunk<F: KernelFloat>(
         } else {
             &mut []
         };
-        for step in 0..steps {
+        for step in 0..sequence.length(element) {
             if keep && step % interval == 0 {
                 let at = step / interval * state_size;
                 checkpoints[at..at + units].copy_from_slice(&hidden);
@@ -776,6 +776,7 @@ pub(super) fn backward_chunk<F: KernelFloat>(
     let mut segment_hidden = vec![vec![F::zero(); units]; interval + 1];
     let mut segment_synaptic = vec![vec![F::zero(); units * width]; interval + 1];
     for (local, element) in range.clone().enumerate() {
+        let length = sequence.length(element);
         let input_at = |step: usize| {
             let offset = (step * batch + element) * inputs;
             &sequence.inputs[offset..offset + inputs]
@@ -790,7 +791,7 @@ pub(super) fn backward_chunk<F: KernelFloat>(
                 let mut synaptic = sequence.synaptic
                     [element * units * width..(element + 1) * units * width]
                     .to_vec();
-                for step in 0..steps {
+                for step in 0..length {
                     if step % interval == 0 {
                         own.extend_from_slice(&hidden);
                         own.extend_from_slice(&synaptic);
@@ -818,13 +819,15 @@ pub(super) fn backward_chunk<F: KernelFloat>(
         });
         let mut grad_hidden_prev = vec![F::zero(); units];
         let mut grad_synaptic_prev = vec![F::zero(); units * width];
+        // Segments past the element's own steps (padding) have nothing to give back.
         for (segment, state) in element_checkpoints
             .chunks_exact(state_size)
             .enumerate()
+            .take(length.div_ceil(interval))
             .rev()
         {
             let start = segment * interval;
-            let end = (start + interval).min(steps);
+            let end = (start + interval).min(length);
             segment_hidden[0].copy_from_slice(&state[..units]);
             segment_synaptic[0].copy_from_slice(&state[units..]);
             for offset in 0..end - start {

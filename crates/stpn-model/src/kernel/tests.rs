@@ -43,6 +43,7 @@ fn run_kernel(
         inputs: x,
         hidden: hidden0,
         synaptic: synaptic0,
+        lengths: &[],
     };
     let forward = forward(config, kernel_parameters, sequence, true);
     let backward_with = |checkpoints| {

@@ -16,8 +16,13 @@ pub(super) fn threads_for(batch: usize) -> usize {
     cores.min(batch).max(1)
 }
 
-/// Runs `work` on every share, each on a thread of its own; the results in order.
+/// Runs `work` on every share, each on a thread of its own; the results in order. A single
+/// share runs on the calling thread: starting a thread cost more than a whole step of a small
+/// cell (a rollout of one environment steps it thousands of times per iteration).
 pub(super) fn on_threads<S: Send, R: Send>(shares: Vec<S>, work: impl Fn(S) -> R + Sync) -> Vec<R> {
+    if shares.len() == 1 {
+        return shares.into_iter().map(work).collect();
+    }
     std::thread::scope(|scope| {
         let work = &work;
         let handles: Vec<_> = shares
