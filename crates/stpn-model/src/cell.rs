@@ -59,6 +59,20 @@ pub trait RecurrentCell: Module + ModuleDisplay {
         step_by_step(self, inputs, state)
     }
 
+    /// The outputs `[T, B, H]` of sequences padded at their ends, batch element `b` having
+    /// `lengths[b] ≤ T` real steps: exact at the real steps; at the padded ones unspecified
+    /// (zero where the cell skips them), so callers must mask them out of every loss. The whole
+    /// padded sequence runs unless the cell has a faster path.
+    fn forward_padded(
+        &self,
+        inputs: Tensor<3>,
+        state: Self::State,
+        lengths: &[usize],
+    ) -> Tensor<3> {
+        let _ = lengths;
+        self.forward_sequence(inputs, state).0
+    }
+
     /// Energy of each unit for the step that `input` and `state` are about to make,
     /// `[B, energy_units]` (docs/reference.md §2): computed from the state entering the step, outside the
     /// autodiff graph, biases and heads excluded.

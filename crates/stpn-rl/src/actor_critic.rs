@@ -145,6 +145,22 @@ impl<C: RecurrentCell> ActorCritic<C> {
         self.core.forward_sequence(inputs, state).0
     }
 
+    /// The core's outputs `[T, B, H]` for observation sequences `[T, B, O]` padded at their
+    /// ends, sequence `b` having `lengths[b]` real steps ([`RecurrentCell::forward_padded`]):
+    /// outputs at padded steps are unspecified and must be masked out of every loss.
+    pub fn padded_sequence(
+        &self,
+        observations: Tensor<3>,
+        state: C::State,
+        lengths: &[usize],
+    ) -> Tensor<3> {
+        let [steps, batch, width] = observations.dims();
+        let features = self.features(observations.reshape([steps * batch, width]));
+        let features_width = features.dims()[1];
+        let inputs = features.reshape([steps, batch, features_width]);
+        self.core.forward_padded(inputs, state, lengths)
+    }
+
     /// Action logits `[N, A]` and values `[N]` of the core's outputs `[N, H]`.
     pub fn heads(&self, hidden: Tensor<2>) -> (Tensor<2>, Tensor<1>) {
         let logits = hidden.clone().matmul(self.policy_weight.val().transpose())

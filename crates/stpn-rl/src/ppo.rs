@@ -455,7 +455,9 @@ pub fn minibatch_loss<C: RecurrentCell>(
         TensorData::new(observations, [length, count, observation_size]),
         device,
     );
-    let outputs = agent.sequence(inputs, state);
+    // The padding of short sequences is masked out of every mean: cores that can skip it do.
+    let lengths: Vec<usize> = chosen.iter().map(|&s| batch.sequences[s].1).collect();
+    let outputs = agent.padded_sequence(inputs, state, &lengths);
     let (output, values) = agent.heads(outputs.reshape([rows, agent.core.hidden_size()]));
     let (mean, std) = policy_parameters(output, action_size);
     let actions = matrix(actions, action_size);

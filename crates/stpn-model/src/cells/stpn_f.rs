@@ -135,31 +135,16 @@ impl RecurrentCell for StpnF {
         inputs: Tensor<3>,
         state: SynapticState,
     ) -> (Tensor<3>, SynapticState) {
-        let weight = self.weight.val();
-        if autodiff::applies(self.fused, &weight) {
-            let [_, batch, _] = inputs.dims();
-            // The kernel carries a hidden state; without recurrence it reaches nothing.
-            let hidden = Tensor::zeros(
-                [batch, self.hidden_size],
-                (&weight.device(), weight.dtype()),
-            );
-            let parameters = autodiff::KernelTensors {
-                weight,
-                bias: self.bias.val(),
-                lambda: self.lambda.val(),
-                gamma: self.gamma.val(),
-            };
-            let (outputs, _, synaptic) = autodiff::run_kernel(
-                self.kernel_config(),
-                parameters,
-                inputs,
-                hidden,
-                state.synaptic,
-            );
-            (outputs, SynapticState { synaptic })
-        } else {
-            crate::cell::step_by_step(self, inputs, state)
-        }
+        self.run(inputs, state, &[])
+    }
+
+    fn forward_padded(
+        &self,
+        inputs: Tensor<3>,
+        state: SynapticState,
+        lengths: &[usize],
+    ) -> Tensor<3> {
+        self.run(inputs, state, lengths).0
     }
 
     fn step(&self, input: Tensor<2>, state: SynapticState) -> (Tensor<2>, SynapticState) {
@@ -195,6 +180,42 @@ impl RecurrentCell for StpnF {
 }
 
 impl StpnF {
+    /// The sequence on the fused kernel where it applies, each batch element stopping after
+    /// its `lengths` steps (empty: all); op by op over every step otherwise.
+    fn run(
+        &self,
+        inputs: Tensor<3>,
+        state: SynapticState,
+        lengths: &[usize],
+    ) -> (Tensor<3>, SynapticState) {
+        let weight = self.weight.val();
+        if autodiff::applies(self.fused, &weight) {
+            let [_, batch, _] = inputs.dims();
+            // The kernel carries a hidden state; without recurrence it reaches nothing.
+            let hidden = Tensor::zeros(
+                [batch, self.hidden_size],
+                (&weight.device(), weight.dtype()),
+            );
+            let parameters = autodiff::KernelTensors {
+                weight,
+                bias: self.bias.val(),
+                lambda: self.lambda.val(),
+                gamma: self.gamma.val(),
+            };
+            let (outputs, _, synaptic) = autodiff::run_kernel(
+                self.kernel_config(),
+                parameters,
+                inputs,
+                hidden,
+                state.synaptic,
+                lengths,
+            );
+            (outputs, SynapticState { synaptic })
+        } else {
+            crate::cell::step_by_step(self, inputs, state)
+        }
+    }
+
     /// The kernel's view of this layer: not recurrent, the drive alone normalised, no bias then.
     pub fn kernel_config(&self) -> KernelConfig {
         KernelConfig {

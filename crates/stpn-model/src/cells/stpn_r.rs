@@ -230,9 +230,17 @@ impl RecurrentCell for StpnR {
     fn forward_sequence(&self, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, StpnRState) {
         let weight = self.weight.val();
         if autodiff::applies(self.fused, &weight) {
-            run_fused(self, inputs, state)
+            run_fused(self, inputs, state, &[])
         } else {
             crate::cell::step_by_step(self, inputs, state)
+        }
+    }
+
+    fn forward_padded(&self, inputs: Tensor<3>, state: StpnRState, lengths: &[usize]) -> Tensor<3> {
+        if autodiff::applies(self.fused, &self.weight.val()) {
+            run_fused(self, inputs, state, lengths).0
+        } else {
+            crate::cell::step_by_step(self, inputs, state).0
         }
     }
 
@@ -306,9 +314,15 @@ impl StpnR {
     }
 }
 
-/// Runs `cell` over `inputs` (`[T, B, I]`) from `state` with the fused kernel; returns the
-/// outputs `[T, B, H]` and the final state, all differentiable on an autodiff device.
-fn run_fused(cell: &StpnR, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, StpnRState) {
+/// Runs `cell` over `inputs` (`[T, B, I]`) from `state` with the fused kernel, each batch
+/// element stopping after its `lengths` steps (empty: all); returns the outputs `[T, B, H]` and
+/// the final state, all differentiable on an autodiff device.
+fn run_fused(
+    cell: &StpnR,
+    inputs: Tensor<3>,
+    state: StpnRState,
+    lengths: &[usize],
+) -> (Tensor<3>, StpnRState) {
     let parameters = autodiff::KernelTensors {
         weight: cell.weight.val(),
         bias: cell.bias.val(),
@@ -321,6 +335,7 @@ fn run_fused(cell: &StpnR, inputs: Tensor<3>, state: StpnRState) -> (Tensor<3>, 
         inputs,
         state.hidden,
         state.synaptic,
+        lengths,
     );
     (outputs, StpnRState { hidden, synaptic })
 }

@@ -41,6 +41,8 @@ struct Saved<Device> {
     synaptic: Vec<f32>,
     /// The forward's checkpoints ([`crate::kernel::ForwardOutput::checkpoints`]).
     checkpoints: Vec<f32>,
+    /// Steps of each batch element ([`Sequence::lengths`]).
+    lengths: Vec<usize>,
     device: Device,
 }
 
@@ -59,6 +61,7 @@ impl Saved<()> {
             hidden: self.hidden,
             synaptic: self.synaptic,
             checkpoints: self.checkpoints,
+            lengths: self.lengths,
             device,
         }
     }
@@ -81,6 +84,7 @@ impl<Device> Saved<Device> {
             inputs: &self.inputs,
             hidden: &self.hidden,
             synaptic: &self.synaptic,
+            lengths: &self.lengths,
         }
     }
 
@@ -269,15 +273,21 @@ pub struct KernelTensors {
 
 /// Runs the kernel with `config` over `inputs` (`[T, B, I]`) from the hidden (`[B, H]`) and
 /// synaptic (`[B, H, P]`) states: the outputs `[T, B, H]` and the final hidden and synaptic
-/// states, all differentiable on an autodiff device.
+/// states, all differentiable on an autodiff device. With `lengths` (`[B]`, empty for all `T`),
+/// each batch element runs its own number of steps ([`Sequence::lengths`]).
 pub fn run_kernel(
     config: KernelConfig,
     parameters: KernelTensors,
     inputs: Tensor<3>,
     hidden: Tensor<2>,
     synaptic: Tensor<3>,
+    lengths: &[usize],
 ) -> (Tensor<3>, Tensor<2>, Tensor<3>) {
     let [steps, batch, _] = inputs.dims();
+    assert!(
+        lengths.is_empty() || (lengths.len() == batch && lengths.iter().all(|&l| l <= steps)),
+        "one length per batch element, each at most the {steps} steps"
+    );
     let (units, width) = (config.hidden_size, config.presynaptic_size());
     let tensors = OpInputs {
         inputs,
@@ -300,6 +310,7 @@ pub fn run_kernel(
         hidden: host_values(tensors.hidden.clone()),
         synaptic: host_values(tensors.synaptic.clone()),
         checkpoints: Vec::new(),
+        lengths: lengths.to_vec(),
         device: (),
     };
     // Without autodiff there is no backward: no checkpoints.
@@ -388,7 +399,7 @@ pub fn run_kernel(
 #[cfg(test)]
 mod tests {
     use burn::module::Module;
-    use burn::tensor::{Distribution, Tensor};
+    use burn::tensor::{Distribution, Tensor, TensorData};
 
     use crate::cell::{RecurrentCell, step_by_step};
     use crate::compare;
@@ -513,6 +524,122 @@ mod tests {
                         ours,
                         theirs,
                         &format!("{backend} {normalisation:?} {presynaptic:?}: {name}"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A masked loss of sequences padded at their ends: the real steps' outputs and every
+    /// gradient (cell parameters, an encoder before it, the initial state) of the fused kernel
+    /// skipping the padding, of the fused kernel running it, and of the op-by-op cell.
+    fn padded_gradients(
+        network: &Encoded,
+        raw: Tensor<3>,
+        state: StpnRState,
+        lengths: &[usize],
+        path: &str,
+    ) -> Vec<(String, Vec<f32>)> {
+        let [steps, batch, features] = raw.dims();
+        let device = raw.device();
+        let inputs = raw
+            .reshape([steps * batch, features])
+            .matmul(network.encoder.val())
+            .reshape([steps, batch, network.cell.input_size]);
+        let outputs = match path {
+            "skipped" => network.cell.forward_padded(inputs, state.clone(), lengths),
+            "fused" => network.cell.forward_sequence(inputs, state.clone()).0,
+            _ => step_by_step(&network.cell, inputs, state.clone()).0,
+        };
+        let mask: Vec<f32> = (0..steps)
+            .flat_map(|step| {
+                lengths
+                    .iter()
+                    .map(move |&length| (step < length) as u8 as f32)
+            })
+            .collect();
+        let mask = Tensor::<1>::from_data(TensorData::new(mask, [steps * batch]), &device)
+            .reshape([steps, batch, 1]);
+        let real = outputs * mask;
+        let loss = (real.clone() * real.clone()).sum() + real.clone().sum_dim(2).sin().sum();
+        let autodiff = loss.backward();
+        let mut found = vec![("real outputs".to_string(), host_values::<f32, _>(real))];
+        found.extend(
+            named_gradients(network, &autodiff)
+                .into_iter()
+                .map(|(name, gradient)| {
+                    let values = gradient.unwrap().values.into_iter();
+                    (name, values.map(|v| v as f32).collect())
+                }),
+        );
+        // Without recurrence h0 reaches nothing: the op-by-op graph has no gradient for it.
+        let units = network.cell.hidden_size;
+        found.push((
+            "h0".into(),
+            state
+                .hidden
+                .grad(&autodiff)
+                .map_or(vec![0.0; batch * units], host_values::<f32, _>),
+        ));
+        found.push((
+            "F0".into(),
+            host_values::<f32, _>(state.synaptic.grad(&autodiff).unwrap()),
+        ));
+        found
+    }
+
+    #[test]
+    fn padded_sequences_skip_their_padding_with_the_same_gradients() {
+        let device = Backend::Flex.device().unwrap().autodiff();
+        device.seed(11);
+        let (features, inputs, units, batch, steps) = (6, 5, 4, 4, 9);
+        let lengths = [9, 2, 5, 1];
+        for (recurrent, normalisation) in [(true, Normalisation::Pre), (false, Normalisation::Post)]
+        {
+            let cell = StpnRConfig::new(inputs, units)
+                .with_recurrent(recurrent)
+                .with_normalisation(normalisation)
+                .with_fused(true)
+                .init(&device);
+            let cell = StpnR {
+                gamma: burn::module::Param::from_tensor(
+                    cell.gamma.val().mul_scalar(300.0).detach(),
+                ),
+                ..cell
+            };
+            let width = cell.presynaptic_size();
+            let network = Encoded {
+                encoder: crate::cells::init::symmetric([features, inputs], 1.0, &device),
+                cell,
+            };
+            let raw = Tensor::<3>::random(
+                [steps, batch, features],
+                Distribution::Uniform(-1.0, 1.0),
+                &device,
+            );
+            let state = StpnRState {
+                hidden: Tensor::random([batch, units], Distribution::Uniform(-0.5, 0.5), &device)
+                    .require_grad(),
+                synaptic: Tensor::random(
+                    [batch, units, width],
+                    Distribution::Uniform(-0.1, 0.1),
+                    &device,
+                )
+                .require_grad(),
+            };
+            let run = |path| padded_gradients(&network, raw.clone(), state.clone(), &lengths, path);
+            let skipped = run("skipped");
+            assert_eq!(
+                skipped.len(),
+                8,
+                "outputs, encoder, four cell parameters, h0, F0"
+            );
+            for reference in ["fused", "ops"] {
+                for ((name, ours), (_, theirs)) in skipped.iter().zip(run(reference)) {
+                    assert_close(
+                        ours.clone(),
+                        theirs,
+                        &format!("recurrent {recurrent}, {reference}: {name}"),
                     );
                 }
             }

@@ -121,7 +121,10 @@ pub(super) struct StepTrace<F> {
     pub(super) squashed: Vec<F>,
 }
 
-pub(super) struct Kernel<'a, F> {
+/// The kernel of one layer. `W` is the presynaptic width `P` when it is known at compile time
+/// ([`NARROW_WIDTH`]), 0 when read from the config: with a constant width the loops along a row
+/// unroll, where rows of a few numbers otherwise spend their time in loop overhead.
+pub(super) struct Kernel<'a, F, const W: usize = 0> {
     pub(super) config: KernelConfig,
     pub(super) parameters: Parameters<'a, F>,
     /// Λ and Γ of one row: the parameters' own rows, or the scalar repeated along a row.
@@ -228,6 +231,11 @@ pub(super) struct BackwardScratch<F> {
     pub(super) squashed: Vec<F>,
 }
 
+/// The presynaptic width that gets a kernel of its own ([`Kernel`]'s `W`): STPNf on
+/// InvertedPendulum's 4 observations, whose update runs thousands of short sequences per
+/// iteration.
+pub(super) const NARROW_WIDTH: usize = 4;
+
 impl<'a, F: KernelFloat> Kernel<'a, F> {
     pub(super) fn new(config: KernelConfig, parameters: Parameters<'a, F>) -> Self {
         let width = config.presynaptic_size();
@@ -246,9 +254,33 @@ impl<'a, F: KernelFloat> Kernel<'a, F> {
         }
     }
 
+    /// The same kernel with its width `W` fixed at compile time; panics unless the config's
+    /// width is `W`.
+    pub(super) fn with_width<const W: usize>(self) -> Kernel<'a, F, W> {
+        assert_eq!(self.config.presynaptic_size(), W, "the kernel's width");
+        Kernel {
+            config: self.config,
+            parameters: self.parameters,
+            lambda_row: self.lambda_row,
+            gamma_row: self.gamma_row,
+        }
+    }
+}
+
+impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
+    /// The presynaptic width `P`: the constant `W`, or the config's.
+    #[inline(always)]
+    pub(super) fn width(&self) -> usize {
+        if W == 0 {
+            self.config.presynaptic_size()
+        } else {
+            W
+        }
+    }
+
     #[inline(always)]
     fn rows(&self, unit: usize) -> (&[F], &[F]) {
-        let width = self.config.presynaptic_size();
+        let width = self.width();
         let range = unit * width..(unit + 1) * width;
         let lambda = if self.lambda_row.is_empty() {
             &self.parameters.lambda[range.clone()]
@@ -297,7 +329,7 @@ impl<'a, F: KernelFloat> Kernel<'a, F> {
     /// A trace with room for one step, reused from step to step.
     fn trace(&self) -> StepTrace<F> {
         let units = self.config.hidden_size;
-        let width = self.config.presynaptic_size();
+        let width = self.width();
         StepTrace {
             drive: vec![F::zero(); units],
             norm: vec![F::one(); units],
@@ -317,7 +349,7 @@ impl<'a, F: KernelFloat> Kernel<'a, F> {
 
     fn scratch(&self) -> BackwardScratch<F> {
         let units = self.config.hidden_size;
-        let width = self.config.presynaptic_size();
+        let width = self.width();
         BackwardScratch {
             grad_hidden: vec![F::zero(); units],
             grad_update_presynaptic: vec![F::zero(); width],
@@ -341,7 +373,7 @@ impl<'a, F: KernelFloat> Kernel<'a, F> {
         trace: &mut StepTrace<F>,
     ) {
         let (inputs, units) = (self.config.input_size, self.config.hidden_size);
-        let width = self.config.presynaptic_size();
+        let width = self.width();
         let weight = self.parameters.weight;
         let epsilon = constant::<F>(super::options::NORM_EPSILON);
         let floor = constant::<F>(1e-30);
@@ -437,7 +469,7 @@ impl<'a, F: KernelFloat> Kernel<'a, F> {
         scratch: &mut BackwardScratch<F>,
     ) {
         let (inputs, units) = (self.config.input_size, self.config.hidden_size);
-        let width = self.config.presynaptic_size();
+        let width = self.width();
         let weight = self.parameters.weight;
         let epsilon = constant::<F>(super::options::NORM_EPSILON);
         let limit = self.config.clamp.map(constant::<F>);
@@ -684,13 +716,13 @@ pub(super) struct BackwardInputs<'a, F> {
 /// The forward of the batch elements of `share`, on one thread: writes their final states and
 /// checkpoints into `share` and returns their outputs, `[T, count, H]`.
 #[inline(always)]
-pub(super) fn forward_chunk<F: KernelFloat>(
-    kernel: &Kernel<'_, F>,
+pub(super) fn forward_chunk<F: KernelFloat, const W: usize>(
+    kernel: &Kernel<'_, F, W>,
     sequence: Sequence<'_, F>,
     share: ForwardShare<'_, F>,
 ) -> Vec<F> {
     let config = kernel.config;
-    let (units, width) = (config.hidden_size, config.presynaptic_size());
+    let (units, width) = (config.hidden_size, kernel.width());
     let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
     let interval = checkpoint_interval(steps);
     let state_size = units + units * width;
@@ -711,7 +743,7 @@ pub(super) fn forward_chunk<F: KernelFloat>(
         } else {
             &mut []
         };
-        for step in 0..steps {
+        for step in 0..sequence.length(element) {
             if keep && step % interval == 0 {
                 let at = step / interval * state_size;
                 checkpoints[at..at + units].copy_from_slice(&hidden);
@@ -740,8 +772,8 @@ pub(super) fn forward_chunk<F: KernelFloat>(
 
 /// The backward of the batch elements `range`, on one thread.
 #[inline(always)]
-pub(super) fn backward_chunk<F: KernelFloat>(
-    kernel: &Kernel<'_, F>,
+pub(super) fn backward_chunk<F: KernelFloat, const W: usize>(
+    kernel: &Kernel<'_, F, W>,
     sequence: Sequence<'_, F>,
     given: BackwardInputs<'_, F>,
     share: BackwardShare<'_, F>,
@@ -759,7 +791,7 @@ pub(super) fn backward_chunk<F: KernelFloat>(
     } = given;
     let parameters = kernel.parameters;
     let config = kernel.config;
-    let (units, width) = (config.hidden_size, config.presynaptic_size());
+    let (units, width) = (config.hidden_size, kernel.width());
     let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
     let interval = checkpoint_interval(steps);
     let state_size = units + units * width;
@@ -776,6 +808,7 @@ pub(super) fn backward_chunk<F: KernelFloat>(
     let mut segment_hidden = vec![vec![F::zero(); units]; interval + 1];
     let mut segment_synaptic = vec![vec![F::zero(); units * width]; interval + 1];
     for (local, element) in range.clone().enumerate() {
+        let length = sequence.length(element);
         let input_at = |step: usize| {
             let offset = (step * batch + element) * inputs;
             &sequence.inputs[offset..offset + inputs]
@@ -790,7 +823,7 @@ pub(super) fn backward_chunk<F: KernelFloat>(
                 let mut synaptic = sequence.synaptic
                     [element * units * width..(element + 1) * units * width]
                     .to_vec();
-                for step in 0..steps {
+                for step in 0..length {
                     if step % interval == 0 {
                         own.extend_from_slice(&hidden);
                         own.extend_from_slice(&synaptic);
@@ -818,13 +851,15 @@ pub(super) fn backward_chunk<F: KernelFloat>(
         });
         let mut grad_hidden_prev = vec![F::zero(); units];
         let mut grad_synaptic_prev = vec![F::zero(); units * width];
+        // Segments past the element's own steps (padding) have nothing to give back.
         for (segment, state) in element_checkpoints
             .chunks_exact(state_size)
             .enumerate()
+            .take(length.div_ceil(interval))
             .rev()
         {
             let start = segment * interval;
-            let end = (start + interval).min(steps);
+            let end = (start + interval).min(length);
             segment_hidden[0].copy_from_slice(&state[..units]);
             segment_synaptic[0].copy_from_slice(&state[units..]);
             for offset in 0..end - start {

@@ -97,6 +97,18 @@ pub struct Sequence<'a, F> {
     pub hidden: &'a [F],
     /// Initial synaptic state `F_0`, `[B, H, P]`.
     pub synaptic: &'a [F],
+    /// Steps of each batch element, `[B]`, each at most `T`, for sequences padded at their
+    /// ends: an element stops after its own steps (its outputs beyond stay zero, its final
+    /// state is the one after its last step, the gradients reaching its padded outputs are
+    /// ignored). Empty: every element runs all `T` steps.
+    pub lengths: &'a [usize],
+}
+
+impl<F> Sequence<'_, F> {
+    /// The number of steps batch element `element` runs.
+    pub fn length(&self, element: usize) -> usize {
+        self.lengths.get(element).copied().unwrap_or(self.steps)
+    }
 }
 
 /// Outputs of the forward pass.

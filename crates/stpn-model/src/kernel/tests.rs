@@ -43,6 +43,7 @@ fn run_kernel(
         inputs: x,
         hidden: hidden0,
         synaptic: synaptic0,
+        lengths: &[],
     };
     let forward = forward(config, kernel_parameters, sequence, true);
     let backward_with = |checkpoints| {
@@ -70,9 +71,9 @@ fn check(
     clamp: Option<f64>,
     recurrent: bool,
     activation: Activation,
-    seed: u64,
+    (inputs, seed): (usize, u64),
 ) {
-    let (inputs, units, batch, steps) = (3, 4, 3, 7);
+    let (units, batch, steps) = (4, 3, 7);
     let width = inputs + if recurrent { units } else { 0 };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let plastic = if per_synapse { units * width } else { 1 };
@@ -163,7 +164,7 @@ fn check(
 
     let label = format!(
         "{normalisation:?} {presynaptic:?} per_synapse={per_synapse} clamp={clamp:?} \
-         recurrent={recurrent} {activation:?}"
+         recurrent={recurrent} {activation:?} inputs={inputs}"
     );
     let comparisons = [
         (
@@ -246,16 +247,19 @@ fn fused_matches_the_op_by_op_cell_for_every_option() {
                 for clamp in [None, Some(0.3)] {
                     for recurrent in [true, false] {
                         for activation in [Activation::Tanh, Activation::Sigmoid] {
-                            seed += 1;
-                            check(
-                                normalisation,
-                                presynaptic,
-                                per_synapse,
-                                clamp,
-                                recurrent,
-                                activation,
-                                seed,
-                            );
+                            // Without recurrence, the second size runs the narrow kernel.
+                            for inputs in [3, cpu::NARROW_WIDTH] {
+                                seed += 1;
+                                check(
+                                    normalisation,
+                                    presynaptic,
+                                    per_synapse,
+                                    clamp,
+                                    recurrent,
+                                    activation,
+                                    (inputs, seed),
+                                );
+                            }
                         }
                     }
                 }
@@ -266,8 +270,14 @@ fn fused_matches_the_op_by_op_cell_for_every_option() {
 
 /// The kernel in STPNf's configuration against the op-by-op STPNf cell, in float64:
 /// outputs, final state, gradients to every parameter, the inputs and the initial state.
-fn check_stpn_f(normalised: bool, per_synapse: bool, clamp: Option<f64>, squash_state: bool) {
-    let (inputs, units, batch, steps) = (5, 4, 3, 7);
+fn check_stpn_f(
+    normalised: bool,
+    per_synapse: bool,
+    clamp: Option<f64>,
+    squash_state: bool,
+    inputs: usize,
+) {
+    let (units, batch, steps) = (4, 3, 7);
     let mut rng = ChaCha8Rng::seed_from_u64(u64::from(normalised) * 8 + u64::from(squash_state));
     let plastic = if per_synapse { units * inputs } else { 1 };
     let mut parameters = BTreeMap::new();
@@ -320,7 +330,7 @@ fn check_stpn_f(normalised: bool, per_synapse: bool, clamp: Option<f64>, squash_
     );
     let label = format!(
         "STPNf normalised={normalised} per_synapse={per_synapse} clamp={clamp:?} \
-         squash_state={squash_state}"
+         squash_state={squash_state} inputs={inputs}"
     );
     let reference = |name: &str| reference_grads[name].clone().map(|g| g.values);
     let comparisons = [
@@ -379,7 +389,10 @@ fn fused_matches_the_op_by_op_stpn_f_for_every_option() {
         for per_synapse in [true, false] {
             for clamp in [None, Some(0.3)] {
                 for squash_state in [false, true] {
-                    check_stpn_f(normalised, per_synapse, clamp, squash_state);
+                    // The second size runs the narrow kernel.
+                    for inputs in [5, cpu::NARROW_WIDTH] {
+                        check_stpn_f(normalised, per_synapse, clamp, squash_state, inputs);
+                    }
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! states checkpointed every ⌈√T⌉ steps.
 
 use super::cpu::{
-    BackwardInputs, BackwardPart, BackwardShare, ForwardShare, Kernel, KernelFloat,
+    BackwardInputs, BackwardPart, BackwardShare, ForwardShare, Kernel, KernelFloat, NARROW_WIDTH,
     ParameterGradients, backward_chunk, checkpoint_interval, forward_chunk,
 };
 use super::options::{ForwardOutput, Gradients, KernelConfig, Parameters, Sequence};
@@ -16,8 +16,13 @@ pub(super) fn threads_for(batch: usize) -> usize {
     cores.min(batch).max(1)
 }
 
-/// Runs `work` on every share, each on a thread of its own; the results in order.
+/// Runs `work` on every share, each on a thread of its own; the results in order. A single
+/// share runs on the calling thread: starting a thread cost more than a whole step of a small
+/// cell (a rollout of one environment steps it thousands of times per iteration).
 pub(super) fn on_threads<S: Send, R: Send>(shares: Vec<S>, work: impl Fn(S) -> R + Sync) -> Vec<R> {
+    if shares.len() == 1 {
+        return shares.into_iter().map(work).collect();
+    }
     std::thread::scope(|scope| {
         let work = &work;
         let handles: Vec<_> = shares
@@ -75,8 +80,8 @@ pub(super) fn has_avx2() -> bool {
 /// `#[inline(always)]`, so it is compiled into this copy.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn forward_chunk_avx2<F: KernelFloat>(
-    kernel: &Kernel<'_, F>,
+pub(super) fn forward_chunk_avx2<F: KernelFloat, const W: usize>(
+    kernel: &Kernel<'_, F, W>,
     sequence: Sequence<'_, F>,
     share: ForwardShare<'_, F>,
 ) -> Vec<F> {
@@ -86,13 +91,50 @@ pub(super) fn forward_chunk_avx2<F: KernelFloat>(
 /// [`backward_chunk`] compiled for AVX2 (as [`forward_chunk_avx2`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn backward_chunk_avx2<F: KernelFloat>(
-    kernel: &Kernel<'_, F>,
+pub(super) fn backward_chunk_avx2<F: KernelFloat, const W: usize>(
+    kernel: &Kernel<'_, F, W>,
     sequence: Sequence<'_, F>,
     given: BackwardInputs<'_, F>,
     share: BackwardShare<'_, F>,
 ) -> BackwardPart<F> {
     backward_chunk(kernel, sequence, given, share)
+}
+
+/// The forward of every share on its thread, in the AVX2 copy where the processor has it.
+fn forward_shares<F: KernelFloat, const W: usize>(
+    kernel: &Kernel<'_, F, W>,
+    sequence: Sequence<'_, F>,
+    shares: Vec<ForwardShare<'_, F>>,
+) -> Vec<Vec<F>> {
+    let wide = has_avx2();
+    on_threads(shares, |share| {
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
+            return unsafe { forward_chunk_avx2(kernel, sequence, share) };
+        }
+        let _ = wide;
+        forward_chunk(kernel, sequence, share)
+    })
+}
+
+/// The backward of every share on its thread, in the AVX2 copy where the processor has it.
+fn backward_shares<F: KernelFloat, const W: usize>(
+    kernel: &Kernel<'_, F, W>,
+    sequence: Sequence<'_, F>,
+    given: BackwardInputs<'_, F>,
+    shares: Vec<BackwardShare<'_, F>>,
+) -> Vec<BackwardPart<F>> {
+    let wide = has_avx2();
+    on_threads(shares, |share| {
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
+            return unsafe { backward_chunk_avx2(kernel, sequence, given, share) };
+        }
+        let _ = wide;
+        backward_chunk(kernel, sequence, given, share)
+    })
 }
 
 /// Runs the sequence forward; with `checkpoints`, keeps the states the backward starts from.
@@ -133,16 +175,11 @@ pub fn forward<F: KernelFloat>(
             checkpoints,
         })
         .collect();
-    let wide = has_avx2();
-    let outputs = on_threads(shares, |share| {
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
-            return unsafe { forward_chunk_avx2(&kernel, sequence, share) };
-        }
-        let _ = wide;
-        forward_chunk(&kernel, sequence, share)
-    });
+    let outputs = if width == NARROW_WIDTH {
+        forward_shares(&kernel.with_width::<NARROW_WIDTH>(), sequence, shares)
+    } else {
+        forward_shares(&kernel, sequence, shares)
+    };
     // Outputs are step-major: each thread's rows interleave with the others'.
     for (range, outputs) in ranges.iter().zip(outputs) {
         let count = range.len();
@@ -193,16 +230,16 @@ pub fn backward<F: KernelFloat>(
             grad_synaptic,
         })
         .collect();
-    let wide = has_avx2();
-    let parts = on_threads(shares, |share| {
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
-            return unsafe { backward_chunk_avx2(&kernel, sequence, given, share) };
-        }
-        let _ = wide;
-        backward_chunk(&kernel, sequence, given, share)
-    });
+    let parts = if width == NARROW_WIDTH {
+        backward_shares(
+            &kernel.with_width::<NARROW_WIDTH>(),
+            sequence,
+            given,
+            shares,
+        )
+    } else {
+        backward_shares(&kernel, sequence, given, shares)
+    };
     let mut total = ParameterGradients::zeros(&parameters);
     let mut gradients = Gradients {
         weight: Vec::new(),
