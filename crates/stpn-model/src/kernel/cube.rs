@@ -736,7 +736,8 @@ fn backward_step(
             grad_hidden += work[grad_update_at + input_size + row];
         }
         let hidden = work[hidden_at + row];
-        let grad_preactivation = grad_hidden * activation_derivative(hidden, comptime!(shape.sigmoid));
+        let grad_preactivation =
+            grad_hidden * activation_derivative(hidden, comptime!(shape.sigmoid));
         if comptime!(shape.bias_applies) {
             parameter_grads[grad_bias_at + row] += grad_preactivation;
         }
@@ -946,8 +947,7 @@ fn backward_sequence(
     }
     let mut synapse = UNIT_POS as usize;
     while synapse < synapses {
-        grad_initial[element * state_size + units + synapse] =
-            work[grad_synaptic_at + synapse];
+        grad_initial[element * state_size + units + synapse] = work[grad_synaptic_at + synapse];
         synapse += stride;
     }
 }
@@ -1124,12 +1124,7 @@ impl Launch {
 
     /// Units per cube: enough to cover the synapses, at most 256 (and the device's limit).
     fn cube_dim(&self, shape: &KernelShape) -> CubeDim {
-        let limit = self
-            .inputs
-            .client
-            .properties()
-            .hardware
-            .max_units_per_cube;
+        let limit = self.inputs.client.properties().hardware.max_units_per_cube;
         let wanted = shape.synapses().max(shape.width).next_multiple_of(32) as u32;
         CubeDim::new_1d(wanted.min(256).min(limit))
     }
@@ -1144,13 +1139,21 @@ impl Launch {
 
     /// The forward from `hidden` (`[B, H]`) and `synaptic` (`[B, H, P]`); checkpoints only when
     /// a backward will follow.
-    pub fn forward(&self, hidden: CubeTensor, synaptic: CubeTensor, keep_checkpoints: bool) -> Forward {
+    pub fn forward(
+        &self,
+        hidden: CubeTensor,
+        synaptic: CubeTensor,
+        keep_checkpoints: bool,
+    ) -> Forward {
         let shape = self.shape(keep_checkpoints, KernelShape::forward_work_size);
         let (steps, batch) = (self.steps, self.batch);
         let (units, synapses) = (shape.units, shape.synapses());
         let hidden = prepared(hidden);
         let synaptic = prepared(synaptic);
-        let packed = empty(&self.inputs, vec![steps * batch * units + batch * units + batch * synapses]);
+        let packed = empty(
+            &self.inputs,
+            vec![steps * batch * units + batch * units + batch * synapses],
+        );
         let checkpoints = if keep_checkpoints {
             empty(
                 &self.inputs,
@@ -1238,18 +1241,23 @@ impl Launch {
         // Sum the per-element parameter gradients over the batch, on the device.
         let summed = Cube::float_sum_dim(parameter_grads, 0);
         let part = |tensor: &CubeTensor, dim1: std::ops::Range<usize>| {
-            Cube::float_slice(tensor.clone(), &[Slice::from(0..tensor.meta.shape()[0]), Slice::from(dim1)])
+            Cube::float_slice(
+                tensor.clone(),
+                &[Slice::from(0..tensor.meta.shape()[0]), Slice::from(dim1)],
+            )
         };
         let plastic = |start: usize| {
             let per_synapse = part(&summed, start..start + synapses);
-            if shape.scalar_lambda && start == synapses || shape.scalar_gamma && start == 2 * synapses
+            if shape.scalar_lambda && start == synapses
+                || shape.scalar_gamma && start == 2 * synapses
             {
                 Cube::float_reshape(Cube::float_sum(per_synapse), Shape::from(vec![1, 1]))
             } else {
                 Cube::float_reshape(per_synapse, Shape::from(vec![units, width]))
             }
         };
-        let weight = Cube::float_reshape(part(&summed, 0..synapses), Shape::from(vec![units, width]));
+        let weight =
+            Cube::float_reshape(part(&summed, 0..synapses), Shape::from(vec![units, width]));
         let lambda = plastic(synapses);
         let gamma = plastic(2 * synapses);
         let bias = Cube::float_reshape(

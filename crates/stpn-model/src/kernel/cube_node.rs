@@ -150,7 +150,11 @@ where
 }
 
 /// The forward alone, on a cube device without autodiff.
-fn try_forward(config: KernelConfig, tensors: &OpInputs, placement: Placement) -> Option<Tensor<1>> {
+fn try_forward(
+    config: KernelConfig,
+    tensors: &OpInputs,
+    placement: Placement,
+) -> Option<Tensor<1>> {
     let convert3 = |t: &Tensor<3>| t.clone().try_into_primitive::<Cube>().ok();
     let convert2 = |t: &Tensor<2>| t.clone().try_into_primitive::<Cube>().ok();
     let inputs = convert3(&tensors.inputs)?;

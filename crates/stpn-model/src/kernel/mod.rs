@@ -44,5 +44,7 @@ pub use options::{
 };
 pub use threads::{backward, forward};
 
+#[cfg(all(test, feature = "wgpu"))]
+mod cube_tests;
 #[cfg(test)]
 mod tests;
