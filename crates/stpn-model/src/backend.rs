@@ -86,8 +86,24 @@ impl Backend {
     }
 }
 
+/// The wgpu device, initialised once per process: the runtime registers itself on the first
+/// initialisation and refuses a second one, so every later caller gets the first answer.
 #[cfg(feature = "wgpu")]
 fn wgpu_device() -> Result<Device, BackendError> {
+    static DEVICE: std::sync::OnceLock<Result<Device, String>> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            initialise_wgpu().map_err(|error| match error {
+                BackendError::NoAdapter(reason) => reason,
+                other => other.to_string(),
+            })
+        })
+        .clone()
+        .map_err(BackendError::NoAdapter)
+}
+
+#[cfg(feature = "wgpu")]
+fn initialise_wgpu() -> Result<Device, BackendError> {
     // wgpu can panic deep inside adapter discovery on machines without a driver; turn any
     // failure into the one-line error instead of a backtrace.
     let previous_hook = std::panic::take_hook();

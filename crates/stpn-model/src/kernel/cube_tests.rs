@@ -114,6 +114,18 @@ fn cases() -> Vec<Case> {
             batch: 2,
             steps: 9,
         },
+        // One step of one element (the actor-critic's rollout step), and a sequence of whole
+        // segments (T = 4, segments of 2).
+        Case {
+            batch: 1,
+            steps: 1,
+            ..case(stpn_r(Pre, CurrentHidden, None, true, Tanh), true)
+        },
+        Case {
+            batch: 2,
+            steps: 4,
+            ..case(stpn_r(Post, PreviousHidden, Some(0.2), true, Tanh), true)
+        },
     ]
 }
 
@@ -285,7 +297,7 @@ fn compare_results(label: &str, ours: Results, reference: Results) -> f64 {
     largest
 }
 
-/// Every option combination of [`cases`], with the working state where it fits (shared
+/// Every case of [`cases`], with the working state where it fits (shared
 /// memory), against the host kernel.
 #[test]
 fn cube_kernel_matches_the_host_kernel() {
