@@ -3,6 +3,8 @@
 
 use std::fmt;
 use std::str::FromStr;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+use std::sync::OnceLock;
 
 use burn::tensor::Device;
 
@@ -104,14 +106,27 @@ impl Backend {
             #[allow(deprecated)]
             Backend::Ndarray => Ok(Device::ndarray()),
             #[cfg(feature = "wgpu")]
-            Backend::Wgpu => gpu_device(|| {
-                Device::wgpu_options()
-                    .init()
-                    .map_err(|error| error.to_string())
-            })
-            .map_err(BackendError::NoAdapter),
+            Backend::Wgpu => {
+                static DEVICE: OnceLock<Result<Device, String>> = OnceLock::new();
+                DEVICE
+                    .get_or_init(|| {
+                        gpu_device(|| {
+                            Device::wgpu_options()
+                                .init()
+                                .map_err(|error| error.to_string())
+                        })
+                    })
+                    .clone()
+                    .map_err(BackendError::NoAdapter)
+            }
             #[cfg(feature = "cuda")]
-            Backend::Cuda => gpu_device(|| Ok(Device::cuda(0))).map_err(BackendError::NoCudaDevice),
+            Backend::Cuda => {
+                static DEVICE: OnceLock<Result<Device, String>> = OnceLock::new();
+                DEVICE
+                    .get_or_init(|| gpu_device(|| Ok(Device::cuda(0))))
+                    .clone()
+                    .map_err(BackendError::NoCudaDevice)
+            }
             #[allow(unreachable_patterns)]
             other => Err(BackendError::NotCompiled(other)),
         }
@@ -119,7 +134,9 @@ impl Backend {
 }
 
 /// A GPU device from `open`, touched once so that a lazily failing driver fails here; the reason
-/// of a failure (an error or a panic) in one line.
+/// of a failure (an error or a panic) in one line. Called once per process and backend (the
+/// callers keep the answer): the wgpu runtime registers itself on its first initialisation and
+/// refuses a second one.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn gpu_device(open: impl Fn() -> Result<Device, String>) -> Result<Device, String> {
     // wgpu and CUDA can panic deep inside device discovery on machines without a driver (CUDA's

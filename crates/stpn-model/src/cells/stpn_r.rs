@@ -72,7 +72,8 @@ pub struct StpnRConfig {
     #[config(default = "Activation::Tanh")]
     pub activation: Activation,
     /// Run whole sequences with the fused kernel ([`crate::kernel::autodiff`]) where it is available
-    /// (flex and ndarray, float32); the op-by-op path (the reference) otherwise.
+    /// (float32 on flex and ndarray, and on wgpu as the CubeCL kernel of [`crate::kernel::cube`]);
+    /// the op-by-op path (the reference) otherwise.
     #[config(default = true)]
     pub fused: bool,
 }
@@ -102,7 +103,7 @@ pub struct StpnR {
     /// Bound of the synaptic state `F`, clipped to `[-c, c]` after each update (`None`: no clamp).
     #[module(skip)]
     pub clamp: Option<f64>,
-    /// Run sequences on the fused kernel where it applies (float32 on a CPU backend).
+    /// Run sequences on the fused kernel where it applies (float32 on flex, ndarray or wgpu).
     pub fused: bool,
     /// Size `I` of the external input.
     pub input_size: usize,

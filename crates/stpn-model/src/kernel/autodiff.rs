@@ -4,8 +4,8 @@
 //! encoder in front of the cell trains through it) and the initial state.
 //!
 //! The node is registered on `Autodiff<Flex>` and `Autodiff<NdArray>` (with or without gradient
-//! checkpointing); on a device without autodiff the kernel runs forward only. Other backends
-//! (wgpu) use the op-by-op cell. The kernel runs in float32.
+//! checkpointing); on a device without autodiff the kernel runs forward only. On the cube backend
+//! (wgpu) the op runs the CubeCL kernel instead ([`super::cube_node`]). The kernel runs in float32.
 //!
 //! Burn's backward node has one output, so the three results travel packed in one flat tensor
 //! and are split with ordinary (differentiable) `narrow` and `reshape`.
@@ -159,19 +159,32 @@ impl<B: Backend> Backward<B, 7> for StpnRBackward {
 }
 
 /// The op's tensor inputs, in the order of the backward node's parents.
-struct OpInputs {
-    inputs: Tensor<3>,
-    hidden: Tensor<2>,
-    synaptic: Tensor<3>,
-    weight: Tensor<2>,
-    bias: Tensor<1>,
-    lambda: Tensor<2>,
-    gamma: Tensor<2>,
+pub(super) struct OpInputs {
+    pub(super) inputs: Tensor<3>,
+    pub(super) hidden: Tensor<2>,
+    pub(super) synaptic: Tensor<3>,
+    pub(super) weight: Tensor<2>,
+    pub(super) bias: Tensor<1>,
+    pub(super) lambda: Tensor<2>,
+    pub(super) gamma: Tensor<2>,
 }
 
 impl OpInputs {
+    /// The same tensors on the autodiff device (those made outside autodiff enter as constants).
+    pub(super) fn autodiff(self) -> Self {
+        Self {
+            inputs: self.inputs.autodiff(),
+            hidden: self.hidden.autodiff(),
+            synaptic: self.synaptic.autodiff(),
+            weight: self.weight.autodiff(),
+            bias: self.bias.autodiff(),
+            lambda: self.lambda.autodiff(),
+            gamma: self.gamma.autodiff(),
+        }
+    }
+
     /// Whether any input lives on an autodiff device (the others then enter as constants).
-    fn is_autodiff(&self) -> bool {
+    pub(super) fn is_autodiff(&self) -> bool {
         self.inputs.is_autodiff()
             || self.hidden.is_autodiff()
             || self.synaptic.is_autodiff()
@@ -236,11 +249,15 @@ where
     Some(Tensor::from_primitive::<Autodiff<B, C>>(output))
 }
 
-/// Whether the fused op can run on tensors of this device: the CPU backends, with or without
-/// autodiff.
+/// Whether the fused op can run on tensors of this device: the CPU backends and the cube
+/// backend (wgpu, [`super::cube`]), with or without autodiff.
 pub fn available(tensor: &Tensor<2>) -> bool {
     let device = tensor.device().without_autodiff();
     let mut available = false;
+    #[cfg(feature = "wgpu")]
+    {
+        available |= super::cube_node::available(tensor);
+    }
     #[cfg(feature = "flex")]
     {
         available |= device == burn::tensor::Device::flex();
@@ -254,7 +271,7 @@ pub fn available(tensor: &Tensor<2>) -> bool {
 }
 
 /// Whether a cell whose `fused` option is `enabled` and whose weights are `weight` runs on the
-/// kernel: float32 on a CPU backend ([`available`]).
+/// kernel: float32 on a backend that has it ([`available`]).
 pub fn applies(enabled: bool, weight: &Tensor<2>) -> bool {
     enabled && weight.dtype() == burn::tensor::DType::F32 && available(weight)
 }
@@ -274,7 +291,10 @@ pub struct KernelTensors {
 /// Runs the kernel with `config` over `inputs` (`[T, B, I]`) from the hidden (`[B, H]`) and
 /// synaptic (`[B, H, P]`) states: the outputs `[T, B, H]` and the final hidden and synaptic
 /// states, all differentiable on an autodiff device. With `lengths` (`[B]`, empty for all `T`),
-/// each batch element runs its own number of steps ([`Sequence::lengths`]).
+/// each batch element runs its own number of steps ([`Sequence::lengths`]) on the host; the cube
+/// path runs all `T` steps of every element, which leaves the outputs at the real steps and the
+/// gradients through them unchanged (what `RecurrentCell::forward_padded` promises) but not the
+/// final state of a shorter element.
 pub fn run_kernel(
     config: KernelConfig,
     parameters: KernelTensors,
@@ -298,6 +318,12 @@ pub fn run_kernel(
         lambda: parameters.lambda,
         gamma: parameters.gamma,
     };
+    #[cfg(feature = "wgpu")]
+    if super::cube_node::available(&tensors.weight) {
+        let packed = super::cube_node::run(config, tensors, super::cube::Placement::Automatic)
+            .expect("every tensor of the fused STPN op on the same cube device");
+        return unpack(packed, steps, batch, units, width);
+    }
     let saved = Saved {
         config,
         steps,
@@ -381,6 +407,18 @@ pub fn run_kernel(
         let packed = packed.take().expect("not moved yet");
         Tensor::from_data(TensorData::new(packed, [length]), &tensors.weight.device())
     };
+    unpack(packed, steps, batch, units, width)
+}
+
+/// Splits the op's packed output into the outputs `[T, B, H]`, the final hidden state `[B, H]`
+/// and the final synaptic state `[B, H, P]` (differentiable).
+pub(super) fn unpack(
+    packed: Tensor<1>,
+    steps: usize,
+    batch: usize,
+    units: usize,
+    width: usize,
+) -> (Tensor<3>, Tensor<2>, Tensor<3>) {
     let outputs_end = steps * batch * units;
     let outputs = packed
         .clone()

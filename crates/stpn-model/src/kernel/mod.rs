@@ -24,9 +24,15 @@
 //! | [`cpu`] | the step and its backward, one thread's share of the batch |
 //! | [`threads`] | the batch split over cores, SIMD dispatch, the sequence-level [`forward`] and [`backward`] |
 //! | [`autodiff`] | the kernel as one node of Burn's autodiff graph, on any backend's host data |
+//! | [`cube`] | the same sequence forward and backward as CubeCL kernels on Burn's cube backend (wgpu) |
+//! | [`cube_node`] | the CubeCL kernels as one node of the autodiff graph on the cube backend, on device tensors |
 
 pub mod autodiff;
 pub mod cpu;
+#[cfg(feature = "wgpu")]
+pub mod cube;
+#[cfg(feature = "wgpu")]
+pub mod cube_node;
 pub mod options;
 pub mod threads;
 
@@ -38,5 +44,7 @@ pub use options::{
 };
 pub use threads::{backward, forward};
 
+#[cfg(all(test, feature = "wgpu"))]
+mod cube_tests;
 #[cfg(test)]
 mod tests;
