@@ -183,6 +183,31 @@ impl OpInputs {
         }
     }
 
+    /// The seven tensors as primitives of `Autodiff<B, C>`, in the node's order (inputs, hidden,
+    /// synaptic, weight, bias, Λ, Γ), or `None` if they live on another backend.
+    pub(super) fn autodiff_primitives<B: Backend, C: CheckpointStrategy>(
+        &self,
+    ) -> Option<[burn::backend::tensor::FloatTensor<Autodiff<B, C>>; 7]>
+    where
+        DispatchTensor: DispatchKindConversion<Autodiff<B, C>>,
+    {
+        // The conversion consumes its tensor even when it fails: probe with clones.
+        let convert3 = |t: &Tensor<3>| t.clone().try_into_primitive::<Autodiff<B, C>>().ok();
+        let convert2 = |t: &Tensor<2>| t.clone().try_into_primitive::<Autodiff<B, C>>().ok();
+        Some([
+            convert3(&self.inputs)?,
+            convert2(&self.hidden)?,
+            convert3(&self.synaptic)?,
+            convert2(&self.weight)?,
+            self.bias
+                .clone()
+                .try_into_primitive::<Autodiff<B, C>>()
+                .ok()?,
+            convert2(&self.lambda)?,
+            convert2(&self.gamma)?,
+        ])
+    }
+
     /// Whether any input lives on an autodiff device (the others then enter as constants).
     pub(super) fn is_autodiff(&self) -> bool {
         self.inputs.is_autodiff()
@@ -204,24 +229,8 @@ fn try_autodiff<B: Backend, C: CheckpointStrategy>(
 where
     DispatchTensor: DispatchKindConversion<Autodiff<B, C>>,
 {
-    // The conversion consumes its tensor even when it fails: probe with clones.
-    let inputs = tensors
-        .inputs
-        .clone()
-        .try_into_primitive::<Autodiff<B, C>>()
-        .ok()?;
-    let convert3 = |t: &Tensor<3>| t.clone().try_into_primitive::<Autodiff<B, C>>().ok();
-    let convert2 = |t: &Tensor<2>| t.clone().try_into_primitive::<Autodiff<B, C>>().ok();
-    let hidden = convert2(&tensors.hidden)?;
-    let synaptic = convert3(&tensors.synaptic)?;
-    let weight = convert2(&tensors.weight)?;
-    let bias = tensors
-        .bias
-        .clone()
-        .try_into_primitive::<Autodiff<B, C>>()
-        .ok()?;
-    let lambda = convert2(&tensors.lambda)?;
-    let gamma = convert2(&tensors.gamma)?;
+    let [inputs, hidden, synaptic, weight, bias, lambda, gamma] =
+        tensors.autodiff_primitives::<B, C>()?;
     let device = inputs.primitive().device();
     // Moved, not copied: only the backend that converts takes it.
     let packed = packed.take().expect("the node is registered once");

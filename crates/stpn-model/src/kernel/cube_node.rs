@@ -89,24 +89,8 @@ fn try_autodiff<C: CheckpointStrategy>(
 where
     DispatchTensor: DispatchKindConversion<Autodiff<Cube, C>>,
 {
-    // The conversion consumes its tensor even when it fails: probe with clones.
-    let inputs = tensors
-        .inputs
-        .clone()
-        .try_into_primitive::<Autodiff<Cube, C>>()
-        .ok()?;
-    let convert3 = |t: &Tensor<3>| t.clone().try_into_primitive::<Autodiff<Cube, C>>().ok();
-    let convert2 = |t: &Tensor<2>| t.clone().try_into_primitive::<Autodiff<Cube, C>>().ok();
-    let hidden = convert2(&tensors.hidden)?;
-    let synaptic = convert3(&tensors.synaptic)?;
-    let weight = convert2(&tensors.weight)?;
-    let bias = tensors
-        .bias
-        .clone()
-        .try_into_primitive::<Autodiff<Cube, C>>()
-        .ok()?;
-    let lambda = convert2(&tensors.lambda)?;
-    let gamma = convert2(&tensors.gamma)?;
+    let [inputs, hidden, synaptic, weight, bias, lambda, gamma] =
+        tensors.autodiff_primitives::<Cube, C>()?;
     let launch = launch(
         config,
         tensors,
