@@ -229,25 +229,16 @@ fn try_autodiff<B: Backend, C: CheckpointStrategy>(
 where
     DispatchTensor: DispatchKindConversion<Autodiff<B, C>>,
 {
-    let [inputs, hidden, synaptic, weight, bias, lambda, gamma] =
-        tensors.autodiff_primitives::<B, C>()?;
+    let primitives = tensors.autodiff_primitives::<B, C>()?;
+    // The node's parents, in the order of its gradients.
+    let parents = primitives.each_ref().map(|primitive| primitive.node());
+    let [inputs, ..] = primitives;
     let device = inputs.primitive().device();
     // Moved, not copied: only the backend that converts takes it.
     let packed = packed.take().expect("the node is registered once");
     let length = packed.len();
     let output = from_host::<B>(packed, vec![length], &device);
-    let prepared = <StpnRBackward as Backward<B, 7>>::prepare::<C>(
-        StpnRBackward,
-        [
-            inputs.node(),
-            hidden.node(),
-            synaptic.node(),
-            weight.node(),
-            bias.node(),
-            lambda.node(),
-            gamma.node(),
-        ],
-    );
+    let prepared = <StpnRBackward as Backward<B, 7>>::prepare::<C>(StpnRBackward, parents);
     let output = match prepared.compute_bound().stateful() {
         OpsKind::Tracked(prepared) => {
             let saved = saved.take().expect("the node is registered once");

@@ -89,8 +89,10 @@ fn try_autodiff<C: CheckpointStrategy>(
 where
     DispatchTensor: DispatchKindConversion<Autodiff<Cube, C>>,
 {
-    let [inputs, hidden, synaptic, weight, bias, lambda, gamma] =
-        tensors.autodiff_primitives::<Cube, C>()?;
+    let primitives = tensors.autodiff_primitives::<Cube, C>()?;
+    // The node's parents, in the order of its gradients.
+    let parents = primitives.each_ref().map(|primitive| primitive.node());
+    let [inputs, hidden, synaptic, weight, bias, lambda, gamma] = primitives;
     let launch = launch(
         config,
         tensors,
@@ -108,18 +110,7 @@ where
         synaptic.primitive().clone(),
         true,
     );
-    let prepared = <CubeStpnBackward as Backward<Cube, 7>>::prepare::<C>(
-        CubeStpnBackward,
-        [
-            inputs.node(),
-            hidden.node(),
-            synaptic.node(),
-            weight.node(),
-            bias.node(),
-            lambda.node(),
-            gamma.node(),
-        ],
-    );
+    let prepared = <CubeStpnBackward as Backward<Cube, 7>>::prepare::<C>(CubeStpnBackward, parents);
     let output = match prepared.compute_bound().stateful() {
         OpsKind::Tracked(prepared) => prepared.finish(
             Saved {
