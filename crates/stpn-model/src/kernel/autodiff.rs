@@ -23,7 +23,7 @@ use burn::backend::{
 };
 use burn::tensor::{Tensor, TensorData};
 
-use crate::kernel::{KernelConfig, Parameters, Sequence, backward, forward};
+use crate::kernel::{Checkpoints, KernelConfig, Parameters, Sequence, backward, forward};
 use crate::params::host_values;
 
 /// Everything the backward needs, captured by the forward (host copies, float32).
@@ -40,7 +40,7 @@ struct Saved<Device> {
     hidden: Vec<f32>,
     synaptic: Vec<f32>,
     /// The forward's checkpoints ([`crate::kernel::ForwardOutput::checkpoints`]).
-    checkpoints: Vec<f32>,
+    checkpoints: Checkpoints<f32>,
     /// Steps of each batch element ([`Sequence::lengths`]).
     lengths: Vec<usize>,
     device: Device,
@@ -335,7 +335,7 @@ pub fn run_kernel(
         inputs: host_values(tensors.inputs.clone()),
         hidden: host_values(tensors.hidden.clone()),
         synaptic: host_values(tensors.synaptic.clone()),
-        checkpoints: Vec::new(),
+        checkpoints: Checkpoints::default(),
         lengths: lengths.to_vec(),
         device: (),
     };

@@ -372,15 +372,12 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         synaptic: &mut [F],
         trace: &mut StepTrace<F>,
     ) {
-        let (inputs, units) = (self.config.input_size, self.config.hidden_size);
+        let units = self.config.hidden_size;
         let width = self.width();
         let weight = self.parameters.weight;
         let epsilon = constant::<F>(super::options::NORM_EPSILON);
         let floor = constant::<F>(1e-30);
-        trace.presynaptic[..inputs].copy_from_slice(input);
-        if self.config.recurrent {
-            trace.presynaptic[inputs..].copy_from_slice(hidden_prev);
-        }
+        self.fill_presynaptic(input, hidden_prev, trace);
         for unit in 0..units {
             let row = unit * width..(unit + 1) * width;
             let (drive, squares) = drive_and_squares(
@@ -389,10 +386,34 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
                 &trace.presynaptic,
             );
             trace.drive[unit] = drive;
+            if self.normalised() {
+                trace.norm[unit] = (squares + floor).sqrt();
+            }
+        }
+        self.neurons(trace, epsilon);
+        hidden.copy_from_slice(&trace.hidden);
+        self.fill_update_presynaptic(input, trace);
+        self.update(synaptic_prev, synaptic, trace, false);
+    }
+
+    /// `z_t = [x_t ; h_{t-1}]` (`x_t` alone without recurrence) into `trace.presynaptic`.
+    #[inline(always)]
+    fn fill_presynaptic(&self, input: &[F], hidden_prev: &[F], trace: &mut StepTrace<F>) {
+        let inputs = self.config.input_size;
+        trace.presynaptic[..inputs].copy_from_slice(input);
+        if self.config.recurrent {
+            trace.presynaptic[inputs..].copy_from_slice(hidden_prev);
+        }
+    }
+
+    /// `h_t = φ(drive / (‖G‖ + ε) + b)` (or `φ(drive + b)`) from the trace's drive and norm; the
+    /// denominators too.
+    #[inline(always)]
+    fn neurons(&self, trace: &mut StepTrace<F>, epsilon: F) {
+        for unit in 0..self.config.hidden_size {
+            let drive = trace.drive[unit];
             trace.hidden[unit] = if self.normalised() {
-                let norm = (squares + floor).sqrt();
-                trace.norm[unit] = norm;
-                trace.denominator[unit] = norm + epsilon;
+                trace.denominator[unit] = trace.norm[unit] + epsilon;
                 let bias = if self.config.normalised_bias {
                     self.parameters.bias[unit]
                 } else {
@@ -404,7 +425,13 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
             };
         }
         self.config.activation.apply_in_place(&mut trace.hidden);
-        hidden.copy_from_slice(&trace.hidden);
+    }
+
+    /// The presynaptic vector of the plastic update, from `trace.hidden` (`h_t`) or
+    /// `trace.presynaptic`.
+    #[inline(always)]
+    fn fill_update_presynaptic(&self, input: &[F], trace: &mut StepTrace<F>) {
+        let inputs = self.config.input_size;
         match self.config.presynaptic {
             Presynaptic::CurrentHidden if self.config.recurrent => {
                 trace.update_presynaptic[..inputs].copy_from_slice(input);
@@ -412,8 +439,25 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
             }
             _ => trace.update_presynaptic.copy_from_slice(&trace.presynaptic),
         }
+    }
+
+    /// The plastic update `F_t` from `F_{t-1}` and the trace's neurons. A `replay` takes the
+    /// post-normalisation norms from the trace (the forward stored them), so that it computes
+    /// no reduction and gives the forward's `F_t` to the bit.
+    #[inline(always)]
+    fn update(
+        &self,
+        synaptic_prev: &[F],
+        synaptic: &mut [F],
+        trace: &mut StepTrace<F>,
+        replay: bool,
+    ) {
+        let width = self.width();
+        let weight = self.parameters.weight;
+        let epsilon = constant::<F>(super::options::NORM_EPSILON);
+        let floor = constant::<F>(1e-30);
         let limit = self.config.clamp.map(constant::<F>);
-        for unit in 0..units {
+        for unit in 0..self.config.hidden_size {
             let row = unit * width..(unit + 1) * width;
             let inverse_scale = if self.scales_state() {
                 F::one() / trace.denominator[unit]
@@ -439,15 +483,73 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
                 }
             }
             if self.config.normalisation == Normalisation::Post {
-                let (_, squares) =
-                    drive_and_squares(&weight[row.clone()], out, &trace.update_presynaptic);
-                let norm = (squares + floor).sqrt();
-                trace.post_norm[unit] = norm;
-                let inverse = F::one() / (norm + epsilon);
+                if !replay {
+                    let (_, squares) =
+                        drive_and_squares(&weight[row.clone()], out, &trace.update_presynaptic);
+                    trace.post_norm[unit] = (squares + floor).sqrt();
+                }
+                let inverse = F::one() / (trace.post_norm[unit] + epsilon);
                 for value in out.iter_mut() {
                     *value = *value * inverse;
                 }
             }
+        }
+    }
+
+    /// Numbers per step that the forward records for the backward: the drive, the norm and
+    /// `h_t` of every unit, and the post-normalisation norms in post mode. With them the
+    /// backward rebuilds a step's trace without its reductions ([`Self::replay`]).
+    pub(super) fn record_size(&self) -> usize {
+        let units = self.config.hidden_size;
+        units
+            * if self.config.normalisation == Normalisation::Post {
+                4
+            } else {
+                3
+            }
+    }
+
+    /// Writes the step's record (see [`Self::record_size`]) from its trace.
+    #[inline(always)]
+    fn record(&self, trace: &StepTrace<F>, record: &mut [F]) {
+        let units = self.config.hidden_size;
+        record[..units].copy_from_slice(&trace.drive);
+        record[units..2 * units].copy_from_slice(&trace.norm);
+        record[2 * units..3 * units].copy_from_slice(&trace.hidden);
+        if self.config.normalisation == Normalisation::Post {
+            record[3 * units..].copy_from_slice(&trace.post_norm);
+        }
+    }
+
+    /// Rebuilds a step's trace from its record, its input and `h_{t-1}`, and with `synaptic`
+    /// given, `F_t` from `F_{t-1}` (the forward's `F_t` to the bit: the same operations on the
+    /// same numbers), without the step's reductions.
+    #[inline(always)]
+    fn replay(
+        &self,
+        input: &[F],
+        hidden_prev: &[F],
+        record: &[F],
+        states: Option<(&[F], &mut [F])>,
+        trace: &mut StepTrace<F>,
+    ) {
+        let units = self.config.hidden_size;
+        let epsilon = constant::<F>(super::options::NORM_EPSILON);
+        self.fill_presynaptic(input, hidden_prev, trace);
+        trace.drive.copy_from_slice(&record[..units]);
+        trace.norm.copy_from_slice(&record[units..2 * units]);
+        trace.hidden.copy_from_slice(&record[2 * units..3 * units]);
+        if self.normalised() {
+            for unit in 0..units {
+                trace.denominator[unit] = trace.norm[unit] + epsilon;
+            }
+        }
+        if self.config.normalisation == Normalisation::Post {
+            trace.post_norm.copy_from_slice(&record[3 * units..]);
+        }
+        self.fill_update_presynaptic(input, trace);
+        if let Some((synaptic_prev, synaptic)) = states {
+            self.update(synaptic_prev, synaptic, trace, true);
         }
     }
 
@@ -689,7 +791,11 @@ pub(super) struct ForwardShare<'a, F> {
     pub(super) range: std::ops::Range<usize>,
     pub(super) hidden: &'a mut [F],
     pub(super) synaptic: &'a mut [F],
-    pub(super) checkpoints: &'a mut [F],
+    /// Steps between two kept states; 0 keeps nothing.
+    pub(super) interval: usize,
+    /// The share's rows of [`super::options::Checkpoints::states`] and `records`.
+    pub(super) states: &'a mut [F],
+    pub(super) records: &'a mut [F],
 }
 
 /// One thread's share of the backward's results: the gradients of its batch elements' initial
@@ -707,14 +813,86 @@ pub(super) type BackwardPart<F> = (ParameterGradients<F>, Vec<F>);
 /// What the backward of every batch element shares.
 #[derive(Clone, Copy)]
 pub(super) struct BackwardInputs<'a, F> {
-    pub(super) checkpoints: Option<&'a [F]>,
+    pub(super) checkpoints: &'a super::options::Checkpoints<F>,
     pub(super) grad_outputs: &'a [F],
     pub(super) grad_final_hidden: Option<&'a [F]>,
     pub(super) grad_final_synaptic: Option<&'a [F]>,
 }
 
-/// The forward of the batch elements of `share`, on one thread: writes their final states and
-/// checkpoints into `share` and returns their outputs, `[T, count, H]`.
+/// Where a synaptic state of the forward lives: the element's initial state, a kept state
+/// (checkpoint slot), one of two working buffers, or the element's final state.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum StateAt {
+    Initial,
+    Slot(usize),
+    Buffer(usize),
+    Final,
+}
+
+/// The places of one batch element's synaptic states in the forward ([`StateAt`]).
+struct StatePlaces<'s, F> {
+    initial: &'s [F],
+    /// The element's kept states, `[slots, H + H·P]`.
+    slots: &'s mut [F],
+    buffers: &'s mut [Vec<F>; 2],
+    final_state: &'s mut [F],
+    /// `H`, where `F` starts in a slot, and `H + H·P`.
+    units: usize,
+    state_size: usize,
+}
+
+impl<F> StatePlaces<'_, F> {
+    /// `F_{t-1}` to read and `F_t` to write, at two different places.
+    fn pair(&mut self, from: StateAt, to: StateAt) -> (&[F], &mut [F]) {
+        use StateAt::{Buffer, Final, Initial, Slot};
+        let (units, size) = (self.units, self.state_size);
+        let range = |slot: usize| slot * size + units..(slot + 1) * size;
+        let Self {
+            initial,
+            slots,
+            buffers,
+            final_state,
+            ..
+        } = self;
+        let [first, second] = buffers;
+        let (first, second) = (&mut first[..], &mut second[..]);
+        match (from, to) {
+            (Slot(source), Slot(target)) => {
+                // Every state kept: the step reads one slot and writes the next.
+                assert!(source < target, "a step writes a later slot than it reads");
+                let (before, after) = slots.split_at_mut(target * size);
+                (&before[range(source)], &mut after[units..size])
+            }
+            (Buffer(source), Buffer(target)) => {
+                assert_ne!(source, target, "a step reads and writes one buffer");
+                if source == 0 {
+                    (first, second)
+                } else {
+                    (second, first)
+                }
+            }
+            (Initial, Slot(target)) => (initial, &mut slots[range(target)]),
+            (Initial, Buffer(0)) => (initial, first),
+            (Initial, Buffer(_)) => (initial, second),
+            (Initial, Final) => (initial, final_state),
+            (Slot(source), Buffer(0)) => (&slots[range(source)], first),
+            (Slot(source), Buffer(_)) => (&slots[range(source)], second),
+            (Slot(source), Final) => (&slots[range(source)], final_state),
+            (Buffer(0), Slot(target)) => (first, &mut slots[range(target)]),
+            (Buffer(_), Slot(target)) => (second, &mut slots[range(target)]),
+            (Buffer(0), Final) => (first, final_state),
+            (Buffer(_), Final) => (second, final_state),
+            (_, Initial) | (Final, _) => {
+                unreachable!("the forward reads F_t only after writing it")
+            }
+        }
+    }
+}
+
+/// The forward of the batch elements of `share`, on one thread: writes their final states,
+/// kept states and records into `share` and returns their outputs, `[T, count, H]`. States
+/// are written where they are kept (no copies): a step's `F_t` goes to its checkpoint slot, to
+/// the final state after the last step, else to a working buffer.
 #[inline(always)]
 pub(super) fn forward_chunk<F: KernelFloat, const W: usize>(
     kernel: &Kernel<'_, F, W>,
@@ -724,53 +902,88 @@ pub(super) fn forward_chunk<F: KernelFloat, const W: usize>(
     let config = kernel.config;
     let (units, width) = (config.hidden_size, kernel.width());
     let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
-    let interval = checkpoint_interval(steps);
+    let interval = share.interval;
+    let keep = interval > 0;
     let state_size = units + units * width;
-    let per_element = steps.div_ceil(interval) * state_size;
+    let (per_element, record_size) = if keep {
+        (steps.div_ceil(interval) * state_size, kernel.record_size())
+    } else {
+        (0, 0)
+    };
     let count = share.range.len();
     let mut outputs = vec![F::zero(); steps * count * units];
     let mut trace = kernel.trace();
-    let (mut hidden, mut synaptic) = (vec![F::zero(); units], vec![F::zero(); units * width]);
-    let (mut next_hidden, mut next_synaptic) = (hidden.clone(), synaptic.clone());
+    let mut buffers = [
+        vec![F::zero(); units * width],
+        vec![F::zero(); units * width],
+    ];
+    let (mut hidden, mut next_hidden) = (vec![F::zero(); units], vec![F::zero(); units]);
     for (local, element) in share.range.clone().enumerate() {
+        let length = sequence.length(element);
         hidden.copy_from_slice(&sequence.hidden[element * units..(element + 1) * units]);
-        synaptic.copy_from_slice(
-            &sequence.synaptic[element * units * width..(element + 1) * units * width],
-        );
-        let keep = !share.checkpoints.is_empty();
-        let checkpoints = if keep {
-            &mut share.checkpoints[local * per_element..(local + 1) * per_element]
-        } else {
-            &mut []
+        let initial = &sequence.synaptic[element * units * width..(element + 1) * units * width];
+        let final_state = &mut share.synaptic[local * units * width..(local + 1) * units * width];
+        let records =
+            &mut share.records[local * steps * record_size..(local + 1) * steps * record_size];
+        let mut places = StatePlaces {
+            initial,
+            slots: &mut share.states[local * per_element..(local + 1) * per_element],
+            buffers: &mut buffers,
+            final_state,
+            units,
+            state_size,
         };
-        for step in 0..sequence.length(element) {
+        if length == 0 {
+            places.final_state.copy_from_slice(initial);
+        } else if keep {
+            places.slots[units..state_size].copy_from_slice(initial);
+        }
+        let mut current = if keep {
+            StateAt::Slot(0)
+        } else {
+            StateAt::Initial
+        };
+        for step in 0..length {
             if keep && step % interval == 0 {
                 let at = step / interval * state_size;
-                checkpoints[at..at + units].copy_from_slice(&hidden);
-                checkpoints[at + units..at + state_size].copy_from_slice(&synaptic);
+                places.slots[at..at + units].copy_from_slice(&hidden);
             }
+            let next = if step + 1 == length {
+                StateAt::Final
+            } else if keep && (step + 1) % interval == 0 {
+                StateAt::Slot((step + 1) / interval)
+            } else {
+                StateAt::Buffer(step % 2)
+            };
+            let (synaptic_prev, synaptic) = places.pair(current, next);
             let offset = (step * batch + element) * inputs;
             kernel.step(
                 &sequence.inputs[offset..offset + inputs],
                 &hidden,
-                &synaptic,
+                synaptic_prev,
                 &mut next_hidden,
-                &mut next_synaptic,
+                synaptic,
                 &mut trace,
             );
+            if keep {
+                kernel.record(
+                    &trace,
+                    &mut records[step * record_size..(step + 1) * record_size],
+                );
+            }
+            current = next;
             std::mem::swap(&mut hidden, &mut next_hidden);
-            std::mem::swap(&mut synaptic, &mut next_synaptic);
             let out = (step * count + local) * units;
             outputs[out..out + units].copy_from_slice(&hidden);
         }
         share.hidden[local * units..(local + 1) * units].copy_from_slice(&hidden);
-        share.synaptic[local * units * width..(local + 1) * units * width]
-            .copy_from_slice(&synaptic);
     }
     outputs
 }
 
-/// The backward of the batch elements `range`, on one thread.
+/// The backward of the batch elements `range`, on one thread: segment by segment from the
+/// last, the states between two checkpoints rebuilt from the records ([`Kernel::replay`]),
+/// then the steps' backward in reverse.
 #[inline(always)]
 pub(super) fn backward_chunk<F: KernelFloat, const W: usize>(
     kernel: &Kernel<'_, F, W>,
@@ -793,66 +1006,43 @@ pub(super) fn backward_chunk<F: KernelFloat, const W: usize>(
     let config = kernel.config;
     let (units, width) = (config.hidden_size, kernel.width());
     let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
-    let interval = checkpoint_interval(steps);
+    let interval = checkpoints.interval;
     let state_size = units + units * width;
     let per_element = steps.div_ceil(interval) * state_size;
+    let record_size = kernel.record_size();
     let count = range.len();
     let mut grads = ParameterGradients::zeros(&parameters);
     let mut grad_inputs = vec![F::zero(); steps * count * inputs];
-    let mut own_checkpoints = Vec::new();
-    let mut scratch_hidden = vec![F::zero(); units];
-    let mut scratch_synaptic = vec![F::zero(); units * width];
-    // Per segment: the state entering every step and every step's trace.
     let mut scratch = kernel.scratch();
+    // Per segment: every step's trace, and the states entering its steps after the first
+    // (`rebuilt[k]` enters step `start + k`; the first is the checkpoint itself).
     let mut traces: Vec<StepTrace<F>> = (0..interval).map(|_| kernel.trace()).collect();
-    let mut segment_hidden = vec![vec![F::zero(); units]; interval + 1];
-    let mut segment_synaptic = vec![vec![F::zero(); units * width]; interval + 1];
+    let mut rebuilt = vec![vec![F::zero(); units * width]; interval + 1];
+    let mut grad_hidden = vec![F::zero(); units];
+    let mut grad_synaptic = vec![F::zero(); units * width];
+    let mut grad_hidden_prev = vec![F::zero(); units];
+    let mut grad_synaptic_prev = vec![F::zero(); units * width];
     for (local, element) in range.clone().enumerate() {
         let length = sequence.length(element);
         let input_at = |step: usize| {
             let offset = (step * batch + element) * inputs;
             &sequence.inputs[offset..offset + inputs]
         };
-        // The state entering every `interval`-th step: given, or from a forward.
-        let element_checkpoints = match checkpoints {
-            Some(all) => &all[element * per_element..(element + 1) * per_element],
-            None => {
-                let own = &mut own_checkpoints;
-                own.clear();
-                let mut hidden = sequence.hidden[element * units..(element + 1) * units].to_vec();
-                let mut synaptic = sequence.synaptic
-                    [element * units * width..(element + 1) * units * width]
-                    .to_vec();
-                for step in 0..length {
-                    if step % interval == 0 {
-                        own.extend_from_slice(&hidden);
-                        own.extend_from_slice(&synaptic);
-                    }
-                    kernel.step(
-                        input_at(step),
-                        &hidden,
-                        &synaptic,
-                        &mut scratch_hidden,
-                        &mut scratch_synaptic,
-                        &mut traces[0],
-                    );
-                    std::mem::swap(&mut hidden, &mut scratch_hidden);
-                    std::mem::swap(&mut synaptic, &mut scratch_synaptic);
-                }
-                &own[..]
-            }
-        };
-        // Backward, segment by segment from the last.
-        let mut grad_hidden = grad_final_hidden.map_or(vec![F::zero(); units], |g| {
-            g[element * units..(element + 1) * units].to_vec()
-        });
-        let mut grad_synaptic = grad_final_synaptic.map_or(vec![F::zero(); units * width], |g| {
-            g[element * units * width..(element + 1) * units * width].to_vec()
-        });
-        let mut grad_hidden_prev = vec![F::zero(); units];
-        let mut grad_synaptic_prev = vec![F::zero(); units * width];
+        let states = &checkpoints.states[element * per_element..(element + 1) * per_element];
+        let records = &checkpoints.records
+            [element * steps * record_size..(element + 1) * steps * record_size];
+        let record_at = |step: usize| &records[step * record_size..(step + 1) * record_size];
+        match grad_final_hidden {
+            Some(g) => grad_hidden.copy_from_slice(&g[element * units..(element + 1) * units]),
+            None => grad_hidden.iter_mut().for_each(|g| *g = F::zero()),
+        }
+        match grad_final_synaptic {
+            Some(g) => grad_synaptic
+                .copy_from_slice(&g[element * units * width..(element + 1) * units * width]),
+            None => grad_synaptic.iter_mut().for_each(|g| *g = F::zero()),
+        }
         // Segments past the element's own steps (padding) have nothing to give back.
-        for (segment, state) in element_checkpoints
+        for (segment, state) in states
             .chunks_exact(state_size)
             .enumerate()
             .take(length.div_ceil(interval))
@@ -860,22 +1050,41 @@ pub(super) fn backward_chunk<F: KernelFloat, const W: usize>(
         {
             let start = segment * interval;
             let end = (start + interval).min(length);
-            segment_hidden[0].copy_from_slice(&state[..units]);
-            segment_synaptic[0].copy_from_slice(&state[units..]);
+            let (hidden_start, synaptic_start) = state.split_at(units);
             for offset in 0..end - start {
-                let (before_h, after_h) = segment_hidden.split_at_mut(offset + 1);
-                let (before_f, after_f) = segment_synaptic.split_at_mut(offset + 1);
-                kernel.step(
-                    input_at(start + offset),
-                    &before_h[offset],
-                    &before_f[offset],
-                    &mut after_h[0],
-                    &mut after_f[0],
+                let step = start + offset;
+                let hidden_prev = if offset == 0 {
+                    hidden_start
+                } else {
+                    &record_at(step - 1)[2 * units..3 * units]
+                };
+                // F_t is needed as the next step's F_{t-1} within the segment, and for the
+                // mask of the clamp and the post-normalisation (`unclamped`).
+                let states = if offset + 1 < end - start || kernel.keeps_unclamped() {
+                    let (before, after) = rebuilt.split_at_mut(offset + 1);
+                    let previous = if offset == 0 {
+                        synaptic_start
+                    } else {
+                        &before[offset][..]
+                    };
+                    Some((previous, &mut after[0][..]))
+                } else {
+                    None
+                };
+                kernel.replay(
+                    input_at(step),
+                    hidden_prev,
+                    record_at(step),
+                    states,
                     &mut traces[offset],
                 );
             }
             for step in (start..end).rev() {
-                let synaptic_prev = &segment_synaptic[step - start];
+                let synaptic_prev = if step == start {
+                    synaptic_start
+                } else {
+                    &rebuilt[step - start][..]
+                };
                 let out = (step * batch + element) * units;
                 for unit in 0..units {
                     grad_hidden[unit] = grad_hidden[unit] + grad_outputs[out + unit];

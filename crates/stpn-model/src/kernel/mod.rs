@@ -39,8 +39,8 @@ pub mod threads;
 pub use cpu::KernelFloat;
 pub use cpu::checkpoint_interval;
 pub use options::{
-    Activation, ForwardOutput, Gradients, KernelConfig, Normalisation, Parameters, Presynaptic,
-    Sequence,
+    Activation, Checkpoints, ForwardOutput, Gradients, KernelConfig, Normalisation, Parameters,
+    Presynaptic, Sequence,
 };
 pub use threads::{backward, forward};
 

@@ -120,10 +120,42 @@ pub struct ForwardOutput<F> {
     /// Where the final hidden and synaptic states start in `packed`.
     pub(super) hidden_start: usize,
     pub(super) synaptic_start: usize,
-    /// The state `[h ; F]` entering every ⌈√T⌉-th step, `[B, checkpoints, H + H·P]`: what
-    /// [`super::backward`] starts from, so that it need not run the forward again. Empty when not
-    /// asked for (a forward without backward).
-    pub checkpoints: Vec<F>,
+    /// What [`super::backward`] starts from, so that it need not run the forward again (empty
+    /// when not asked for: a forward without backward).
+    pub checkpoints: Checkpoints<F>,
+}
+
+/// What the forward keeps for the backward: the state `[h ; F]` entering every `interval`-th
+/// step, and every step's record (per unit: the drive, the norm, `h_t`, and the
+/// post-normalisation norm in post mode). The backward rebuilds the states between two
+/// checkpoints from the records with elementwise updates only, without the steps' reductions
+/// (memory in √T with the interval ⌈√T⌉ of [`super::forward`]; keeping every state instead,
+/// measured on the associative-retrieval step, was slower: the states leave the caches).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Checkpoints<F> {
+    /// Steps between two kept states (0: nothing kept).
+    pub(super) interval: usize,
+    /// `[B, ⌈T / interval⌉, H + H·P]`.
+    pub(super) states: Vec<F>,
+    /// `[B, T, record]`.
+    pub(super) records: Vec<F>,
+}
+
+impl<F> Checkpoints<F> {
+    /// Steps between two kept states (0 when nothing is kept).
+    pub fn interval(&self) -> usize {
+        self.interval
+    }
+
+    /// Numbers kept, in all.
+    pub fn len(&self) -> usize {
+        self.states.len() + self.records.len()
+    }
+
+    /// Whether nothing is kept (a forward without backward).
+    pub fn is_empty(&self) -> bool {
+        self.interval == 0
+    }
 }
 
 impl<F> ForwardOutput<F> {

@@ -6,6 +6,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::threads::forward_keeping;
 use super::*;
 use crate::cell::run_sequence;
 use crate::params::{host_values, load_named, named_gradients};
@@ -22,8 +23,9 @@ fn max_relative_error(ours: &[f64], reference: &[f64]) -> f64 {
 }
 
 /// The kernel's forward and backward (given the gradients of the outputs, the final hidden
-/// and the final synaptic state); the backward without the forward's checkpoints gives the
-/// same numbers.
+/// and the final synaptic state). The backward from the forward's checkpoints (one state in
+/// ⌈√T⌉, the others rebuilt from the records), from a forward of its own, and from a forward
+/// that kept every state (nothing rebuilt) give the same numbers to the bit.
 fn run_kernel(
     config: KernelConfig,
     parameters: &BTreeMap<String, Vec<f64>>,
@@ -59,6 +61,9 @@ fn run_kernel(
     };
     let gradients = backward_with(Some(&forward.checkpoints));
     assert_eq!(backward_with(None), gradients);
+    let every_state = forward_keeping(config, kernel_parameters, sequence, 1);
+    assert_eq!(every_state.packed, forward.packed);
+    assert_eq!(backward_with(Some(&every_state.checkpoints)), gradients);
     (forward, gradients)
 }
 

@@ -6,7 +6,7 @@ use super::cpu::{
     BackwardInputs, BackwardPart, BackwardShare, ForwardShare, Kernel, KernelFloat, NARROW_WIDTH,
     ParameterGradients, backward_chunk, checkpoint_interval, forward_chunk,
 };
-use super::options::{ForwardOutput, Gradients, KernelConfig, Parameters, Sequence};
+use super::options::{Checkpoints, ForwardOutput, Gradients, KernelConfig, Parameters, Sequence};
 
 pub(super) fn threads_for(batch: usize) -> usize {
     // Asked once: the answer reads the cgroup's CPU quota from files, which took 5 % of a small
@@ -137,28 +137,51 @@ fn backward_shares<F: KernelFloat, const W: usize>(
     })
 }
 
-/// Runs the sequence forward; with `checkpoints`, keeps the states the backward starts from.
+/// Runs the sequence forward; with `checkpoints`, keeps what the backward starts from
+/// ([`super::options::Checkpoints`], one state in ⌈√T⌉).
 pub fn forward<F: KernelFloat>(
     config: KernelConfig,
     parameters: Parameters<'_, F>,
     sequence: Sequence<'_, F>,
     checkpoints: bool,
 ) -> ForwardOutput<F> {
+    let interval = if checkpoints {
+        checkpoint_interval(sequence.steps)
+    } else {
+        0
+    };
+    forward_keeping(config, parameters, sequence, interval)
+}
+
+/// [`forward`], keeping the state entering every `interval`-th step and every step's record
+/// (`interval` 0: nothing kept).
+pub(super) fn forward_keeping<F: KernelFloat>(
+    config: KernelConfig,
+    parameters: Parameters<'_, F>,
+    sequence: Sequence<'_, F>,
+    interval: usize,
+) -> ForwardOutput<F> {
     let kernel = Kernel::new(config, parameters);
     let (units, width) = (config.hidden_size, config.presynaptic_size());
     let (steps, batch) = (sequence.steps, sequence.batch);
-    let interval = checkpoint_interval(steps);
-    let per_element = if checkpoints {
-        steps.div_ceil(interval) * (units + units * width)
+    let (per_element, per_element_records) = if interval > 0 {
+        (
+            steps.div_ceil(interval) * (units + units * width),
+            steps * kernel.record_size(),
+        )
     } else {
-        0
+        (0, 0)
     };
     let (hidden_start, synaptic_start) = (steps * batch * units, (steps + 1) * batch * units);
     let mut output = ForwardOutput {
         packed: vec![F::zero(); synaptic_start + batch * units * width],
         hidden_start,
         synaptic_start,
-        checkpoints: vec![F::zero(); batch * per_element],
+        checkpoints: Checkpoints {
+            interval,
+            states: vec![F::zero(); batch * per_element],
+            records: vec![F::zero(); batch * per_element_records],
+        },
     };
     let (outputs_and_hidden, synaptic) = output.packed.split_at_mut(synaptic_start);
     let (all_outputs, hidden) = outputs_and_hidden.split_at_mut(hidden_start);
@@ -167,13 +190,26 @@ pub fn forward<F: KernelFloat>(
         .iter()
         .zip(split_rows(&ranges, units, hidden))
         .zip(split_rows(&ranges, units * width, synaptic))
-        .zip(split_rows(&ranges, per_element, &mut output.checkpoints))
-        .map(|(((range, hidden), synaptic), checkpoints)| ForwardShare {
-            range: range.clone(),
-            hidden,
-            synaptic,
-            checkpoints,
-        })
+        .zip(split_rows(
+            &ranges,
+            per_element,
+            &mut output.checkpoints.states,
+        ))
+        .zip(split_rows(
+            &ranges,
+            per_element_records,
+            &mut output.checkpoints.records,
+        ))
+        .map(
+            |((((range, hidden), synaptic), states), records)| ForwardShare {
+                range: range.clone(),
+                hidden,
+                synaptic,
+                interval,
+                states,
+                records,
+            },
+        )
         .collect();
     let outputs = if width == NARROW_WIDTH {
         forward_shares(&kernel.with_width::<NARROW_WIDTH>(), sequence, shares)
@@ -195,19 +231,38 @@ pub fn forward<F: KernelFloat>(
 
 /// Backpropagation through the whole sequence: the gradients of a loss with respect to the
 /// parameters, the inputs and the initial state, given its gradients with respect to every
-/// output (`[T, B, H]`) and to the final state (`None`: zero). States are recomputed from
-/// checkpoints every ⌈√T⌉ steps: those of [`ForwardOutput::checkpoints`] when given, otherwise
-/// from a forward pass of its own.
+/// output (`[T, B, H]`) and to the final state (`None`: zero). It starts from the forward's
+/// [`ForwardOutput::checkpoints`] when given, otherwise from a forward of its own.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<F: KernelFloat>(
     config: KernelConfig,
     parameters: Parameters<'_, F>,
     sequence: Sequence<'_, F>,
-    checkpoints: Option<&[F]>,
+    checkpoints: Option<&Checkpoints<F>>,
     grad_outputs: &[F],
     grad_final_hidden: Option<&[F]>,
     grad_final_synaptic: Option<&[F]>,
 ) -> Gradients<F> {
+    let own;
+    let checkpoints = match checkpoints {
+        Some(given) => {
+            assert!(
+                !given.is_empty(),
+                "the backward needs a forward that kept its checkpoints"
+            );
+            given
+        }
+        None => {
+            own = forward_keeping(
+                config,
+                parameters,
+                sequence,
+                checkpoint_interval(sequence.steps),
+            )
+            .checkpoints;
+            &own
+        }
+    };
     let kernel = Kernel::new(config, parameters);
     let (units, width) = (config.hidden_size, config.presynaptic_size());
     let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
