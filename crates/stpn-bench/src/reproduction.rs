@@ -957,11 +957,11 @@ fn familiarity_section(
             .unwrap_or(0)
     );
     let mut claims = Vec::new();
-    let mut settings: Vec<(String, usize)> = groups
+    // Each (mode, interval) once: the groups are ordered by network within a mode.
+    let settings: std::collections::BTreeSet<(String, usize)> = groups
         .keys()
         .map(|(mode, _, repeat)| (mode.clone(), *repeat))
         .collect();
-    settings.dedup();
     for (mode, repeat) in settings {
         let in_setting: Vec<&(Group, Vec<f64>)> = groups
             .iter()
@@ -1037,6 +1037,11 @@ mod tests {
             page == committed,
             "docs/reproduction.md is stale: run `scripts/stpn report reproduction`"
         );
+        // Every claim is stated once (a family's settings are not listed twice).
+        let mut claims = std::collections::BTreeSet::new();
+        for row in page.lines().filter(|line| line.starts_with("| [")) {
+            assert!(claims.insert(row), "a claim listed twice: {row}");
+        }
         for table in [
             "art.md",
             "maze.md",

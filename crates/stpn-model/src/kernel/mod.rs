@@ -1,7 +1,8 @@
 //! A fused STPN sequence kernel on host memory: the forward of a whole sequence and its exact,
-//! hand-written backward, with the synaptic state checkpointed every `k ≈ √T` steps and recomputed
-//! in between, so that backpropagation through time needs memory in `√T`, not `T`. Batch elements
-//! are independent and run on threads.
+//! hand-written backward, with the synaptic state checkpointed every `k ≈ √T` steps and rebuilt
+//! in between from each step's record (the drive, norm and output of every unit: elementwise
+//! updates, no reductions), so that backpropagation through time keeps states in `√T`, not `T`.
+//! Batch elements are independent and run on threads.
 //!
 //! The equations are those of the op-by-op `StpnR` (every option: per-synapse or scalar Λ Γ,
 //! normalisation off / pre / post, clamp, presynaptic term from `h_{t-1}` or `h_t`, tanh or
