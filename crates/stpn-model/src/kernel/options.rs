@@ -142,16 +142,6 @@ pub struct Checkpoints<F> {
 }
 
 impl<F> Checkpoints<F> {
-    /// Steps between two kept states (0 when nothing is kept).
-    pub fn interval(&self) -> usize {
-        self.interval
-    }
-
-    /// Numbers kept, in all.
-    pub fn len(&self) -> usize {
-        self.states.len() + self.records.len()
-    }
-
     /// Whether nothing is kept (a forward without backward).
     pub fn is_empty(&self) -> bool {
         self.interval == 0
