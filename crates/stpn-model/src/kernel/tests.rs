@@ -435,3 +435,125 @@ fn checkpoint_interval_is_the_rounded_up_square_root() {
     assert_eq!(checkpoint_interval(9), 3);
     assert_eq!(checkpoint_interval(200), 15);
 }
+
+/// A batch large enough for two threads gives for each element what that element gives alone
+/// (on one thread): outputs and final states to the bit, the gradients of its inputs and initial
+/// state to the bit, and the parameters' gradients (each thread's summed apart, then added) as
+/// the sum of the elements' to float64 rounding.
+#[test]
+fn a_batch_split_over_threads_matches_its_elements_one_by_one() {
+    let (units, inputs, steps, batch) = (16, 200, 20, 4);
+    let width = inputs + units;
+    let config = KernelConfig {
+        input_size: inputs,
+        hidden_size: units,
+        normalisation: Normalisation::Post,
+        presynaptic: Presynaptic::PreviousHidden,
+        clamp: Some(1.0),
+        recurrent: true,
+        activation: Activation::Tanh,
+        normalise_state: true,
+        normalised_bias: true,
+        squash_state: false,
+    };
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(
+        super::threads::threads_for(batch, steps * units * width),
+        available.min(2),
+        "the case must be large enough for two threads"
+    );
+    assert_eq!(super::threads::threads_for(1, steps * units * width), 1);
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let weight = random(&mut rng, units * width, 0.2);
+    let bias = random(&mut rng, units, 0.5);
+    let lambda = random(&mut rng, units * width, 1.0);
+    let gamma = random(&mut rng, units * width, 1.0);
+    let parameters = Parameters {
+        weight: &weight,
+        bias: &bias,
+        lambda: &lambda,
+        gamma: &gamma,
+    };
+    let x = random(&mut rng, steps * batch * inputs, 1.0);
+    let hidden0 = random(&mut rng, batch * units, 0.5);
+    let synaptic0 = random(&mut rng, batch * units * width, 0.3);
+    let grad_outputs = random(&mut rng, steps * batch * units, 1.0);
+    let run = |range: std::ops::Range<usize>| {
+        let count = range.len();
+        let step_major = |values: &[f64], row: usize| -> Vec<f64> {
+            (0..steps)
+                .flat_map(|step| {
+                    values[(step * batch + range.start) * row..(step * batch + range.end) * row]
+                        .to_vec()
+                })
+                .collect()
+        };
+        let (x, grad_outputs) = (step_major(&x, inputs), step_major(&grad_outputs, units));
+        let sequence = Sequence {
+            steps,
+            batch: count,
+            inputs: &x,
+            hidden: &hidden0[range.start * units..range.end * units],
+            synaptic: &synaptic0[range.start * units * width..range.end * units * width],
+            lengths: &[],
+        };
+        let output = forward(config, parameters, sequence, true);
+        let gradients = backward(
+            config,
+            parameters,
+            sequence,
+            Some(&output.checkpoints),
+            &grad_outputs,
+            None,
+            None,
+        );
+        (output, gradients)
+    };
+    let (whole, whole_gradients) = run(0..batch);
+    let mut parameter_sums = [
+        vec![0.0; weight.len()],
+        vec![0.0; lambda.len()],
+        vec![0.0; gamma.len()],
+    ];
+    for element in 0..batch {
+        let (alone, gradients) = run(element..element + 1);
+        for step in 0..steps {
+            let ours = &whole.packed[(step * batch + element) * units..][..units];
+            assert_eq!(ours, &alone.packed[step * units..][..units], "output");
+        }
+        let synaptic = &whole.packed[whole.synaptic_start + element * units * width..];
+        assert_eq!(
+            &synaptic[..units * width],
+            &alone.packed[alone.synaptic_start..],
+            "final state"
+        );
+        assert_eq!(
+            &whole_gradients.synaptic[element * units * width..][..units * width],
+            &gradients.synaptic[..],
+            "initial state's gradient"
+        );
+        for step in 0..steps {
+            let ours = &whole_gradients.inputs[(step * batch + element) * inputs..][..inputs];
+            assert_eq!(
+                ours,
+                &gradients.inputs[step * inputs..][..inputs],
+                "input's gradient"
+            );
+        }
+        for (sum, part) in
+            parameter_sums
+                .iter_mut()
+                .zip([&gradients.weight, &gradients.lambda, &gradients.gamma])
+        {
+            sum.iter_mut().zip(part).for_each(|(s, p)| *s += p);
+        }
+    }
+    for (sum, whole) in parameter_sums.iter().zip([
+        &whole_gradients.weight,
+        &whole_gradients.lambda,
+        &whole_gradients.gamma,
+    ]) {
+        let error = max_relative_error(whole, sum);
+        assert!(error < 1e-12, "parameter gradients differ by {error}");
+    }
+}

@@ -8,12 +8,19 @@ use super::cpu::{
 };
 use super::options::{Checkpoints, ForwardOutput, Gradients, KernelConfig, Parameters, Sequence};
 
-pub(super) fn threads_for(batch: usize) -> usize {
+/// Element-steps (one row of `F` per unit) below which a share gets no thread of its own:
+/// starting a thread cost more than that much of the kernel (PPO's minibatches of a few short
+/// STPNf sequences spent a tenth of their time starting threads).
+const MIN_WORK_PER_THREAD: usize = 1 << 17;
+
+/// Threads for a batch whose elements each cost `work_per_element` element-steps.
+pub(super) fn threads_for(batch: usize, work_per_element: usize) -> usize {
     // Asked once: the answer reads the cgroup's CPU quota from files, which took 5 % of a small
     // training step when asked on every call.
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    cores.min(batch).max(1)
+    let worth = batch.saturating_mul(work_per_element) / MIN_WORK_PER_THREAD;
+    cores.min(batch).min(worth).max(1)
 }
 
 /// Runs `work` on every share, each on a thread of its own; the results in order. A single
@@ -36,9 +43,9 @@ pub(super) fn on_threads<S: Send, R: Send>(shares: Vec<S>, work: impl Fn(S) -> R
     })
 }
 
-/// Splits `0..batch` into contiguous chunks, one per thread.
-pub(super) fn chunks(batch: usize) -> Vec<std::ops::Range<usize>> {
-    let threads = threads_for(batch);
+/// Splits `0..batch` into contiguous chunks, one per thread (see [`threads_for`]).
+pub(super) fn chunks(batch: usize, work_per_element: usize) -> Vec<std::ops::Range<usize>> {
+    let threads = threads_for(batch, work_per_element);
     let size = batch.div_ceil(threads);
     (0..threads)
         .map(|thread| thread * size..((thread + 1) * size).min(batch))
@@ -185,7 +192,7 @@ pub(super) fn forward_keeping<F: KernelFloat>(
     };
     let (outputs_and_hidden, synaptic) = output.packed.split_at_mut(synaptic_start);
     let (all_outputs, hidden) = outputs_and_hidden.split_at_mut(hidden_start);
-    let ranges = chunks(batch);
+    let ranges = chunks(batch, steps * units * width);
     let shares: Vec<ForwardShare<'_, F>> = ranges
         .iter()
         .zip(split_rows(&ranges, units, hidden))
@@ -274,7 +281,7 @@ pub fn backward<F: KernelFloat>(
     };
     let mut grad_hidden0 = vec![F::zero(); batch * units];
     let mut grad_synaptic0 = vec![F::zero(); batch * units * width];
-    let ranges = chunks(batch);
+    let ranges = chunks(batch, steps * units * width);
     let shares: Vec<BackwardShare<'_, F>> = ranges
         .iter()
         .zip(split_rows(&ranges, units, &mut grad_hidden0))
