@@ -348,7 +348,7 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         let epsilon = constant::<F>(super::options::NORM_EPSILON);
         let floor = constant::<F>(1e-30);
         self.fill_presynaptic(input, hidden_prev, trace);
-        for unit in 0..units {
+        let row_sums = |unit: usize, trace: &mut StepTrace<F>| {
             let row = unit * width..(unit + 1) * width;
             let (drive, squares) = drive_and_squares(
                 &weight[row.clone()],
@@ -359,11 +359,33 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
             if self.normalised() {
                 trace.norm[unit] = (squares + floor).sqrt();
             }
+        };
+        if self.update_sees_drive_presynaptic() {
+            // Each row's update follows its drive while the row of F_{t-1} is still in the
+            // L1 cache: one pass over the state from memory instead of two (the same numbers).
+            trace.update_presynaptic.copy_from_slice(&trace.presynaptic);
+            for unit in 0..units {
+                row_sums(unit, trace);
+                self.neuron(trace, unit, epsilon);
+                self.update_row(unit, synaptic_prev, synaptic, trace, false);
+            }
+            hidden.copy_from_slice(&trace.hidden);
+            return;
+        }
+        for unit in 0..units {
+            row_sums(unit, trace);
         }
         self.neurons(trace, epsilon);
         hidden.copy_from_slice(&trace.hidden);
         self.fill_update_presynaptic(input, trace);
         self.update(synaptic_prev, synaptic, trace, false);
+    }
+
+    /// Whether the update's presynaptic vector is the drive's `z_t` (not `[x_t ; h_t]`), so
+    /// that a row's update needs no other row's neuron.
+    #[inline(always)]
+    fn update_sees_drive_presynaptic(&self) -> bool {
+        !(self.config.recurrent && self.config.presynaptic == Presynaptic::CurrentHidden)
     }
 
     /// `z_t = [x_t ; h_{t-1}]` (`x_t` alone without recurrence) into `trace.presynaptic`.
@@ -381,20 +403,35 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
     #[inline(always)]
     fn neurons(&self, trace: &mut StepTrace<F>, epsilon: F) {
         for unit in 0..self.config.hidden_size {
-            let drive = trace.drive[unit];
-            trace.hidden[unit] = if self.normalised() {
-                trace.denominator[unit] = trace.norm[unit] + epsilon;
-                let bias = if self.config.normalised_bias {
-                    self.parameters.bias[unit]
-                } else {
-                    F::zero()
-                };
-                drive / trace.denominator[unit] + bias
-            } else {
-                drive + self.parameters.bias[unit]
-            };
+            trace.hidden[unit] = self.preactivation(trace, unit, epsilon);
         }
         self.config.activation.apply_in_place(&mut trace.hidden);
+    }
+
+    /// [`Self::neurons`] for one unit.
+    #[inline(always)]
+    fn neuron(&self, trace: &mut StepTrace<F>, unit: usize, epsilon: F) {
+        trace.hidden[unit] = self.preactivation(trace, unit, epsilon);
+        self.config
+            .activation
+            .apply_in_place(&mut trace.hidden[unit..unit + 1]);
+    }
+
+    /// `drive / (‖G‖ + ε) + b` (or `drive + b`) of one unit; its denominator into the trace.
+    #[inline(always)]
+    fn preactivation(&self, trace: &mut StepTrace<F>, unit: usize, epsilon: F) -> F {
+        let drive = trace.drive[unit];
+        if self.normalised() {
+            trace.denominator[unit] = trace.norm[unit] + epsilon;
+            let bias = if self.config.normalised_bias {
+                self.parameters.bias[unit]
+            } else {
+                F::zero()
+            };
+            drive / trace.denominator[unit] + bias
+        } else {
+            drive + self.parameters.bias[unit]
+        }
     }
 
     /// The presynaptic vector of the plastic update, from `trace.hidden` (`h_t`) or
@@ -422,46 +459,58 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         trace: &mut StepTrace<F>,
         replay: bool,
     ) {
+        for unit in 0..self.config.hidden_size {
+            self.update_row(unit, synaptic_prev, synaptic, trace, replay);
+        }
+    }
+
+    /// [`Self::update`] for the row of one unit.
+    #[inline(always)]
+    fn update_row(
+        &self,
+        unit: usize,
+        synaptic_prev: &[F],
+        synaptic: &mut [F],
+        trace: &mut StepTrace<F>,
+        replay: bool,
+    ) {
         let width = self.width();
         let weight = self.parameters.weight;
         let epsilon = constant::<F>(super::options::NORM_EPSILON);
         let floor = constant::<F>(1e-30);
         let limit = self.config.clamp.map(constant::<F>);
-        for unit in 0..self.config.hidden_size {
-            let row = unit * width..(unit + 1) * width;
-            let inverse_scale = if self.scales_state() {
-                F::one() / trace.denominator[unit]
-            } else {
-                F::one()
-            };
-            let (lambda, gamma) = self.rows(unit);
-            let post = trace.hidden[unit];
-            let previous = self.decaying(&synaptic_prev[row.clone()], &mut trace.squashed);
-            let (lambda, gamma) = (&lambda[..width], &gamma[..width]);
-            let presynaptic = &trace.update_presynaptic[..width];
-            let out = &mut synaptic[row.clone()];
-            for j in 0..width {
-                out[j] =
-                    lambda[j] * (previous[j] * inverse_scale) + gamma[j] * post * presynaptic[j];
+        let row = unit * width..(unit + 1) * width;
+        let inverse_scale = if self.scales_state() {
+            F::one() / trace.denominator[unit]
+        } else {
+            F::one()
+        };
+        let (lambda, gamma) = self.rows(unit);
+        let post = trace.hidden[unit];
+        let previous = self.decaying(&synaptic_prev[row.clone()], &mut trace.squashed);
+        let (lambda, gamma) = (&lambda[..width], &gamma[..width]);
+        let presynaptic = &trace.update_presynaptic[..width];
+        let out = &mut synaptic[row.clone()];
+        for j in 0..width {
+            out[j] = lambda[j] * (previous[j] * inverse_scale) + gamma[j] * post * presynaptic[j];
+        }
+        if self.keeps_unclamped() {
+            trace.unclamped[row.clone()].copy_from_slice(out);
+        }
+        if let Some(limit) = limit {
+            for value in out.iter_mut() {
+                *value = value.max(-limit).min(limit);
             }
-            if self.keeps_unclamped() {
-                trace.unclamped[row.clone()].copy_from_slice(out);
+        }
+        if self.config.normalisation == Normalisation::Post {
+            if !replay {
+                let (_, squares) =
+                    drive_and_squares(&weight[row.clone()], out, &trace.update_presynaptic);
+                trace.post_norm[unit] = (squares + floor).sqrt();
             }
-            if let Some(limit) = limit {
-                for value in out.iter_mut() {
-                    *value = value.max(-limit).min(limit);
-                }
-            }
-            if self.config.normalisation == Normalisation::Post {
-                if !replay {
-                    let (_, squares) =
-                        drive_and_squares(&weight[row.clone()], out, &trace.update_presynaptic);
-                    trace.post_norm[unit] = (squares + floor).sqrt();
-                }
-                let inverse = F::one() / (trace.post_norm[unit] + epsilon);
-                for value in out.iter_mut() {
-                    *value = *value * inverse;
-                }
+            let inverse = F::one() / (trace.post_norm[unit] + epsilon);
+            for value in out.iter_mut() {
+                *value = *value * inverse;
             }
         }
     }
@@ -523,9 +572,11 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         }
     }
 
-    /// Backward of one step for one batch element (`trace` from its forward). `grad_hidden` and
-    /// `grad_synaptic` are the gradients with respect to `h_t` and `F_t`; writes those with
-    /// respect to `h_{t-1}`, `F_{t-1}` and the input, and accumulates the parameters'.
+    /// Backward of one step for one batch element (`trace` from its forward) whose update sees
+    /// `[x_t ; h_t]` (the other cells' steps run row by row over a block of elements in
+    /// [`backward_chunk`]). `grad_hidden` and `grad_synaptic` are the gradients with respect to
+    /// `h_t` and `F_t`; writes those with respect to `h_{t-1}`, `F_{t-1}` and the input, and
+    /// accumulates the parameters'.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn step_backward(
@@ -541,12 +592,36 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         scratch: &mut BackwardScratch<F>,
     ) {
         let (inputs, units) = (self.config.input_size, self.config.hidden_size);
-        let width = self.width();
-        let weight = self.parameters.weight;
-        let epsilon = constant::<F>(super::options::NORM_EPSILON);
-        let limit = self.config.clamp.map(constant::<F>);
-        let scalar_lambda = !self.lambda_row.is_empty();
-        let scalar_gamma = !self.gamma_row.is_empty();
+        self.backward_begin(grad_hidden, scratch);
+        let rows = BackwardRows {
+            trace,
+            synaptic_prev,
+            grad_synaptic,
+        };
+        debug_assert!(!self.update_sees_drive_presynaptic());
+        for unit in 0..units {
+            self.update_row_backward(unit, &rows, grad_synaptic_prev, grads, scratch);
+        }
+        // z_t = [x_t ; h_{t-1}] drove the neurons, [x_t ; h_t] the update: the update's
+        // gradient of h_t joins that of the output.
+        scratch.grad_presynaptic[..inputs]
+            .copy_from_slice(&scratch.grad_update_presynaptic[..inputs]);
+        scratch.grad_presynaptic[inputs..]
+            .iter_mut()
+            .for_each(|g| *g = F::zero());
+        for unit in 0..units {
+            scratch.grad_hidden[unit] =
+                scratch.grad_hidden[unit] + scratch.grad_update_presynaptic[inputs + unit];
+        }
+        for unit in 0..units {
+            self.neuron_row_backward(unit, &rows, grad_synaptic_prev, grads, scratch, false);
+        }
+        self.backward_end(scratch, grad_input, grad_hidden_prev, false);
+    }
+
+    /// Starts a step's backward: the gradient of `h_t` into the scratch, its sums zeroed.
+    #[inline(always)]
+    fn backward_begin(&self, grad_hidden: &[F], scratch: &mut BackwardScratch<F>) {
         scratch.grad_hidden.copy_from_slice(grad_hidden);
         scratch
             .grad_update_presynaptic
@@ -556,166 +631,213 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
             .grad_denominator
             .iter_mut()
             .for_each(|g| *g = F::zero());
+    }
 
-        // The plastic update, row by row.
-        for unit in 0..units {
-            let row = unit * width..(unit + 1) * width;
-            let grad_out = &grad_synaptic[row.clone()];
-            // The gradient reaching F': that of F_t itself unless a clamp or the
-            // post-normalisation lies between them.
-            let grad_row: &[F] = if self.keeps_unclamped() {
-                let unclamped = &trace.unclamped[row.clone()];
-                let grad_row = &mut scratch.grad_row;
-                if self.config.normalisation == Normalisation::Post {
-                    // F_t = F'' / (‖W + F''‖ + ε), F'' = clamp(F')
-                    let norm = trace.post_norm[unit];
-                    let denominator = norm + epsilon;
-                    let clamp = |value: F| match limit {
-                        Some(limit) => value.max(-limit).min(limit),
-                        None => value,
-                    };
-                    // grad_row holds F'' until it is overwritten below.
-                    for (clamped, value) in grad_row.iter_mut().zip(unclamped) {
-                        *clamped = clamp(*value);
-                    }
-                    let weighted = dot(grad_out, grad_row);
-                    let through_norm = weighted / (denominator * denominator * norm);
-                    let weight_row = &weight[row.clone()];
-                    let grad_weight = &mut grads.weight[row.clone()];
-                    for j in 0..width {
-                        let efficacy = weight_row[j] + grad_row[j];
-                        grad_row[j] = grad_out[j] / denominator - efficacy * through_norm;
-                        grad_weight[j] = grad_weight[j] - efficacy * through_norm;
-                    }
-                } else {
-                    grad_row.copy_from_slice(grad_out);
-                }
-                if let Some(limit) = limit {
-                    // A select rather than a branch, so that the loop vectorises.
-                    for (grad, value) in grad_row.iter_mut().zip(unclamped) {
-                        let outside = *value < -limit || *value > limit;
-                        *grad = if outside { F::zero() } else { *grad };
-                    }
-                }
-                &scratch.grad_row[..width]
-            } else {
-                &grad_out[..width]
-            };
-            let pre = self.scales_state();
-            let scale = if pre {
-                trace.denominator[unit]
-            } else {
-                F::one()
-            };
-            let inverse_scale = F::one() / scale;
-            // What the update decayed: F_{t-1}, or tanh(F_{t-1}).
-            let decaying = self.decaying(&synaptic_prev[row.clone()], &mut scratch.squashed);
-            let decaying = &decaying[..width];
-            let (lambda, gamma) = self.rows(unit);
-            let (lambda, gamma) = (&lambda[..width], &gamma[..width]);
-            let post = trace.hidden[unit];
-            let presynaptic = &trace.update_presynaptic[..width];
-            // Λ and Γ
-            if scalar_lambda {
-                grads.lambda[0] = grads.lambda[0] + dot(grad_row, decaying) * inverse_scale;
-            } else {
-                let grad_lambda = &mut grads.lambda[row.clone()];
-                for j in 0..width {
-                    grad_lambda[j] = grad_lambda[j] + grad_row[j] * (decaying[j] * inverse_scale);
-                }
-            }
-            if scalar_gamma {
-                grads.gamma[0] = grads.gamma[0] + dot(grad_row, presynaptic) * post;
-            } else {
-                let grad_gamma = &mut grads.gamma[row.clone()];
-                for j in 0..width {
-                    grad_gamma[j] = grad_gamma[j] + grad_row[j] * post * presynaptic[j];
-                }
-            }
-            // Through Γ ⊙ (h ⊗ p): to h_t and to p. (Reductions apart from the elementwise
-            // loops, in lanes, so that both vectorise.)
-            let grad_post = dot3(grad_row, gamma, presynaptic);
-            let grad_update_presynaptic = &mut scratch.grad_update_presynaptic[..width];
-            for j in 0..width {
-                grad_update_presynaptic[j] =
-                    grad_update_presynaptic[j] + grad_row[j] * gamma[j] * post;
-            }
-            scratch.grad_hidden[unit] = scratch.grad_hidden[unit] + grad_post;
-            // Through Λ ⊙ s(F_{t-1})/scale: to F_{t-1} and to the scale.
-            let grad_previous = &mut grad_synaptic_prev[row.clone()];
-            for j in 0..width {
-                grad_previous[j] = grad_row[j] * lambda[j] * inverse_scale;
-            }
-            if self.config.squash_state {
-                for j in 0..width {
-                    grad_previous[j] = grad_previous[j] * (F::one() - decaying[j] * decaying[j]);
-                }
-            }
-            if pre {
-                let grad_scale = -dot3(grad_row, lambda, decaying) * inverse_scale;
-                scratch.grad_denominator[unit] = grad_scale * inverse_scale;
-            }
-        }
-
-        scratch
-            .grad_presynaptic
-            .iter_mut()
-            .for_each(|g| *g = F::zero());
-        match self.config.presynaptic {
-            Presynaptic::CurrentHidden if self.config.recurrent => {
-                scratch.grad_presynaptic[..inputs]
-                    .copy_from_slice(&scratch.grad_update_presynaptic[..inputs]);
-                for unit in 0..units {
-                    scratch.grad_hidden[unit] =
-                        scratch.grad_hidden[unit] + scratch.grad_update_presynaptic[inputs + unit];
-                }
-            }
-            _ => scratch
-                .grad_presynaptic
-                .copy_from_slice(&scratch.grad_update_presynaptic),
-        }
-
-        // The neuron: h = φ(drive / (‖G‖ + ε) + b), G = W + F_{t-1}.
-        for unit in 0..units {
-            let row = unit * width..(unit + 1) * width;
-            let hidden = trace.hidden[unit];
-            let grad_preactivation =
-                scratch.grad_hidden[unit] * self.config.activation.derivative(hidden);
-            if !self.normalised() || self.config.normalised_bias {
-                grads.bias[unit] = grads.bias[unit] + grad_preactivation;
-            }
-            let (grad_drive, grad_norm) = if self.normalised() {
-                let denominator = trace.denominator[unit];
-                let grad_denominator = scratch.grad_denominator[unit]
-                    - grad_preactivation * trace.drive[unit] / (denominator * denominator);
-                (
-                    grad_preactivation / denominator,
-                    grad_denominator / trace.norm[unit],
-                )
-            } else {
-                (grad_preactivation, F::zero())
-            };
-            let weight_row = &weight[row.clone()];
-            let previous = &synaptic_prev[row.clone()];
-            let grad_weight = &mut grads.weight[row.clone()];
-            let grad_previous = &mut grad_synaptic_prev[row];
-            let presynaptic = &trace.presynaptic[..width];
-            let grad_presynaptic = &mut scratch.grad_presynaptic[..width];
-            for j in 0..width {
-                let efficacy = weight_row[j] + previous[j];
-                let grad_efficacy = grad_drive * presynaptic[j] + grad_norm * efficacy;
-                grad_weight[j] = grad_weight[j] + grad_efficacy;
-                grad_previous[j] = grad_previous[j] + grad_efficacy;
-                grad_presynaptic[j] = grad_presynaptic[j] + grad_drive * efficacy;
-            }
-        }
-        grad_input.copy_from_slice(&scratch.grad_presynaptic[..inputs]);
+    /// Ends a step's backward: the presynaptic vector's gradient split into the input's and
+    /// `h_{t-1}`'s (`shared`: it was summed into `grad_update_presynaptic`).
+    #[inline(always)]
+    fn backward_end(
+        &self,
+        scratch: &BackwardScratch<F>,
+        grad_input: &mut [F],
+        grad_hidden_prev: &mut [F],
+        shared: bool,
+    ) {
+        let inputs = self.config.input_size;
+        let grad_presynaptic = if shared {
+            &scratch.grad_update_presynaptic
+        } else {
+            &scratch.grad_presynaptic
+        };
+        grad_input.copy_from_slice(&grad_presynaptic[..inputs]);
         if self.config.recurrent {
-            grad_hidden_prev.copy_from_slice(&scratch.grad_presynaptic[inputs..]);
+            grad_hidden_prev.copy_from_slice(&grad_presynaptic[inputs..]);
         } else {
             grad_hidden_prev.iter_mut().for_each(|g| *g = F::zero());
         }
     }
+
+    /// The backward of one row of the plastic update: the gradients of Λ and Γ, of `F_{t-1}`
+    /// (written), of the update's presynaptic vector and of the row's neuron and denominator.
+    #[inline(always)]
+    fn update_row_backward(
+        &self,
+        unit: usize,
+        rows: &BackwardRows<'_, F>,
+        grad_synaptic_prev: &mut [F],
+        grads: &mut ParameterGradients<F>,
+        scratch: &mut BackwardScratch<F>,
+    ) {
+        let BackwardRows {
+            trace,
+            synaptic_prev,
+            grad_synaptic,
+        } = *rows;
+        let width = self.width();
+        let weight = self.parameters.weight;
+        let epsilon = constant::<F>(super::options::NORM_EPSILON);
+        let limit = self.config.clamp.map(constant::<F>);
+        let row = unit * width..(unit + 1) * width;
+        let grad_out = &grad_synaptic[row.clone()];
+        // The gradient reaching F': that of F_t itself unless a clamp or the
+        // post-normalisation lies between them.
+        let grad_row: &[F] = if self.keeps_unclamped() {
+            let unclamped = &trace.unclamped[row.clone()];
+            let grad_row = &mut scratch.grad_row;
+            if self.config.normalisation == Normalisation::Post {
+                // F_t = F'' / (‖W + F''‖ + ε), F'' = clamp(F')
+                let norm = trace.post_norm[unit];
+                let denominator = norm + epsilon;
+                let clamp = |value: F| match limit {
+                    Some(limit) => value.max(-limit).min(limit),
+                    None => value,
+                };
+                // grad_row holds F'' until it is overwritten below.
+                for (clamped, value) in grad_row.iter_mut().zip(unclamped) {
+                    *clamped = clamp(*value);
+                }
+                let weighted = dot(grad_out, grad_row);
+                let through_norm = weighted / (denominator * denominator * norm);
+                let weight_row = &weight[row.clone()];
+                let grad_weight = &mut grads.weight[row.clone()];
+                for j in 0..width {
+                    let efficacy = weight_row[j] + grad_row[j];
+                    grad_row[j] = grad_out[j] / denominator - efficacy * through_norm;
+                    grad_weight[j] = grad_weight[j] - efficacy * through_norm;
+                }
+            } else {
+                grad_row.copy_from_slice(grad_out);
+            }
+            if let Some(limit) = limit {
+                // A select rather than a branch, so that the loop vectorises.
+                for (grad, value) in grad_row.iter_mut().zip(unclamped) {
+                    let outside = *value < -limit || *value > limit;
+                    *grad = if outside { F::zero() } else { *grad };
+                }
+            }
+            &scratch.grad_row[..width]
+        } else {
+            &grad_out[..width]
+        };
+        let pre = self.scales_state();
+        let scale = if pre {
+            trace.denominator[unit]
+        } else {
+            F::one()
+        };
+        let inverse_scale = F::one() / scale;
+        // What the update decayed: F_{t-1}, or tanh(F_{t-1}).
+        let decaying = self.decaying(&synaptic_prev[row.clone()], &mut scratch.squashed);
+        let decaying = &decaying[..width];
+        let (lambda, gamma) = self.rows(unit);
+        let (lambda, gamma) = (&lambda[..width], &gamma[..width]);
+        let post = trace.hidden[unit];
+        let presynaptic = &trace.update_presynaptic[..width];
+        // Λ and Γ
+        if !self.lambda_row.is_empty() {
+            grads.lambda[0] = grads.lambda[0] + dot(grad_row, decaying) * inverse_scale;
+        } else {
+            let grad_lambda = &mut grads.lambda[row.clone()];
+            for j in 0..width {
+                grad_lambda[j] = grad_lambda[j] + grad_row[j] * (decaying[j] * inverse_scale);
+            }
+        }
+        if !self.gamma_row.is_empty() {
+            grads.gamma[0] = grads.gamma[0] + dot(grad_row, presynaptic) * post;
+        } else {
+            let grad_gamma = &mut grads.gamma[row.clone()];
+            for j in 0..width {
+                grad_gamma[j] = grad_gamma[j] + grad_row[j] * post * presynaptic[j];
+            }
+        }
+        // Through Γ ⊙ (h ⊗ p): to h_t and to p. (Reductions apart from the elementwise
+        // loops, in lanes, so that both vectorise.)
+        let grad_post = dot3(grad_row, gamma, presynaptic);
+        let grad_update_presynaptic = &mut scratch.grad_update_presynaptic[..width];
+        for j in 0..width {
+            grad_update_presynaptic[j] = grad_update_presynaptic[j] + grad_row[j] * gamma[j] * post;
+        }
+        scratch.grad_hidden[unit] = scratch.grad_hidden[unit] + grad_post;
+        // Through Λ ⊙ s(F_{t-1})/scale: to F_{t-1} and to the scale.
+        let grad_previous = &mut grad_synaptic_prev[row];
+        for j in 0..width {
+            grad_previous[j] = grad_row[j] * lambda[j] * inverse_scale;
+        }
+        if self.config.squash_state {
+            for j in 0..width {
+                grad_previous[j] = grad_previous[j] * (F::one() - decaying[j] * decaying[j]);
+            }
+        }
+        if pre {
+            let grad_scale = -dot3(grad_row, lambda, decaying) * inverse_scale;
+            scratch.grad_denominator[unit] = grad_scale * inverse_scale;
+        }
+    }
+
+    /// The backward of one row's neuron, `h = φ(drive / (‖G‖ + ε) + b)`, `G = W + F_{t-1}`:
+    /// the gradients of `W`, `b`, `F_{t-1}` (added) and of the drive's presynaptic vector
+    /// (into `grad_update_presynaptic` when `shared`, the update's and the drive's being one).
+    #[inline(always)]
+    fn neuron_row_backward(
+        &self,
+        unit: usize,
+        rows: &BackwardRows<'_, F>,
+        grad_synaptic_prev: &mut [F],
+        grads: &mut ParameterGradients<F>,
+        scratch: &mut BackwardScratch<F>,
+        shared: bool,
+    ) {
+        let BackwardRows {
+            trace,
+            synaptic_prev,
+            ..
+        } = *rows;
+        let width = self.width();
+        let row = unit * width..(unit + 1) * width;
+        let hidden = trace.hidden[unit];
+        let grad_preactivation =
+            scratch.grad_hidden[unit] * self.config.activation.derivative(hidden);
+        if !self.normalised() || self.config.normalised_bias {
+            grads.bias[unit] = grads.bias[unit] + grad_preactivation;
+        }
+        let (grad_drive, grad_norm) = if self.normalised() {
+            let denominator = trace.denominator[unit];
+            let grad_denominator = scratch.grad_denominator[unit]
+                - grad_preactivation * trace.drive[unit] / (denominator * denominator);
+            (
+                grad_preactivation / denominator,
+                grad_denominator / trace.norm[unit],
+            )
+        } else {
+            (grad_preactivation, F::zero())
+        };
+        let weight_row = &self.parameters.weight[row.clone()];
+        let previous = &synaptic_prev[row.clone()];
+        let grad_weight = &mut grads.weight[row.clone()];
+        let grad_previous = &mut grad_synaptic_prev[row];
+        let presynaptic = &trace.presynaptic[..width];
+        let grad_presynaptic = if shared {
+            &mut scratch.grad_update_presynaptic[..width]
+        } else {
+            &mut scratch.grad_presynaptic[..width]
+        };
+        for j in 0..width {
+            let efficacy = weight_row[j] + previous[j];
+            let grad_efficacy = grad_drive * presynaptic[j] + grad_norm * efficacy;
+            grad_weight[j] = grad_weight[j] + grad_efficacy;
+            grad_previous[j] = grad_previous[j] + grad_efficacy;
+            grad_presynaptic[j] = grad_presynaptic[j] + grad_drive * efficacy;
+        }
+    }
+}
+
+/// What the backward of a step reads row by row: the forward's trace, `F_{t-1}` and the
+/// gradient of `F_t`.
+#[derive(Clone, Copy)]
+struct BackwardRows<'a, F> {
+    trace: &'a StepTrace<F>,
+    synaptic_prev: &'a [F],
+    grad_synaptic: &'a [F],
 }
 
 /// Gradient accumulators of the parameters.
@@ -951,9 +1073,31 @@ pub(super) fn forward_chunk<F: KernelFloat, const W: usize>(
     outputs
 }
 
-/// The backward of the batch elements `range`, on one thread: segment by segment from the
-/// last, the states between two checkpoints rebuilt from the records ([`Kernel::replay`]),
-/// then the steps' backward in reverse.
+/// Batch elements whose backward steps run together, row by row: the rows of the parameters
+/// and of their gradients are read from memory once for all of them (Pong's rows of `W`, Λ, Γ
+/// and their gradients, 4 MB in all, do not stay in a core's cache from one element to the next).
+const BACKWARD_BLOCK: usize = 4;
+
+/// What the backward keeps for one batch element of a block.
+struct ElementBackward<F> {
+    element: usize,
+    local: usize,
+    length: usize,
+    /// Every step's trace of the current segment.
+    traces: Vec<StepTrace<F>>,
+    /// The states entering the segment's steps after the first (`rebuilt[k]` enters step
+    /// `start + k`; the first is the checkpoint itself).
+    rebuilt: Vec<Vec<F>>,
+    grad_hidden: Vec<F>,
+    grad_synaptic: Vec<F>,
+    grad_hidden_prev: Vec<F>,
+    grad_synaptic_prev: Vec<F>,
+    scratch: BackwardScratch<F>,
+}
+
+/// The backward of the batch elements `range`, on one thread, [`BACKWARD_BLOCK`] elements at a
+/// time: segment by segment from the last, the states between two checkpoints rebuilt from the
+/// records ([`Kernel::replay`]), then the steps' backward in reverse.
 #[inline(always)]
 pub(super) fn backward_chunk<F: KernelFloat, const W: usize>(
     kernel: &Kernel<'_, F, W>,
@@ -981,104 +1125,183 @@ pub(super) fn backward_chunk<F: KernelFloat, const W: usize>(
     let per_element = steps.div_ceil(interval) * state_size;
     let record_size = kernel.record_size();
     let count = range.len();
+    let shared = kernel.update_sees_drive_presynaptic();
     let mut grads = ParameterGradients::zeros(&parameters);
     let mut grad_inputs = vec![F::zero(); steps * count * inputs];
-    let mut scratch = kernel.scratch();
-    // Per segment: every step's trace, and the states entering its steps after the first
-    // (`rebuilt[k]` enters step `start + k`; the first is the checkpoint itself).
-    let mut traces: Vec<StepTrace<F>> = (0..interval).map(|_| kernel.trace()).collect();
-    let mut rebuilt = vec![vec![F::zero(); units * width]; interval + 1];
-    let mut grad_hidden = vec![F::zero(); units];
-    let mut grad_synaptic = vec![F::zero(); units * width];
-    let mut grad_hidden_prev = vec![F::zero(); units];
-    let mut grad_synaptic_prev = vec![F::zero(); units * width];
-    for (local, element) in range.clone().enumerate() {
-        let length = sequence.length(element);
-        let input_at = |step: usize| {
-            let offset = (step * batch + element) * inputs;
-            &sequence.inputs[offset..offset + inputs]
-        };
-        let states = &checkpoints.states[element * per_element..(element + 1) * per_element];
-        let records = &checkpoints.records
-            [element * steps * record_size..(element + 1) * steps * record_size];
-        let record_at = |step: usize| &records[step * record_size..(step + 1) * record_size];
-        match grad_final_hidden {
-            Some(g) => grad_hidden.copy_from_slice(&g[element * units..(element + 1) * units]),
-            None => grad_hidden.iter_mut().for_each(|g| *g = F::zero()),
+    let mut slots: Vec<ElementBackward<F>> = (0..BACKWARD_BLOCK.min(count))
+        .map(|_| ElementBackward {
+            element: 0,
+            local: 0,
+            length: 0,
+            traces: (0..interval).map(|_| kernel.trace()).collect(),
+            rebuilt: vec![vec![F::zero(); units * width]; interval + 1],
+            grad_hidden: vec![F::zero(); units],
+            grad_synaptic: vec![F::zero(); units * width],
+            grad_hidden_prev: vec![F::zero(); units],
+            grad_synaptic_prev: vec![F::zero(); units * width],
+            scratch: kernel.scratch(),
+        })
+        .collect();
+    let states_of =
+        |element: usize| &checkpoints.states[element * per_element..(element + 1) * per_element];
+    let record_at = |element: usize, step: usize| {
+        let at = (element * steps + step) * record_size;
+        &checkpoints.records[at..at + record_size]
+    };
+    let input_at = |element: usize, step: usize| {
+        let offset = (step * batch + element) * inputs;
+        &sequence.inputs[offset..offset + inputs]
+    };
+    let locals: Vec<usize> = (0..count).collect();
+    for block in locals.chunks(BACKWARD_BLOCK) {
+        let slots = &mut slots[..block.len()];
+        for (slot, &local) in slots.iter_mut().zip(block) {
+            let element = range.start + local;
+            (slot.element, slot.local) = (element, local);
+            slot.length = sequence.length(element);
+            match grad_final_hidden {
+                Some(g) => slot
+                    .grad_hidden
+                    .copy_from_slice(&g[element * units..(element + 1) * units]),
+                None => slot.grad_hidden.iter_mut().for_each(|g| *g = F::zero()),
+            }
+            match grad_final_synaptic {
+                Some(g) => slot
+                    .grad_synaptic
+                    .copy_from_slice(&g[element * units * width..(element + 1) * units * width]),
+                None => slot.grad_synaptic.iter_mut().for_each(|g| *g = F::zero()),
+            }
         }
-        match grad_final_synaptic {
-            Some(g) => grad_synaptic
-                .copy_from_slice(&g[element * units * width..(element + 1) * units * width]),
-            None => grad_synaptic.iter_mut().for_each(|g| *g = F::zero()),
-        }
-        // Segments past the element's own steps (padding) have nothing to give back.
-        for (segment, state) in states
-            .chunks_exact(state_size)
-            .enumerate()
-            .take(length.div_ceil(interval))
-            .rev()
-        {
+        // Segments past an element's own steps (padding) have nothing to give back.
+        let segments = slots
+            .iter()
+            .map(|slot| slot.length.div_ceil(interval))
+            .max()
+            .unwrap_or(0);
+        for segment in (0..segments).rev() {
             let start = segment * interval;
-            let end = (start + interval).min(length);
-            let (hidden_start, synaptic_start) = state.split_at(units);
-            for offset in 0..end - start {
-                let step = start + offset;
-                let hidden_prev = if offset == 0 {
-                    hidden_start
-                } else {
-                    &record_at(step - 1)[2 * units..3 * units]
-                };
-                // F_t is needed as the next step's F_{t-1} within the segment, and for the
-                // mask of the clamp and the post-normalisation (`unclamped`).
-                let states = if offset + 1 < end - start || kernel.keeps_unclamped() {
-                    let (before, after) = rebuilt.split_at_mut(offset + 1);
-                    let previous = if offset == 0 {
-                        synaptic_start
+            let segment_state = |slot: &ElementBackward<F>| {
+                let state = &states_of(slot.element)[segment * state_size..][..state_size];
+                state.split_at(units)
+            };
+            let end_of = |slot: &ElementBackward<F>| (start + interval).min(slot.length);
+            for slot in slots.iter_mut().filter(|slot| slot.length > start) {
+                let (hidden_start, synaptic_start) = segment_state(slot);
+                let end = end_of(slot);
+                for offset in 0..end - start {
+                    let step = start + offset;
+                    let hidden_prev = if offset == 0 {
+                        hidden_start
                     } else {
-                        &before[offset][..]
+                        &record_at(slot.element, step - 1)[2 * units..3 * units]
                     };
-                    Some((previous, &mut after[0][..]))
-                } else {
-                    None
-                };
-                kernel.replay(
-                    input_at(step),
-                    hidden_prev,
-                    record_at(step),
-                    states,
-                    &mut traces[offset],
-                );
-            }
-            for step in (start..end).rev() {
-                let synaptic_prev = if step == start {
-                    synaptic_start
-                } else {
-                    &rebuilt[step - start][..]
-                };
-                let out = (step * batch + element) * units;
-                for unit in 0..units {
-                    grad_hidden[unit] = grad_hidden[unit] + grad_outputs[out + unit];
+                    // F_t is needed as the next step's F_{t-1} within the segment, and for the
+                    // mask of the clamp and the post-normalisation (`unclamped`).
+                    let states = if offset + 1 < end - start || kernel.keeps_unclamped() {
+                        let (before, after) = slot.rebuilt.split_at_mut(offset + 1);
+                        let previous = if offset == 0 {
+                            synaptic_start
+                        } else {
+                            &before[offset][..]
+                        };
+                        Some((previous, &mut after[0][..]))
+                    } else {
+                        None
+                    };
+                    kernel.replay(
+                        input_at(slot.element, step),
+                        hidden_prev,
+                        record_at(slot.element, step),
+                        states,
+                        &mut slot.traces[offset],
+                    );
                 }
-                let grad_input = &mut grad_inputs
-                    [(step * count + local) * inputs..(step * count + local + 1) * inputs];
-                kernel.step_backward(
-                    &traces[step - start],
-                    synaptic_prev,
-                    &grad_hidden,
-                    &grad_synaptic,
-                    grad_input,
-                    &mut grad_hidden_prev,
-                    &mut grad_synaptic_prev,
-                    &mut grads,
-                    &mut scratch,
-                );
-                std::mem::swap(&mut grad_hidden, &mut grad_hidden_prev);
-                std::mem::swap(&mut grad_synaptic, &mut grad_synaptic_prev);
+            }
+            let end = slots.iter().map(end_of).max().unwrap_or(start);
+            for step in (start..end).rev() {
+                let active = |slot: &&mut ElementBackward<F>| step < slot.length;
+                for slot in slots.iter_mut().filter(active) {
+                    let out = (step * batch + slot.element) * units;
+                    for unit in 0..units {
+                        slot.grad_hidden[unit] = slot.grad_hidden[unit] + grad_outputs[out + unit];
+                    }
+                    if shared {
+                        kernel.backward_begin(&slot.grad_hidden, &mut slot.scratch);
+                    }
+                }
+                if shared {
+                    // Row by row over the block: the parameters' rows stay in cache.
+                    for unit in 0..units {
+                        for slot in slots.iter_mut().filter(active) {
+                            let synaptic_prev = if step == start {
+                                segment_state(slot).1
+                            } else {
+                                &slot.rebuilt[step - start][..]
+                            };
+                            let rows = BackwardRows {
+                                trace: &slot.traces[step - start],
+                                synaptic_prev,
+                                grad_synaptic: &slot.grad_synaptic,
+                            };
+                            let (grad_previous, scratch) =
+                                (&mut slot.grad_synaptic_prev, &mut slot.scratch);
+                            kernel.update_row_backward(
+                                unit,
+                                &rows,
+                                grad_previous,
+                                &mut grads,
+                                scratch,
+                            );
+                            kernel.neuron_row_backward(
+                                unit,
+                                &rows,
+                                grad_previous,
+                                &mut grads,
+                                scratch,
+                                true,
+                            );
+                        }
+                    }
+                }
+                for slot in slots.iter_mut().filter(active) {
+                    let at = (step * count + slot.local) * inputs;
+                    let grad_input = &mut grad_inputs[at..at + inputs];
+                    if shared {
+                        kernel.backward_end(
+                            &slot.scratch,
+                            grad_input,
+                            &mut slot.grad_hidden_prev,
+                            true,
+                        );
+                    } else {
+                        let synaptic_prev = if step == start {
+                            segment_state(slot).1
+                        } else {
+                            &slot.rebuilt[step - start][..]
+                        };
+                        kernel.step_backward(
+                            &slot.traces[step - start],
+                            synaptic_prev,
+                            &slot.grad_hidden,
+                            &slot.grad_synaptic,
+                            grad_input,
+                            &mut slot.grad_hidden_prev,
+                            &mut slot.grad_synaptic_prev,
+                            &mut grads,
+                            &mut slot.scratch,
+                        );
+                    }
+                    std::mem::swap(&mut slot.grad_hidden, &mut slot.grad_hidden_prev);
+                    std::mem::swap(&mut slot.grad_synaptic, &mut slot.grad_synaptic_prev);
+                }
             }
         }
-        grad_hidden0[local * units..(local + 1) * units].copy_from_slice(&grad_hidden);
-        grad_synaptic0[local * units * width..(local + 1) * units * width]
-            .copy_from_slice(&grad_synaptic);
+        for slot in slots.iter() {
+            let local = slot.local;
+            grad_hidden0[local * units..(local + 1) * units].copy_from_slice(&slot.grad_hidden);
+            grad_synaptic0[local * units * width..(local + 1) * units * width]
+                .copy_from_slice(&slot.grad_synaptic);
+        }
     }
     (grads, grad_inputs)
 }
