@@ -1075,10 +1075,13 @@ pub(super) fn forward_chunk<F: KernelFloat, const W: usize>(
     outputs
 }
 
-/// Batch elements whose backward steps run together, row by row: the rows of the parameters
-/// and of their gradients are read from memory once for all of them (Pong's rows of `W`, Λ, Γ
-/// and their gradients, 4 MB in all, do not stay in a core's cache from one element to the next).
-const BACKWARD_BLOCK: usize = 4;
+/// Batch elements whose backward steps run together, row by row, so that the rows of the
+/// parameters and of their gradients are read from memory once for all of them. Measured on
+/// Pong's sizes (docs/performance.md, "Rows in one pass"): 4 took 18 % less CPU time in the
+/// backward of the `pong_core` case (20 steps) but made whole Pong iterations (50 steps) slower,
+/// the block's rebuilt states (4 × 9 × 680 KB per thread) leaving the caches; 1 until a block
+/// size chosen from the working set is measured to pay.
+const BACKWARD_BLOCK: usize = 1;
 
 /// What the backward keeps for one batch element of a block.
 struct ElementBackward<F> {
