@@ -1090,8 +1090,8 @@ struct ElementBackward<F> {
     length: usize,
     /// Every step's trace of the current segment.
     traces: Vec<StepTrace<F>>,
-    /// The states entering the segment's steps after the first (`rebuilt[k]` enters step
-    /// `start + k`; the first is the checkpoint itself).
+    /// The states the segment's steps produce (`rebuilt[k]` after step `start + k`; the state
+    /// entering the first step is the checkpoint itself).
     rebuilt: Vec<Vec<F>>,
     grad_hidden: Vec<F>,
     grad_synaptic: Vec<F>,
@@ -1139,7 +1139,7 @@ pub(super) fn backward_chunk<F: KernelFloat, const W: usize>(
             local: 0,
             length: 0,
             traces: (0..interval).map(|_| kernel.trace()).collect(),
-            rebuilt: vec![vec![F::zero(); units * width]; interval + 1],
+            rebuilt: vec![vec![F::zero(); units * width]; interval],
             grad_hidden: vec![F::zero(); units],
             grad_synaptic: vec![F::zero(); units * width],
             grad_hidden_prev: vec![F::zero(); units],
@@ -1203,11 +1203,11 @@ pub(super) fn backward_chunk<F: KernelFloat, const W: usize>(
                     // F_t is needed as the next step's F_{t-1} within the segment, and for the
                     // mask of the clamp and the post-normalisation (`unclamped`).
                     let states = if offset + 1 < end - start || kernel.keeps_unclamped() {
-                        let (before, after) = slot.rebuilt.split_at_mut(offset + 1);
+                        let (before, after) = slot.rebuilt.split_at_mut(offset);
                         let previous = if offset == 0 {
                             synaptic_start
                         } else {
-                            &before[offset][..]
+                            &before[offset - 1][..]
                         };
                         Some((previous, &mut after[0][..]))
                     } else {
@@ -1241,7 +1241,7 @@ pub(super) fn backward_chunk<F: KernelFloat, const W: usize>(
                             let synaptic_prev = if step == start {
                                 segment_state(slot).1
                             } else {
-                                &slot.rebuilt[step - start][..]
+                                &slot.rebuilt[step - start - 1][..]
                             };
                             let rows = BackwardRows {
                                 trace: &slot.traces[step - start],
@@ -1282,7 +1282,7 @@ pub(super) fn backward_chunk<F: KernelFloat, const W: usize>(
                         let synaptic_prev = if step == start {
                             segment_state(slot).1
                         } else {
-                            &slot.rebuilt[step - start][..]
+                            &slot.rebuilt[step - start - 1][..]
                         };
                         kernel.step_backward(
                             &slot.traces[step - start],
