@@ -162,19 +162,20 @@ fn lanes_sum<F: Float>(a: &[F], b: &[F], c: &[F], term: impl Fn(F, F, F) -> F) -
     sum
 }
 
-/// `Σ (w + f)·z` and `Σ (w + f)²` over a row: two passes, each vectorised (see [`lanes_sum`]).
+/// The drive `Σ (w + f)·z` over a row (see [`lanes_sum`]).
 #[inline(always)]
-pub(super) fn drive_and_squares<F: Float>(
-    weight: &[F],
-    synaptic: &[F],
-    presynaptic: &[F],
-) -> (F, F) {
-    let drive = lanes_sum(weight, synaptic, presynaptic, |w, f, z| (w + f) * z);
-    let squares = lanes_sum(weight, synaptic, presynaptic, |w, f, _| {
+pub(super) fn drive<F: Float>(weight: &[F], synaptic: &[F], presynaptic: &[F]) -> F {
+    lanes_sum(weight, synaptic, presynaptic, |w, f, z| (w + f) * z)
+}
+
+/// The row norm `‖w + f‖`, its square under a floor of 1e-30 (see [`lanes_sum`]).
+#[inline(always)]
+pub(super) fn efficacy_norm<F: Float>(weight: &[F], synaptic: &[F]) -> F {
+    let squares = lanes_sum(weight, synaptic, synaptic, |w, f, _| {
         let efficacy = w + f;
         efficacy * efficacy
     });
-    (drive, squares)
+    (squares + constant::<F>(1e-30)).sqrt()
 }
 
 /// `Σ a·b` in independent lanes.
@@ -372,14 +373,10 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
     fn row_sums(&self, unit: usize, synaptic_prev: &[F], trace: &mut StepTrace<F>) {
         let width = self.width();
         let row = unit * width..(unit + 1) * width;
-        let (drive, squares) = drive_and_squares(
-            &self.parameters.weight[row.clone()],
-            &synaptic_prev[row],
-            &trace.presynaptic,
-        );
-        trace.drive[unit] = drive;
+        let (weight, previous) = (&self.parameters.weight[row.clone()], &synaptic_prev[row]);
+        trace.drive[unit] = drive(weight, previous, &trace.presynaptic);
         if self.normalised() {
-            trace.norm[unit] = (squares + constant::<F>(1e-30)).sqrt();
+            trace.norm[unit] = efficacy_norm(weight, previous);
         }
     }
 
@@ -479,7 +476,6 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         let width = self.width();
         let weight = self.parameters.weight;
         let epsilon = constant::<F>(super::options::NORM_EPSILON);
-        let floor = constant::<F>(1e-30);
         let limit = self.config.clamp.map(constant::<F>);
         let row = unit * width..(unit + 1) * width;
         let inverse_scale = if self.scales_state() {
@@ -506,9 +502,7 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         }
         if self.config.normalisation == Normalisation::Post {
             if !replay {
-                let (_, squares) =
-                    drive_and_squares(&weight[row.clone()], out, &trace.update_presynaptic);
-                trace.post_norm[unit] = (squares + floor).sqrt();
+                trace.post_norm[unit] = efficacy_norm(&weight[row.clone()], out);
             }
             let inverse = F::one() / (trace.post_norm[unit] + epsilon);
             for value in out.iter_mut() {
@@ -1100,6 +1094,17 @@ struct ElementBackward<F> {
     scratch: BackwardScratch<F>,
 }
 
+/// `F_{t-1}` of a segment's step `offset`: the segment's checkpoint for its first step, else the
+/// state the step before rebuilt (`rebuilt`, see [`ElementBackward::rebuilt`]).
+#[inline(always)]
+fn state_entering<'s, F>(rebuilt: &'s [Vec<F>], offset: usize, checkpoint: &'s [F]) -> &'s [F] {
+    if offset == 0 {
+        checkpoint
+    } else {
+        &rebuilt[offset - 1]
+    }
+}
+
 /// The backward of the batch elements `range`, on one thread, [`BACKWARD_BLOCK`] elements at a
 /// time: segment by segment from the last, the states between two checkpoints rebuilt from the
 /// records ([`Kernel::replay`]), then the steps' backward in reverse.
@@ -1204,11 +1209,7 @@ pub(super) fn backward_chunk<F: KernelFloat, const W: usize>(
                     // mask of the clamp and the post-normalisation (`unclamped`).
                     let states = if offset + 1 < end - start || kernel.keeps_unclamped() {
                         let (before, after) = slot.rebuilt.split_at_mut(offset);
-                        let previous = if offset == 0 {
-                            synaptic_start
-                        } else {
-                            &before[offset - 1][..]
-                        };
+                        let previous = state_entering(before, offset, synaptic_start);
                         Some((previous, &mut after[0][..]))
                     } else {
                         None
@@ -1238,11 +1239,8 @@ pub(super) fn backward_chunk<F: KernelFloat, const W: usize>(
                     // Row by row over the block: the parameters' rows stay in cache.
                     for unit in 0..units {
                         for slot in slots.iter_mut().filter(active) {
-                            let synaptic_prev = if step == start {
-                                segment_state(slot).1
-                            } else {
-                                &slot.rebuilt[step - start - 1][..]
-                            };
+                            let synaptic_prev =
+                                state_entering(&slot.rebuilt, step - start, segment_state(slot).1);
                             let rows = BackwardRows {
                                 trace: &slot.traces[step - start],
                                 synaptic_prev,
@@ -1279,11 +1277,8 @@ pub(super) fn backward_chunk<F: KernelFloat, const W: usize>(
                             true,
                         );
                     } else {
-                        let synaptic_prev = if step == start {
-                            segment_state(slot).1
-                        } else {
-                            &slot.rebuilt[step - start - 1][..]
-                        };
+                        let synaptic_prev =
+                            state_entering(&slot.rebuilt, step - start, segment_state(slot).1);
                         kernel.step_backward(
                             &slot.traces[step - start],
                             synaptic_prev,
