@@ -3,6 +3,8 @@
 use burn::module::{Module, ModuleDisplay};
 use burn::tensor::Tensor;
 
+use crate::kernel::autodiff::KernelCell;
+
 /// The recurrent state of a cell.
 pub trait CellState: Clone + Send {
     /// The state's tensors under the names of the reference's parity files (`h`, `c`, `F`,
@@ -77,6 +79,13 @@ pub trait RecurrentCell: Module + ModuleDisplay {
     /// `[B, energy_units]` (docs/reference.md §2): computed from the state entering the step, outside the
     /// autodiff graph, biases and heads excluded.
     fn energy(&self, input: Tensor<2>, state: &Self::State) -> Tensor<2>;
+
+    /// The cell as the host kernel computes it (its options and parameters), when its sequences
+    /// run there (STPNr and STPNf on flex or ndarray): a rollout may then drive the kernel one step
+    /// at a time and hand the update its forward ([`crate::kernel::Recording`]). `None` otherwise.
+    fn host_kernel(&self) -> Option<KernelCell> {
+        None
+    }
 }
 
 /// The result of [`run_sequence`].

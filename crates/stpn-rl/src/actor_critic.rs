@@ -14,6 +14,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use stpn_model::RecurrentCell;
 use stpn_model::cells::init;
+use stpn_model::kernel::Recording;
+use stpn_model::kernel::autodiff::run_kernel_recorded;
 
 /// Configuration of the heads of an [`ActorCritic`].
 #[derive(Config, Debug)]
@@ -143,6 +145,29 @@ impl<C: RecurrentCell> ActorCritic<C> {
         let features_width = features.dims()[1];
         let inputs = features.reshape([steps, batch, features_width]);
         self.core.forward_sequence(inputs, state).0
+    }
+
+    /// [`Self::sequence`] from the zero state for the observations a rollout recorded the core's
+    /// forward on ([`stpn_model::kernel::Recording`], from [`RecurrentCell::host_kernel`]): the
+    /// backward starts from the recording instead of running the forward again, when the
+    /// parameters are still those it ran with (otherwise the core runs again).
+    pub fn recorded_sequence(
+        &self,
+        observations: Tensor<3>,
+        recording: Recording<f32>,
+    ) -> Tensor<3> {
+        let [steps, batch, width] = observations.dims();
+        let features = self.features(observations.reshape([steps * batch, width]));
+        let features_width = features.dims()[1];
+        let inputs = features.reshape([steps, batch, features_width]);
+        match self.core.host_kernel() {
+            Some(kernel) => run_kernel_recorded(kernel.parameters, inputs, recording).0,
+            None => {
+                self.core
+                    .forward_sequence(inputs, self.core.init_state(batch))
+                    .0
+            }
+        }
     }
 
     /// The core's outputs `[T, B, H]` for observation sequences `[T, B, O]` padded at their

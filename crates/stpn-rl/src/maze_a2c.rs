@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use stpn_envs::env::Env;
 use stpn_envs::maze::{self, Maze};
 use stpn_model::RecurrentCell;
+use stpn_model::kernel::Recording;
 use stpn_model::params::host_values;
 
 use crate::ActorCritic;
@@ -89,6 +90,9 @@ pub struct Rollout {
     /// Energy of a step summed over the units (docs/reference.md §2.3), mean over steps and episodes, when
     /// asked for.
     pub energy_per_step: Option<f64>,
+    /// The core's forward over the episodes, kept for the update's backward, when the core runs on
+    /// the host kernel and the energy was not asked for ([`RecurrentCell::host_kernel`]).
+    pub core_forward: Option<Recording<f32>>,
 }
 
 /// How a rollout acts and what it measures.
@@ -150,21 +154,36 @@ pub fn rollout<C: RecurrentCell>(
     let mut rewards = Vec::with_capacity(steps * batch);
     let mut all_probabilities = Vec::with_capacity(steps * batch * maze::ACTIONS);
     let mut state = agent.core.init_state(batch);
+    // The energy reads the state as tensors: measured rollouts step the core as tensors.
+    let mut core_forward = match (options.energy, agent.core.host_kernel()) {
+        (false, Some(kernel)) => Some(kernel.recording(steps, batch)),
+        _ => None,
+    };
     let mut energy = 0f64;
     for _ in 0..steps {
         observations.extend_from_slice(&current);
         let input =
             Tensor::<2>::from_data(TensorData::new(current.clone(), [batch, width]), device);
         let input = agent.features(input);
-        if options.energy {
-            energy += agent
-                .core
-                .energy(input.clone(), &state)
-                .sum()
-                .into_scalar::<f64>();
-        }
-        let (hidden, next_state) = agent.core_step(input, state);
-        state = next_state;
+        let hidden = if let Some(recording) = core_forward.as_mut() {
+            let features = host_values::<f32, 2>(input);
+            let hidden = recording.step(&features).to_vec();
+            Tensor::<2>::from_data(
+                TensorData::new(hidden, [batch, agent.core.hidden_size()]),
+                device,
+            )
+        } else {
+            if options.energy {
+                energy += agent
+                    .core
+                    .energy(input.clone(), &state)
+                    .sum()
+                    .into_scalar::<f64>();
+            }
+            let (hidden, next_state) = agent.core_step(input, state);
+            state = next_state;
+            hidden
+        };
         let (logits, _) = agent.heads(hidden);
         let probabilities = host_values::<f32, 2>(softmax(logits, 1));
         all_probabilities.extend_from_slice(&probabilities);
@@ -190,6 +209,7 @@ pub fn rollout<C: RecurrentCell>(
         rewards,
         probabilities: all_probabilities,
         energy_per_step: options.energy.then(|| energy / (steps * batch) as f64),
+        core_forward,
     }
 }
 
@@ -209,10 +229,12 @@ pub fn discounted_returns(rollout: &Rollout, gamma: f64) -> Vec<f32> {
 }
 
 /// Logits `[T·B, A]` and values `[T·B]` of the rollout's observations run through the core as
-/// one sequence from the zero state.
+/// one sequence from the zero state; the backward starts from `core_forward` (the rollout's,
+/// [`Rollout::core_forward`]) when given.
 pub fn sequence_heads<C: RecurrentCell>(
     agent: &ActorCritic<C>,
     rollout: &Rollout,
+    core_forward: Option<Recording<f32>>,
     device: &Device,
 ) -> (Tensor<2>, Tensor<1>) {
     let (steps, batch) = (rollout.steps, rollout.batch);
@@ -223,8 +245,10 @@ pub fn sequence_heads<C: RecurrentCell>(
         ),
         device,
     );
-    let state = agent.core.init_state(batch);
-    let outputs = agent.sequence(observations, state);
+    let outputs = match core_forward {
+        Some(recording) => agent.recorded_sequence(observations, recording),
+        None => agent.sequence(observations, agent.core.init_state(batch)),
+    };
     let hidden = agent.core.hidden_size();
     agent.heads(outputs.reshape([steps * batch, hidden]))
 }
@@ -240,16 +264,18 @@ pub struct LossParts {
     pub penalty: f64,
 }
 
-/// The loss of `rollout` under `agent` (an autodiff model): the recorded observations are run
-/// through the core as one sequence (the fused kernel where available).
+/// The loss of `rollout` under `agent` (an autodiff model with the rollout's parameters): the
+/// recorded observations are run through the core as one sequence (the fused kernel where
+/// available), whose backward starts from the rollout's `core_forward` when given.
 pub fn loss<C: RecurrentCell>(
     agent: &ActorCritic<C>,
     rollout: &Rollout,
+    core_forward: Option<Recording<f32>>,
     config: &LossConfig,
     device: &Device,
 ) -> (Tensor<1>, LossParts) {
     let (steps, batch) = (rollout.steps, rollout.batch);
-    let (logits, values) = sequence_heads(agent, rollout, device);
+    let (logits, values) = sequence_heads(agent, rollout, core_forward, device);
     let log_probabilities = log_softmax(logits.clone(), 1);
     let actions = Tensor::<2, Int>::from_data(
         TensorData::new(rollout.actions.clone(), [steps * batch, 1]),
@@ -286,6 +312,7 @@ pub fn loss<C: RecurrentCell>(
 
 #[cfg(test)]
 mod tests {
+    use burn::module::Module;
     use rand::SeedableRng;
 
     use super::*;
@@ -299,6 +326,7 @@ mod tests {
             rewards,
             probabilities: vec![0.25; steps * batch * maze::ACTIONS],
             energy_per_step: None,
+            core_forward: None,
         }
     }
 
@@ -310,48 +338,127 @@ mod tests {
         assert_eq!(returns, vec![9.0, 10.0, 10.0, 0.0, 0.0, 0.0]);
     }
 
-    /// The update's premise: the recorded observations, run through the core as one sequence
-    /// (the fused kernel), give the policy the rollout acted with, step by step.
-    #[test]
-    fn the_update_recomputes_the_rollouts_policy() {
-        use stpn_model::{Backend, Normalisation, StpnRConfig};
-        let device = Backend::Flex.device().unwrap();
+    /// An STPN core of the maze's input size whose plasticity matters within a few steps.
+    fn plastic_core(device: &Device) -> stpn_model::StpnR {
+        use stpn_model::{Normalisation, StpnRConfig};
         let core = StpnRConfig::new(maze::OBSERVATION_SIZE, 8)
             .with_normalisation(Normalisation::Post)
             .with_clamp(Some(1.0))
-            .init(&device);
-        let core = stpn_model::StpnR {
-            gamma: core.gamma.clone().map(|g| g.mul_scalar(500.0)),
+            .init(device);
+        stpn_model::StpnR {
+            gamma: burn::module::Param::from_tensor(core.gamma.val().mul_scalar(500.0).detach()),
             ..core
-        };
-        let agent = crate::ActorCriticConfig::new(maze::ACTIONS).init(core, &device);
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let rollout = rollout(
-            &agent,
-            3,
-            |episode| episode as u64,
-            &mut rng,
-            RolloutOptions {
-                greedy: false,
-                energy: true,
-            },
-            &device,
-        );
-        assert!(rollout.energy_per_step.unwrap() > 0.0);
+        }
+    }
+
+    /// The update's premise: the recorded observations, run through the core as one sequence
+    /// (the fused kernel), give the policy the rollout acted with, step by step, whether the
+    /// rollout stepped the core as tensors (measuring the energy) or drove the kernel itself.
+    #[test]
+    fn the_update_recomputes_the_rollouts_policy() {
+        let device = stpn_model::Backend::Flex.device().unwrap();
+        let agent =
+            crate::ActorCriticConfig::new(maze::ACTIONS).init(plastic_core(&device), &device);
         assert!(
             agent.core.fused && stpn_model::kernel::autodiff::available(&agent.core.weight.val())
         );
-        let (logits, _) = sequence_heads(&agent, &rollout, &device);
-        let recomputed = host_values::<f32, 2>(softmax(logits, 1));
-        let error = stpn_model::compare::max_abs_difference(
-            recomputed,
-            rollout.probabilities.iter().copied(),
+        for energy in [true, false] {
+            let mut rng = ChaCha8Rng::seed_from_u64(3);
+            let rollout = rollout(
+                &agent,
+                3,
+                |episode| episode as u64,
+                &mut rng,
+                RolloutOptions {
+                    greedy: false,
+                    energy,
+                },
+                &device,
+            );
+            assert_eq!(rollout.energy_per_step.is_some_and(|e| e > 0.0), energy);
+            assert_eq!(rollout.core_forward.is_some(), !energy);
+            let (logits, _) = sequence_heads(&agent, &rollout, None, &device);
+            let recomputed = host_values::<f32, 2>(softmax(logits, 1));
+            let error = stpn_model::compare::max_abs_difference(
+                recomputed,
+                rollout.probabilities.iter().copied(),
+            );
+            assert!(
+                stpn_model::compare::within(error, 1e-5),
+                "probabilities differ by {error} (energy {energy})"
+            );
+            assert!(rollout.rewards.iter().all(|&r| r == 0.0 || r == 10.0));
+        }
+    }
+
+    /// The update's backward from the rollout's recorded forward gives the gradients of the
+    /// update that runs the forward again; a recording of other parameters is not used.
+    #[test]
+    fn the_recorded_forward_gives_the_recomputed_gradients() {
+        let device = stpn_model::Backend::Flex.device().unwrap().autodiff();
+        let agent =
+            crate::ActorCriticConfig::new(maze::ACTIONS).init(plastic_core(&device), &device);
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let plain = agent.valid();
+        let plain_device = plain.policy_bias.val().device();
+        let mut rollout = rollout(
+            &plain,
+            3,
+            |episode| episode as u64 + 10,
+            &mut rng,
+            RolloutOptions::default(),
+            &plain_device,
         );
-        assert!(
-            stpn_model::compare::within(error, 1e-5),
-            "probabilities differ by {error}"
+        let recording = rollout
+            .core_forward
+            .take()
+            .expect("the STPN core's forward");
+        let observations = |rollout: &Rollout| {
+            Tensor::<3>::from_data(
+                TensorData::new(
+                    rollout.observations.clone(),
+                    [rollout.steps, rollout.batch, maze::OBSERVATION_SIZE],
+                ),
+                &device,
+            )
+        };
+        let ran_with = |agent: &ActorCritic<stpn_model::StpnR>, recording: &Recording<f32>| {
+            let kernel = agent.core.host_kernel().expect("the host kernel");
+            recording.ran_with(&kernel.parameters, &observations(&rollout))
+        };
+        let gradients = |agent: &ActorCritic<stpn_model::StpnR>, core_forward| {
+            let (loss, _) = loss(
+                agent,
+                &rollout,
+                core_forward,
+                &LossConfig::default(),
+                &device,
+            );
+            stpn_model::params::named_gradients(agent, &loss.backward())
+        };
+        assert!(ran_with(&agent, &recording));
+        let recomputed = gradients(&agent, None);
+        let missing: Vec<&String> = recomputed
+            .iter()
+            .filter_map(|(name, gradient)| gradient.is_none().then_some(name))
+            .collect();
+        assert!(missing.is_empty(), "no gradient for {missing:?}");
+        assert_eq!(gradients(&agent, Some(recording.clone())), recomputed);
+
+        let changed = ActorCritic {
+            core: stpn_model::StpnR {
+                bias: burn::module::Param::from_tensor(
+                    agent.core.bias.val().add_scalar(0.01).detach(),
+                ),
+                ..agent.core.clone()
+            },
+            ..agent.clone()
+        };
+        assert!(!ran_with(&changed, &recording));
+        assert_eq!(
+            gradients(&changed, Some(recording)),
+            gradients(&changed, None)
         );
-        assert!(rollout.rewards.iter().all(|&r| r == 0.0 || r == 10.0));
     }
 
     #[test]

@@ -389,7 +389,7 @@ fn train<C: RecurrentCell>(
         let started = Instant::now();
         // Rollout on the plain model: no graph is recorded.
         let mut rng = ChaCha8Rng::seed_from_u64(derived_seed(config.seed, iteration, u64::MAX));
-        let rollout = maze_a2c::rollout(
+        let mut rollout = maze_a2c::rollout(
             &agent.valid(),
             config.batch_size,
             |episode| derived_seed(config.seed, iteration, episode as u64),
@@ -397,8 +397,10 @@ fn train<C: RecurrentCell>(
             maze_a2c::RolloutOptions::default(),
             &plain_device,
         );
-        // The update recomputes the episode under autodiff.
-        let (loss, parts) = maze_a2c::loss(&agent, &rollout, &config.loss, device);
+        // The update backpropagates through the episodes under autodiff, from the rollout's
+        // forward where the core kept it (the same parameters: no step in between).
+        let core_forward = rollout.core_forward.take();
+        let (loss, parts) = maze_a2c::loss(&agent, &rollout, core_forward, &config.loss, device);
         let gradients = GradientsParams::from_grads(loss.backward(), &agent);
         let (gradients, grad_norm) = clip_by_global_norm(&agent, gradients, config.grad_clip);
         session.ensure_finite(

@@ -169,6 +169,16 @@ impl RecurrentCell for StpnF {
         (hidden, SynapticState { synaptic })
     }
 
+    fn host_kernel(&self) -> Option<autodiff::KernelCell> {
+        let weight = self.weight.val();
+        (autodiff::applies(self.fused, &weight) && autodiff::on_host(&weight)).then(|| {
+            autodiff::KernelCell {
+                config: self.kernel_config(),
+                parameters: self.kernel_tensors(),
+            }
+        })
+    }
+
     fn energy(&self, input: Tensor<2>, state: &SynapticState) -> Tensor<2> {
         let synaptic = state.synaptic.clone().detach();
         let efficacy = batched(self.weight.val().detach()) + synaptic.clone();
@@ -197,15 +207,9 @@ impl StpnF {
                 [batch, self.hidden_size],
                 (&weight.device(), weight.dtype()),
             );
-            let parameters = autodiff::KernelTensors {
-                weight,
-                bias: self.bias.val(),
-                lambda: self.lambda.val(),
-                gamma: self.gamma.val(),
-            };
             let (outputs, _, synaptic) = autodiff::run_kernel(
                 self.kernel_config(),
-                parameters,
+                self.kernel_tensors(),
                 inputs,
                 hidden,
                 state.synaptic,
@@ -214,6 +218,16 @@ impl StpnF {
             (outputs, SynapticState { synaptic })
         } else {
             crate::cell::step_by_step(self, inputs, state)
+        }
+    }
+
+    /// The parameters the kernel computes with.
+    fn kernel_tensors(&self) -> autodiff::KernelTensors {
+        autodiff::KernelTensors {
+            weight: self.weight.val(),
+            bias: self.bias.val(),
+            lambda: self.lambda.val(),
+            gamma: self.gamma.val(),
         }
     }
 

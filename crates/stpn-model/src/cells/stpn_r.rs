@@ -281,6 +281,16 @@ impl RecurrentCell for StpnR {
         (hidden.clone(), StpnRState { hidden, synaptic })
     }
 
+    fn host_kernel(&self) -> Option<autodiff::KernelCell> {
+        let weight = self.weight.val();
+        (autodiff::applies(self.fused, &weight) && autodiff::on_host(&weight)).then(|| {
+            autodiff::KernelCell {
+                config: self.kernel_config(),
+                parameters: self.kernel_tensors(),
+            }
+        })
+    }
+
     fn energy(&self, input: Tensor<2>, state: &StpnRState) -> Tensor<2> {
         let presynaptic = self
             .presynaptic_vector(input, state.hidden.clone())
@@ -298,6 +308,16 @@ impl RecurrentCell for StpnR {
 }
 
 impl StpnR {
+    /// The parameters the kernel computes with.
+    fn kernel_tensors(&self) -> autodiff::KernelTensors {
+        autodiff::KernelTensors {
+            weight: self.weight.val(),
+            bias: self.bias.val(),
+            lambda: self.lambda.val(),
+            gamma: self.gamma.val(),
+        }
+    }
+
     /// The kernel's view of this layer's options.
     pub fn kernel_config(&self) -> KernelConfig {
         KernelConfig {
@@ -324,15 +344,9 @@ fn run_fused(
     state: StpnRState,
     lengths: &[usize],
 ) -> (Tensor<3>, StpnRState) {
-    let parameters = autodiff::KernelTensors {
-        weight: cell.weight.val(),
-        bias: cell.bias.val(),
-        lambda: cell.lambda.val(),
-        gamma: cell.gamma.val(),
-    };
     let (outputs, hidden, synaptic) = autodiff::run_kernel(
         cell.kernel_config(),
-        parameters,
+        cell.kernel_tensors(),
         inputs,
         state.hidden,
         state.synaptic,

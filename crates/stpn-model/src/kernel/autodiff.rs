@@ -249,25 +249,40 @@ where
     Some(Tensor::from_primitive::<Autodiff<B, C>>(output))
 }
 
-/// Whether the fused op can run on tensors of this device: the CPU backends and the cube
-/// backend (wgpu, [`super::cube`]), with or without autodiff.
+/// Whether the fused op can run on tensors of this device: the CPU backends ([`on_host`]) and
+/// the cube backend (wgpu, [`super::cube`]), with or without autodiff.
 pub fn available(tensor: &Tensor<2>) -> bool {
+    on_host(tensor) || on_cube(tensor)
+}
+
+/// Whether tensors of this device run the host kernel (flex, ndarray, with or without
+/// autodiff), the one a [`super::Recording`] drives.
+pub fn on_host(tensor: &Tensor<2>) -> bool {
     let device = tensor.device().without_autodiff();
-    let mut available = false;
-    #[cfg(feature = "wgpu")]
-    {
-        available |= super::cube_node::available(tensor);
-    }
+    let mut host = false;
     #[cfg(feature = "flex")]
     {
-        available |= device == burn::tensor::Device::flex();
+        host |= device == burn::tensor::Device::flex();
     }
     #[cfg(feature = "ndarray")]
     {
-        available |= device == burn::tensor::Device::ndarray();
+        host |= device == burn::tensor::Device::ndarray();
     }
     let _ = device;
-    available
+    host
+}
+
+/// Whether tensors of this device run the CubeCL kernel ([`super::cube_node`]).
+fn on_cube(tensor: &Tensor<2>) -> bool {
+    #[cfg(feature = "wgpu")]
+    {
+        super::cube_node::available(tensor)
+    }
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = tensor;
+        false
+    }
 }
 
 /// Whether a cell whose `fused` option is `enabled` and whose weights are `weight` runs on the
@@ -286,6 +301,40 @@ pub struct KernelTensors {
     pub lambda: Tensor<2>,
     /// Plasticity rate Γ, `[H, P]` or `[1, 1]`.
     pub gamma: Tensor<2>,
+}
+
+/// A cell the kernel computes: its options and its parameters.
+pub struct KernelCell {
+    /// The cell's options.
+    pub config: KernelConfig,
+    /// The cell's parameters.
+    pub parameters: KernelTensors,
+}
+
+impl KernelCell {
+    /// A [`super::Recording`] of `steps` steps of this cell from the zero state of `batch`
+    /// elements.
+    pub fn recording(&self, steps: usize, batch: usize) -> super::Recording<f32> {
+        let (units, width) = (self.config.hidden_size, self.config.presynaptic_size());
+        let (weight, bias, lambda, gamma) = (
+            host_values(self.parameters.weight.clone()),
+            host_values(self.parameters.bias.clone()),
+            host_values(self.parameters.lambda.clone()),
+            host_values(self.parameters.gamma.clone()),
+        );
+        super::Recording::new(
+            self.config,
+            Parameters {
+                weight: &weight,
+                bias: &bias,
+                lambda: &lambda,
+                gamma: &gamma,
+            },
+            steps,
+            vec![0.0; batch * units],
+            vec![0.0; batch * units * width],
+        )
+    }
 }
 
 /// Runs the kernel with `config` over `inputs` (`[T, B, I]`) from the hidden (`[B, H]`) and
@@ -346,12 +395,18 @@ pub fn run_kernel(
         saved.sequence(),
         tensors.is_autodiff(),
     );
-    let mut saved = Some(Saved {
+    let saved = Saved {
         checkpoints: result.checkpoints,
         ..saved
-    });
-    let packed = result.packed;
+    };
+    let packed = output_node(tensors, result.packed, saved);
+    unpack(packed, steps, batch, units, width)
+}
 
+/// The op's packed output on the tensors' device: a node of the autodiff graph whose backward
+/// starts from `saved` when any of `tensors` is tracked, else a plain tensor.
+fn output_node(tensors: OpInputs, packed: Vec<f32>, saved: Saved<()>) -> Tensor<1> {
+    let mut saved = Some(saved);
     let length = packed.len();
     let mut packed = Some(packed);
     let packed: Tensor<1> = if tensors.is_autodiff() {
@@ -407,7 +462,87 @@ pub fn run_kernel(
         let packed = packed.take().expect("not moved yet");
         Tensor::from_data(TensorData::new(packed, [length]), &tensors.weight.device())
     };
+    packed
+}
+
+/// [`run_kernel`] over the inputs (`[T, B, I]`) and from the state that `recording` ran, all
+/// of its steps taken ([`super::Recording`]): the forward is the recording's, not run again, when
+/// `parameters` and `inputs` hold the values it ran with; otherwise (parameters updated since,
+/// other inputs) the kernel runs as [`run_kernel`] from the recording's initial state. The
+/// initial state enters as a constant (no gradient).
+pub fn run_kernel_recorded(
+    parameters: KernelTensors,
+    inputs: Tensor<3>,
+    recording: super::Recording<f32>,
+) -> (Tensor<3>, Tensor<2>, Tensor<3>) {
+    let config = recording.config;
+    let (units, width) = (config.hidden_size, config.presynaptic_size());
+    let (steps, batch) = (recording.steps, recording.batch);
+    assert_eq!(
+        inputs.dims(),
+        [steps, batch, config.input_size],
+        "the inputs of the recorded steps"
+    );
+    let device = parameters.weight.device();
+    let hidden = Tensor::<2>::from_data(
+        TensorData::new(recording.initial_hidden.clone(), [batch, units]),
+        &device,
+    );
+    let synaptic = Tensor::<3>::from_data(
+        TensorData::new(recording.initial_synaptic.clone(), [batch, units, width]),
+        &device,
+    );
+    if !recording.ran_with(&parameters, &inputs) {
+        return run_kernel(config, parameters, inputs, hidden, synaptic, &[]);
+    }
+    let (recording, output) = recording.finish();
+    let saved = Saved {
+        config,
+        steps,
+        batch,
+        weight: recording.weight,
+        bias: recording.bias,
+        lambda: recording.lambda,
+        gamma: recording.gamma,
+        inputs: recording.inputs,
+        hidden: recording.initial_hidden,
+        synaptic: recording.initial_synaptic,
+        checkpoints: output.checkpoints,
+        lengths: Vec::new(),
+        device: (),
+    };
+    let tensors = OpInputs {
+        inputs,
+        hidden,
+        synaptic,
+        weight: parameters.weight,
+        bias: parameters.bias,
+        lambda: parameters.lambda,
+        gamma: parameters.gamma,
+    };
+    let packed = output_node(tensors, output.packed, saved);
     unpack(packed, steps, batch, units, width)
+}
+
+impl super::Recording<f32> {
+    /// Whether every step is taken, on the host kernel, with the values of `parameters` and of
+    /// `inputs` (`[T, B, I]`) to the bit: whether [`run_kernel_recorded`] uses the recording.
+    pub fn ran_with(&self, parameters: &KernelTensors, inputs: &Tensor<3>) -> bool {
+        let same = |tensor_values: Vec<f32>, recorded: &[f32]| {
+            tensor_values.len() == recorded.len()
+                && tensor_values
+                    .iter()
+                    .zip(recorded)
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+        };
+        self.is_complete()
+            && on_host(&parameters.weight)
+            && same(host_values(parameters.weight.clone()), &self.weight)
+            && same(host_values(parameters.bias.clone()), &self.bias)
+            && same(host_values(parameters.lambda.clone()), &self.lambda)
+            && same(host_values(parameters.gamma.clone()), &self.gamma)
+            && same(host_values(inputs.clone()), &self.inputs)
+    }
 }
 
 /// Splits the op's packed output into the outputs `[T, B, H]`, the final hidden state `[B, H]`

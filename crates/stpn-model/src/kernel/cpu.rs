@@ -1069,6 +1069,63 @@ pub(super) fn forward_chunk<F: KernelFloat, const W: usize>(
     outputs
 }
 
+/// One thread's share of one step driven from outside ([`super::recording`]): every element
+/// of `range` steps from its own state, and the step leaves what [`forward_chunk`] leaves for the
+/// backward (the entering state at a kept step, the step's record).
+pub(super) struct StepShare<'a, F> {
+    pub(super) range: std::ops::Range<usize>,
+    /// `h_{t-1}` in, `h_t` out, `[count, H]`.
+    pub(super) hidden: &'a mut [F],
+    /// `F_{t-1}`, `[count, H·P]`.
+    pub(super) synaptic_prev: &'a [F],
+    /// `F_t`, `[count, H·P]`.
+    pub(super) synaptic: &'a mut [F],
+    /// The share's rows of [`super::options::Checkpoints::states`], `[count, slots, H + H·P]`.
+    pub(super) states: &'a mut [F],
+    /// The share's rows of [`super::options::Checkpoints::records`], `[count, T, record]`.
+    pub(super) records: &'a mut [F],
+}
+
+/// Step `step` of `steps` (checkpoints every `interval`) for the elements of `share`, on one
+/// thread, from the step's inputs `[B, I]`: the loop body of [`forward_chunk`], with each
+/// element's states where its caller keeps them between steps.
+#[inline(always)]
+pub(super) fn step_chunk<F: KernelFloat, const W: usize>(
+    kernel: &Kernel<'_, F, W>,
+    inputs: &[F],
+    (step, steps, interval): (usize, usize, usize),
+    share: StepShare<'_, F>,
+) {
+    let config = kernel.config;
+    let (units, width, input_size) = (config.hidden_size, kernel.width(), config.input_size);
+    let (row, state_size, record_size) =
+        (units * width, units + units * width, kernel.record_size());
+    let slots = steps.div_ceil(interval);
+    let mut trace = kernel.trace();
+    let mut next_hidden = vec![F::zero(); units];
+    for (local, element) in share.range.clone().enumerate() {
+        let hidden = &mut share.hidden[local * units..(local + 1) * units];
+        let synaptic_prev = &share.synaptic_prev[local * row..(local + 1) * row];
+        if step % interval == 0 {
+            let at = (local * slots + step / interval) * state_size;
+            let slot = &mut share.states[at..at + state_size];
+            slot[..units].copy_from_slice(hidden);
+            slot[units..].copy_from_slice(synaptic_prev);
+        }
+        kernel.step(
+            &inputs[element * input_size..(element + 1) * input_size],
+            hidden,
+            synaptic_prev,
+            &mut next_hidden,
+            &mut share.synaptic[local * row..(local + 1) * row],
+            &mut trace,
+        );
+        let at = (local * steps + step) * record_size;
+        kernel.record(&trace, &mut share.records[at..at + record_size]);
+        hidden.copy_from_slice(&next_hidden);
+    }
+}
+
 /// Batch elements whose backward steps run together, row by row, so that the rows of the
 /// parameters and of their gradients are read from memory once for all of them. Measured on
 /// Pong's sizes (docs/performance.md, "Rows in one pass"): 4 took 18 % less CPU time in the

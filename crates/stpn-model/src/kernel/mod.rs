@@ -24,6 +24,7 @@
 //! | [`options`] | the layer's options (normalisation, presynaptic term, activation, …) and the kernel's interface types |
 //! | [`cpu`] | the step and its backward, one thread's share of the batch |
 //! | [`threads`] | the batch split over cores, SIMD dispatch, the sequence-level [`forward`] and [`backward`] |
+//! | [`recording`] | the forward driven one step at a time (a rollout), kept for the update's backward |
 //! | [`autodiff`] | the kernel as one node of Burn's autodiff graph, on any backend's host data |
 //! | [`cube`] | the same sequence forward and backward as CubeCL kernels on Burn's cube backend (wgpu) |
 //! | [`cube_node`] | the CubeCL kernels as one node of the autodiff graph on the cube backend, on device tensors |
@@ -35,6 +36,7 @@ pub mod cube;
 #[cfg(feature = "wgpu")]
 pub mod cube_node;
 pub mod options;
+pub mod recording;
 pub mod threads;
 
 pub use cpu::KernelFloat;
@@ -43,6 +45,7 @@ pub use options::{
     Activation, Checkpoints, ForwardOutput, Gradients, KernelConfig, Normalisation, Parameters,
     Presynaptic, Sequence,
 };
+pub use recording::Recording;
 pub use threads::{backward, forward};
 
 #[cfg(all(test, feature = "wgpu"))]

@@ -64,7 +64,84 @@ fn run_kernel(
     let every_state = forward_keeping(config, kernel_parameters, sequence, 1);
     assert_eq!(every_state.packed, forward.packed);
     assert_eq!(backward_with(Some(&every_state.checkpoints)), gradients);
+    assert_eq!(
+        recorded(config, kernel_parameters, sequence),
+        forward,
+        "the forward driven step by step"
+    );
     (forward, gradients)
+}
+
+/// The forward of `sequence` driven one step at a time by a [`Recording`].
+fn recorded(
+    config: KernelConfig,
+    parameters: Parameters<'_, f64>,
+    sequence: Sequence<'_, f64>,
+) -> ForwardOutput<f64> {
+    let mut recording = Recording::new(
+        config,
+        parameters,
+        sequence.steps,
+        sequence.hidden.to_vec(),
+        sequence.synaptic.to_vec(),
+    );
+    let step_inputs = sequence.batch * config.input_size;
+    for step in sequence.inputs.chunks_exact(step_inputs) {
+        recording.step(step);
+    }
+    recording.finish().1
+}
+
+/// A recording split over two threads per step gives the sequence forward's outputs, state,
+/// checkpoints and records to the bit.
+#[test]
+fn a_recording_over_threads_matches_the_sequence_forward() {
+    let (units, inputs, steps, batch) = (32, 2048, 5, 4);
+    let width = inputs + units;
+    let config = KernelConfig {
+        input_size: inputs,
+        hidden_size: units,
+        normalisation: Normalisation::Pre,
+        presynaptic: Presynaptic::PreviousHidden,
+        clamp: None,
+        recurrent: true,
+        activation: Activation::Tanh,
+        normalise_state: true,
+        normalised_bias: true,
+        squash_state: false,
+    };
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(
+        super::threads::threads_for(batch, units * width),
+        available.min(2),
+        "one step of the case must be large enough for two threads"
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let weight = random(&mut rng, units * width, 0.2);
+    let bias = random(&mut rng, units, 0.5);
+    let lambda = random(&mut rng, units * width, 1.0);
+    let gamma = random(&mut rng, units * width, 1.0);
+    let parameters = Parameters {
+        weight: &weight,
+        bias: &bias,
+        lambda: &lambda,
+        gamma: &gamma,
+    };
+    let x = random(&mut rng, steps * batch * inputs, 1.0);
+    let hidden0 = random(&mut rng, batch * units, 0.5);
+    let synaptic0 = random(&mut rng, batch * units * width, 0.3);
+    let sequence = Sequence {
+        steps,
+        batch,
+        inputs: &x,
+        hidden: &hidden0,
+        synaptic: &synaptic0,
+        lengths: &[],
+    };
+    assert_eq!(
+        recorded(config, parameters, sequence),
+        forward(config, parameters, sequence, true)
+    );
 }
 
 /// The fused kernel against the op-by-op cell, in float64, for one option combination:

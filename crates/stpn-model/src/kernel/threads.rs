@@ -4,7 +4,7 @@
 
 use super::cpu::{
     BackwardInputs, BackwardPart, BackwardShare, ForwardShare, Kernel, KernelFloat, NARROW_WIDTH,
-    ParameterGradients, backward_chunk, checkpoint_interval, forward_chunk,
+    ParameterGradients, StepShare, backward_chunk, checkpoint_interval, forward_chunk, step_chunk,
 };
 use super::options::{Checkpoints, ForwardOutput, Gradients, KernelConfig, Parameters, Sequence};
 
@@ -105,6 +105,38 @@ pub(super) fn backward_chunk_avx2<F: KernelFloat, const W: usize>(
     share: BackwardShare<'_, F>,
 ) -> BackwardPart<F> {
     backward_chunk(kernel, sequence, given, share)
+}
+
+/// [`step_chunk`] compiled for AVX2 (as [`forward_chunk_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn step_chunk_avx2<F: KernelFloat, const W: usize>(
+    kernel: &Kernel<'_, F, W>,
+    inputs: &[F],
+    position: (usize, usize, usize),
+    share: StepShare<'_, F>,
+) {
+    step_chunk(kernel, inputs, position, share)
+}
+
+/// One step of every share on its thread (`position`: the step, the steps, the checkpoint
+/// interval), in the AVX2 copy where the processor has it.
+pub(super) fn step_shares<F: KernelFloat, const W: usize>(
+    kernel: &Kernel<'_, F, W>,
+    inputs: &[F],
+    position: (usize, usize, usize),
+    shares: Vec<StepShare<'_, F>>,
+) {
+    let wide = has_avx2();
+    on_threads(shares, |share| {
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
+            return unsafe { step_chunk_avx2(kernel, inputs, position, share) };
+        }
+        let _ = wide;
+        step_chunk(kernel, inputs, position, share)
+    });
 }
 
 /// The forward of every share on its thread, in the AVX2 copy where the processor has it.
