@@ -1130,8 +1130,10 @@ pub(super) fn step_chunk<F: KernelFloat, const W: usize>(
 /// parameters and of their gradients are read from memory once for all of them. Measured on
 /// Pong's sizes (docs/performance.md, "Rows in one pass"): 4 took 18 % less CPU time in the
 /// backward of the `pong_core` case (20 steps) but made whole Pong iterations (50 steps) slower,
-/// the block's rebuilt states (4 × 9 × 680 KB per thread) leaving the caches; 1 until a block
-/// size chosen from the working set is measured to pay.
+/// the block's rebuilt states (4 × 9 × 680 KB per thread) leaving the caches. A block size
+/// chosen from the working set (as many elements as fill 1 MB: 8 at the associative-retrieval
+/// sizes, 2 on the maze) measured no faster on `art_h64` and the maze
+/// (docs/results/perf/backward_block_by_working_set_2026-12-02.jsonl), so 1.
 const BACKWARD_BLOCK: usize = 1;
 
 /// What the backward keeps for one batch element of a block.
