@@ -279,8 +279,15 @@ where
                 next[env * steps + step] = Next::Bootstrap(value);
             }
         }
-        let keep = Tensor::<1>::from_data(TensorData::new(keep, [envs]), device);
-        state = next_state.zero_rows(&keep);
+        // Most steps end no episode: the state (11 MB for Pong's STPN core) is not rewritten.
+        state = if keep.contains(&0.0) {
+            next_state.zero_rows(&Tensor::<1>::from_data(
+                TensorData::new(keep, [envs]),
+                device,
+            ))
+        } else {
+            next_state
+        };
     }
     collector.state = Some(state);
     collector.env_steps += (envs * steps) as u64;
