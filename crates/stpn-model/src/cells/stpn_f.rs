@@ -170,13 +170,7 @@ impl RecurrentCell for StpnF {
     }
 
     fn host_kernel(&self) -> Option<autodiff::KernelCell> {
-        let weight = self.weight.val();
-        (autodiff::applies(self.fused, &weight) && autodiff::on_host(&weight)).then(|| {
-            autodiff::KernelCell {
-                config: self.kernel_config(),
-                parameters: self.kernel_tensors(),
-            }
-        })
+        autodiff::KernelCell::if_on_host(self.fused, self.kernel_config(), self.kernel_tensors())
     }
 
     fn energy(&self, input: Tensor<2>, state: &SynapticState) -> Tensor<2> {

@@ -170,6 +170,24 @@ pub(super) struct OpInputs {
 }
 
 impl OpInputs {
+    /// The cell's parameters with a sequence's inputs and initial state.
+    fn new(
+        parameters: KernelTensors,
+        inputs: Tensor<3>,
+        hidden: Tensor<2>,
+        synaptic: Tensor<3>,
+    ) -> Self {
+        Self {
+            inputs,
+            hidden,
+            synaptic,
+            weight: parameters.weight,
+            bias: parameters.bias,
+            lambda: parameters.lambda,
+            gamma: parameters.gamma,
+        }
+    }
+
     /// The same tensors on the autodiff device (those made outside autodiff enter as constants).
     pub(super) fn autodiff(self) -> Self {
         Self {
@@ -312,6 +330,17 @@ pub struct KernelCell {
 }
 
 impl KernelCell {
+    /// The cell of `config` and `parameters` when its `fused` option is on and the parameters
+    /// live where the host kernel runs ([`applies`], [`on_host`]).
+    pub fn if_on_host(
+        fused: bool,
+        config: KernelConfig,
+        parameters: KernelTensors,
+    ) -> Option<Self> {
+        (applies(fused, &parameters.weight) && on_host(&parameters.weight))
+            .then_some(Self { config, parameters })
+    }
+
     /// A [`super::Recording`] of `steps` steps of this cell from the zero state of `batch`
     /// elements.
     pub fn recording(&self, steps: usize, batch: usize) -> super::Recording<f32> {
@@ -358,15 +387,7 @@ pub fn run_kernel(
         "one length per batch element, each at most the {steps} steps"
     );
     let (units, width) = (config.hidden_size, config.presynaptic_size());
-    let tensors = OpInputs {
-        inputs,
-        hidden,
-        synaptic,
-        weight: parameters.weight,
-        bias: parameters.bias,
-        lambda: parameters.lambda,
-        gamma: parameters.gamma,
-    };
+    let tensors = OpInputs::new(parameters, inputs, hidden, synaptic);
     #[cfg(feature = "wgpu")]
     if super::cube_node::available(&tensors.weight) {
         let packed = super::cube_node::run(config, tensors, super::cube::Placement::Automatic)
@@ -511,15 +532,7 @@ pub fn run_kernel_recorded(
         lengths: Vec::new(),
         device: (),
     };
-    let tensors = OpInputs {
-        inputs,
-        hidden,
-        synaptic,
-        weight: parameters.weight,
-        bias: parameters.bias,
-        lambda: parameters.lambda,
-        gamma: parameters.gamma,
-    };
+    let tensors = OpInputs::new(parameters, inputs, hidden, synaptic);
     let packed = output_node(tensors, output.packed, saved);
     unpack(packed, steps, batch, units, width)
 }

@@ -92,6 +92,45 @@ fn recorded(
     recording.finish().1
 }
 
+/// Random parameters (`W`, `b`, per-synapse Λ Γ), inputs `[T, B, I]` and initial state of a
+/// kernel of `units` units over `width` synapses, drawn in that order.
+struct RandomCase {
+    weight: Vec<f64>,
+    bias: Vec<f64>,
+    lambda: Vec<f64>,
+    gamma: Vec<f64>,
+    inputs: Vec<f64>,
+    hidden0: Vec<f64>,
+    synaptic0: Vec<f64>,
+}
+
+impl RandomCase {
+    fn draw(
+        rng: &mut ChaCha8Rng,
+        (units, width, input_size): (usize, usize, usize),
+        (steps, batch): (usize, usize),
+    ) -> Self {
+        Self {
+            weight: random(rng, units * width, 0.2),
+            bias: random(rng, units, 0.5),
+            lambda: random(rng, units * width, 1.0),
+            gamma: random(rng, units * width, 1.0),
+            inputs: random(rng, steps * batch * input_size, 1.0),
+            hidden0: random(rng, batch * units, 0.5),
+            synaptic0: random(rng, batch * units * width, 0.3),
+        }
+    }
+
+    fn parameters(&self) -> Parameters<'_, f64> {
+        Parameters {
+            weight: &self.weight,
+            bias: &self.bias,
+            lambda: &self.lambda,
+            gamma: &self.gamma,
+        }
+    }
+}
+
 /// A recording split over two threads per step gives the sequence forward's outputs, state,
 /// checkpoints and records to the bit.
 #[test]
@@ -116,31 +155,22 @@ fn a_recording_over_threads_matches_the_sequence_forward() {
         available.min(2),
         "one step of the case must be large enough for two threads"
     );
-    let mut rng = ChaCha8Rng::seed_from_u64(12);
-    let weight = random(&mut rng, units * width, 0.2);
-    let bias = random(&mut rng, units, 0.5);
-    let lambda = random(&mut rng, units * width, 1.0);
-    let gamma = random(&mut rng, units * width, 1.0);
-    let parameters = Parameters {
-        weight: &weight,
-        bias: &bias,
-        lambda: &lambda,
-        gamma: &gamma,
-    };
-    let x = random(&mut rng, steps * batch * inputs, 1.0);
-    let hidden0 = random(&mut rng, batch * units, 0.5);
-    let synaptic0 = random(&mut rng, batch * units * width, 0.3);
+    let case = RandomCase::draw(
+        &mut ChaCha8Rng::seed_from_u64(12),
+        (units, width, inputs),
+        (steps, batch),
+    );
     let sequence = Sequence {
         steps,
         batch,
-        inputs: &x,
-        hidden: &hidden0,
-        synaptic: &synaptic0,
+        inputs: &case.inputs,
+        hidden: &case.hidden0,
+        synaptic: &case.synaptic0,
         lengths: &[],
     };
     assert_eq!(
-        recorded(config, parameters, sequence),
-        forward(config, parameters, sequence, true)
+        recorded(config, case.parameters(), sequence),
+        forward(config, case.parameters(), sequence, true)
     );
 }
 
@@ -541,19 +571,10 @@ fn a_batch_split_over_threads_matches_its_elements_one_by_one() {
     );
     assert_eq!(super::threads::threads_for(1, steps * units * width), 1);
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let weight = random(&mut rng, units * width, 0.2);
-    let bias = random(&mut rng, units, 0.5);
-    let lambda = random(&mut rng, units * width, 1.0);
-    let gamma = random(&mut rng, units * width, 1.0);
-    let parameters = Parameters {
-        weight: &weight,
-        bias: &bias,
-        lambda: &lambda,
-        gamma: &gamma,
-    };
-    let x = random(&mut rng, steps * batch * inputs, 1.0);
-    let hidden0 = random(&mut rng, batch * units, 0.5);
-    let synaptic0 = random(&mut rng, batch * units * width, 0.3);
+    let case = RandomCase::draw(&mut rng, (units, width, inputs), (steps, batch));
+    let parameters = case.parameters();
+    let (x, hidden0, synaptic0) = (&case.inputs, &case.hidden0, &case.synaptic0);
+    let (weight, lambda, gamma) = (&case.weight, &case.lambda, &case.gamma);
     let grad_outputs = random(&mut rng, steps * batch * units, 1.0);
     let run = |range: std::ops::Range<usize>| {
         let count = range.len();
