@@ -140,11 +140,17 @@ impl<C: RecurrentCell> ActorCritic<C> {
 
     /// The core's outputs `[T, B, H]` for observation sequences `[T, B, O]` from `state`.
     pub fn sequence(&self, observations: Tensor<3>, state: C::State) -> Tensor<3> {
+        self.core
+            .forward_sequence(self.sequence_features(observations), state)
+            .0
+    }
+
+    /// The core's inputs `[T, B, I]` for observation sequences `[T, B, O]`: every step encoded.
+    fn sequence_features(&self, observations: Tensor<3>) -> Tensor<3> {
         let [steps, batch, width] = observations.dims();
         let features = self.features(observations.reshape([steps * batch, width]));
         let features_width = features.dims()[1];
-        let inputs = features.reshape([steps, batch, features_width]);
-        self.core.forward_sequence(inputs, state).0
+        features.reshape([steps, batch, features_width])
     }
 
     /// [`Self::sequence`] from the zero state for the observations a rollout recorded the core's
@@ -156,10 +162,8 @@ impl<C: RecurrentCell> ActorCritic<C> {
         observations: Tensor<3>,
         recording: Recording<f32>,
     ) -> Tensor<3> {
-        let [steps, batch, width] = observations.dims();
-        let features = self.features(observations.reshape([steps * batch, width]));
-        let features_width = features.dims()[1];
-        let inputs = features.reshape([steps, batch, features_width]);
+        let batch = observations.dims()[1];
+        let inputs = self.sequence_features(observations);
         match self.core.host_kernel() {
             Some(kernel) => run_kernel_recorded(kernel.parameters, inputs, recording).0,
             None => {
@@ -179,11 +183,8 @@ impl<C: RecurrentCell> ActorCritic<C> {
         state: C::State,
         lengths: &[usize],
     ) -> Tensor<3> {
-        let [steps, batch, width] = observations.dims();
-        let features = self.features(observations.reshape([steps * batch, width]));
-        let features_width = features.dims()[1];
-        let inputs = features.reshape([steps, batch, features_width]);
-        self.core.forward_padded(inputs, state, lengths)
+        self.core
+            .forward_padded(self.sequence_features(observations), state, lengths)
     }
 
     /// Action logits `[N, A]` and values `[N]` of the core's outputs `[N, H]`.

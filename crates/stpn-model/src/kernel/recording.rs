@@ -94,16 +94,6 @@ impl<F: KernelFloat> Recording<F> {
         }
     }
 
-    /// Steps in the recording.
-    pub fn steps(&self) -> usize {
-        self.steps
-    }
-
-    /// Batch elements.
-    pub fn batch(&self) -> usize {
-        self.batch
-    }
-
     /// The next step on `inputs` (`[B, I]`): returns `h_t`, `[B, H]`. Panics after the last
     /// step or on inputs of another size.
     pub fn step(&mut self, inputs: &[F]) -> &[F] {
@@ -117,6 +107,7 @@ impl<F: KernelFloat> Recording<F> {
             "one step's inputs are [B, I]"
         );
         self.inputs.extend_from_slice(inputs);
+        // Field by field, not through a method: the shares below borrow other fields mutably.
         let kernel = Kernel::new(
             config,
             Parameters {
