@@ -58,7 +58,8 @@ pub enum Command {
     /// Milliseconds per STPN training step and peak memory, for the cases of the paper's
     /// experiments (art_h11, art_h64, pong_core, maze), on every compiled CPU backend.
     Perf {
-        /// Cases to run (default: all): kernel steps art_h11, art_h64, pong_core, maze; whole training
+        /// Cases to run (default: all): kernel steps art_h11, art_h64, pong_core, maze; the Pong
+        /// encoder pong_encoder; whole training
         /// iterations pong_a2c_stpn, pong_a2c_lstm, maze_b64, maze_b512, pendulum_ppo_stpnf, pendulum_ppo_lstm.
         #[arg(long, value_delimiter = ',')]
         cases: Vec<String>,

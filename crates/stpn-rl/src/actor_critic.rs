@@ -57,8 +57,29 @@ impl ConvEncoder {
         }
     }
 
-    /// Frames `[N, C·84·84]` (`C` stacked frames, each row-major) to features `[N, 2 592]`.
+    /// Frames `[N, C·84·84]` (`C` stacked frames, each row-major) to features `[N, 2 592]`
+    /// (channel-major, as [`Self::forward_reference`] flattens them).
+    ///
+    /// Both convolutions run as matrix products of patches ([`patch_convolution`]): Burn's
+    /// `conv2d` on flex takes a direct path for one input channel that ran at a quarter of the
+    /// matrix product's speed in Pong's update (docs/performance.md).
     pub fn forward(&self, frames: Tensor<2>) -> Tensor<2> {
+        let [count, width] = frames.dims();
+        let channels = width / (Self::SIDE * Self::SIDE);
+        let frames = frames
+            .reshape([count, channels, Self::SIDE, Self::SIDE])
+            .permute([0, 2, 3, 1]);
+        let hidden = relu(patch_convolution(&self.conv1, frames));
+        let hidden = relu(patch_convolution(&self.conv2, hidden));
+        // Channels last → channel-major, the order the core's weights were trained on.
+        hidden
+            .permute([0, 3, 1, 2])
+            .reshape([count, Self::FEATURES])
+    }
+
+    /// [`Self::forward`] through Burn's `conv2d`: the reference the patch form is tested
+    /// against.
+    pub fn forward_reference(&self, frames: Tensor<2>) -> Tensor<2> {
         let [count, width] = frames.dims();
         let channels = width / (Self::SIDE * Self::SIDE);
         let frames = frames.reshape([count, channels, Self::SIDE, Self::SIDE]);
@@ -66,6 +87,88 @@ impl ConvEncoder {
         let hidden = relu(self.conv2.forward(hidden));
         hidden.reshape([count, Self::FEATURES])
     }
+}
+
+/// `conv` (no padding, no dilation, one group, a square kernel `K = m·S` of stride `S`) on
+/// channels-last images `[N, H, W, C]`, as one matrix product: channels-last outputs
+/// `[N, H', W', O]`, `H' = (H − K)/S + 1`.
+///
+/// Cut into `S×S` blocks, the input is a grid of `(H' + m − 1) × (W' + m − 1)` blocks, and the
+/// window of output `(i, j)` is the `m×m` blocks from `(i, j)` on. The patch matrix is the
+/// block grid shifted by each of the `m²` block offsets, side by side; the weight is reordered
+/// to match: row `((d_i·m + d_j)·S + a)·S + b)·C + c` holds `W[·, c, d_i·S + a, d_j·S + b]`.
+/// Every step is a reshape, permutation, slice or matrix product, so autodiff gives the
+/// backward.
+fn patch_convolution(conv: &Conv2d, images: Tensor<4>) -> Tensor<4> {
+    let [count, height, width, channels] = images.dims();
+    let [outputs, _, kernel, _] = conv.weight.dims();
+    let stride = conv.stride[0];
+    assert!(
+        conv.stride == [stride, stride]
+            && conv.kernel_size == [kernel, kernel]
+            && kernel % stride == 0
+            && conv.dilation == [1, 1]
+            && conv.groups == 1,
+        "patch_convolution needs a square kernel that is a multiple of its stride"
+    );
+    let blocks_per_window = kernel / stride;
+    let (out_height, out_width) = (
+        (height - kernel) / stride + 1,
+        (width - kernel) / stride + 1,
+    );
+    let (grid_height, grid_width) = (
+        out_height + blocks_per_window - 1,
+        out_width + blocks_per_window - 1,
+    );
+    let block = stride * stride * channels;
+    // [N, grid_h·S, grid_w·S, C] → [N, grid_h, grid_w, S·S·C]: each block's pixels in a row.
+    let grid = images
+        .slice([
+            0..count,
+            0..grid_height * stride,
+            0..grid_width * stride,
+            0..channels,
+        ])
+        .reshape([count, grid_height, stride, grid_width, stride, channels])
+        .permute([0, 1, 3, 2, 4, 5])
+        .reshape([count, grid_height, grid_width, block]);
+    let offsets = (0..blocks_per_window)
+        .flat_map(|down| (0..blocks_per_window).map(move |right| (down, right)));
+    let patches = Tensor::cat(
+        offsets
+            .map(|(down, right)| {
+                grid.clone().slice([
+                    0..count,
+                    down..down + out_height,
+                    right..right + out_width,
+                    0..block,
+                ])
+            })
+            .collect(),
+        3,
+    );
+    let patch_width = blocks_per_window * blocks_per_window * block;
+    // [O, C, m, S, m, S] → [m (down), m (right), S (a), S (b), C, O].
+    let weight = conv
+        .weight
+        .val()
+        .reshape([
+            outputs,
+            channels,
+            blocks_per_window,
+            stride,
+            blocks_per_window,
+            stride,
+        ])
+        .permute([2, 4, 3, 5, 1, 0])
+        .reshape([patch_width, outputs]);
+    let mut product = patches
+        .reshape([count * out_height * out_width, patch_width])
+        .matmul(weight);
+    if let Some(bias) = &conv.bias {
+        product = product + bias.val().unsqueeze_dim::<2>(0);
+    }
+    product.reshape([count, out_height, out_width, outputs])
 }
 
 /// An optional encoder, a core, and a policy head and a value head on the core's output.
@@ -195,5 +298,76 @@ impl<C: RecurrentCell> ActorCritic<C> {
             + self.value_bias.val().unsqueeze_dim::<2>(0);
         let [rows, _] = values.dims();
         (logits, values.reshape([rows]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Distribution, TensorData};
+    use stpn_model::{Backend, compare};
+
+    use super::*;
+
+    /// The patch-product encoder against Burn's `conv2d`: features, and the gradients of a
+    /// weighted sum of them with respect to both convolutions' weights and biases, for one
+    /// frame (the paper's Pong) and four stacked frames (the DeepMind preprocessing).
+    #[test]
+    fn patch_convolutions_match_burns_conv2d() {
+        let device = Backend::Flex.device().unwrap().autodiff();
+        device.seed(3);
+        for channels in [1, 4] {
+            let encoder = ConvEncoder::with_channels(channels, &device);
+            let frames: Tensor<2> = Tensor::random(
+                [5, channels * ConvEncoder::SIDE * ConvEncoder::SIDE],
+                Distribution::Uniform(0.0, 1.0),
+                &device,
+            );
+            let mixing: Tensor<2> = Tensor::random(
+                [5, ConvEncoder::FEATURES],
+                Distribution::Uniform(-1.0, 1.0),
+                &device,
+            );
+            let gradients = |features: Tensor<2>| {
+                let gradients = (features.clone() * mixing.clone()).sum().backward();
+                let of = |tensor: Tensor<4>| tensor.grad(&gradients).unwrap().into_data();
+                let of_bias = |bias: &Option<Param<Tensor<1>>>| {
+                    bias.as_ref()
+                        .unwrap()
+                        .val()
+                        .grad(&gradients)
+                        .unwrap()
+                        .into_data()
+                };
+                (
+                    features.into_data(),
+                    [
+                        of(encoder.conv1.weight.val()),
+                        of(encoder.conv2.weight.val()),
+                        of_bias(&encoder.conv1.bias),
+                        of_bias(&encoder.conv2.bias),
+                    ],
+                )
+            };
+            let (features, weight_gradients) = gradients(encoder.forward(frames.clone()));
+            let (expected, expected_gradients) =
+                gradients(encoder.forward_reference(frames.clone()));
+            assert_close(&features, &expected, "features", channels);
+            for (which, (got, want)) in weight_gradients.iter().zip(&expected_gradients).enumerate()
+            {
+                assert_close(got, want, &format!("gradient {which}"), channels);
+            }
+        }
+    }
+
+    /// Equal within float32 summation-order error (`compare` is NaN-safe).
+    fn assert_close(got: &TensorData, want: &TensorData, what: &str, channels: usize) {
+        let error = compare::relative_difference(
+            got.to_vec::<f32>().unwrap(),
+            want.to_vec::<f32>().unwrap(),
+        );
+        assert!(
+            compare::within(error, 1e-5),
+            "{what} ({channels} channels): relative error {error:e}"
+        );
     }
 }

@@ -15,6 +15,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use stpn_model::{ArtNetConfig, Backend, Normalisation, StpnRConfig};
+use stpn_rl::ConvEncoder;
 
 use crate::tools::iteration_perf::{self, ITERATION_CASES, IterationCase};
 
@@ -174,6 +175,51 @@ pub fn measure(case: &Case, backend: Backend, path: &str, repeats: usize) -> Res
     ))
 }
 
+/// The Pong encoder case: forward, backward and Adam of the conv encoder alone, on a batch of
+/// frames the size of one A2C minibatch (200 steps in sequences of up to 20, padded). Path
+/// `fused` is the encoder's own patch products, `ops` Burn's `conv2d`.
+const ENCODER_CASE: &str = "pong_encoder";
+const ENCODER_FRAMES: usize = 240;
+
+/// Runs one measurement of [`ENCODER_CASE`] in this process (the child side).
+fn measure_encoder(backend: Backend, path: &str, repeats: usize) -> Result<Measurement> {
+    if path != "ops" && path != "fused" {
+        bail!("unknown path `{path}`; choose ops (Burn's conv2d) or fused (patch products)");
+    }
+    let device = backend.device()?.autodiff();
+    device.seed(0);
+    let mut encoder = ConvEncoder::new(&device);
+    let frames: Tensor<2> = Tensor::random(
+        [ENCODER_FRAMES, ConvEncoder::SIDE * ConvEncoder::SIDE],
+        Distribution::Uniform(0.0, 1.0),
+        &device,
+    );
+    let mut optimizer = stpn_rl::adam(stpn_rl::TORCH_ADAM_EPSILON);
+    let mut times = Vec::with_capacity(repeats);
+    for repeat in 0..=repeats {
+        let started = Instant::now();
+        let features = if path == "fused" {
+            encoder.forward(frames.clone())
+        } else {
+            encoder.forward_reference(frames.clone())
+        };
+        let gradients = GradientsParams::from_grads(features.mean().backward(), &encoder);
+        encoder = optimizer.step(1e-3, encoder, gradients);
+        let _ = encoder.conv2.weight.val().into_data();
+        if repeat > 0 {
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(Measurement::of(
+        ENCODER_CASE,
+        backend,
+        path,
+        (times[times.len() / 2], times[0]),
+        repeats,
+    ))
+}
+
 impl Measurement {
     /// A measurement of this process, which ran `repeats` times with median and fastest
     /// `milliseconds`: its peak memory and the machine are read here.
@@ -230,12 +276,14 @@ pub fn run(
         CASES
             .iter()
             .map(|case| case.name)
+            .chain([ENCODER_CASE])
             .chain(ITERATION_CASES.iter().map(|case| case.name))
             .collect::<Vec<_>>()
             .join(", ")
     };
     for name in cases {
         if !CASES.iter().any(|case| case.name == name)
+            && name != ENCODER_CASE
             && !ITERATION_CASES.iter().any(|case| case.name == name)
         {
             bail!("unknown case `{name}`; known: {}", known());
@@ -281,6 +329,20 @@ pub fn run(
             }
         }
     }
+    if wanted(ENCODER_CASE) {
+        for backend in backends {
+            for path in paths {
+                measure_in_child(
+                    &executable,
+                    ENCODER_CASE,
+                    *backend,
+                    path,
+                    repeats.unwrap_or(20),
+                    json,
+                )?;
+            }
+        }
+    }
     // Whole iterations run each experiment's default path (fused where the core has one).
     for case in &selected_iterations {
         let repeats = repeats.unwrap_or(3);
@@ -302,6 +364,12 @@ pub fn run(
             println!(
                 "{:<18} {} (H {}, B {}, T {}, input {})",
                 case.name, case.what, case.hidden, case.batch, case.steps, case.input
+            );
+        }
+        if wanted(ENCODER_CASE) {
+            println!(
+                "{:<18} the Pong conv encoder alone, {ENCODER_FRAMES} frames (fused: patch products; ops: Burn's conv2d)",
+                ENCODER_CASE
             );
         }
         for case in selected_iterations {
@@ -363,6 +431,8 @@ fn measure_in_child(
 pub fn worker(case: &str, backend: Backend, path: &str, repeats: usize) -> Result<()> {
     let measurement = if ITERATION_CASES.iter().any(|known| known.name == case) {
         measure_iteration(case, backend, repeats.max(1))?
+    } else if case == ENCODER_CASE {
+        measure_encoder(backend, path, repeats.max(1))?
     } else {
         let case = CASES
             .iter()
