@@ -60,9 +60,9 @@ impl ConvEncoder {
     /// Frames `[N, C·84·84]` (`C` stacked frames, each row-major) to features `[N, 2 592]`
     /// (channel-major, as [`Self::forward_reference`] flattens them).
     ///
-    /// Both convolutions run as matrix products of patches ([`patch_convolution`]): Burn's
-    /// `conv2d` on flex takes a direct path for one input channel that ran at a quarter of the
-    /// matrix product's speed in Pong's update (docs/performance.md).
+    /// Both convolutions run as matrix products of blocks of pixels ([`patch_convolution`]):
+    /// Burn's `conv2d` on flex takes a direct path for one input channel that ran at half their
+    /// speed in Pong's update (docs/performance.md).
     pub fn forward(&self, frames: Tensor<2>) -> Tensor<2> {
         let [count, width] = frames.dims();
         let channels = width / (Self::SIDE * Self::SIDE);
@@ -90,15 +90,15 @@ impl ConvEncoder {
 }
 
 /// `conv` (no padding, no dilation, one group, a square kernel `K = m·S` of stride `S`) on
-/// channels-last images `[N, H, W, C]`, as one matrix product: channels-last outputs
+/// channels-last images `[N, H, W, C]`, as matrix products: channels-last outputs
 /// `[N, H', W', O]`, `H' = (H − K)/S + 1`.
 ///
 /// Cut into `S×S` blocks, the input is a grid of `(H' + m − 1) × (W' + m − 1)` blocks, and the
-/// window of output `(i, j)` is the `m×m` blocks from `(i, j)` on. The patch matrix is the
-/// block grid shifted by each of the `m²` block offsets, side by side; the weight is reordered
-/// to match: row `((d_i·m + d_j)·S + a)·S + b)·C + c` holds `W[·, c, d_i·S + a, d_j·S + b]`.
-/// Every step is a reshape, permutation, slice or matrix product, so autodiff gives the
-/// backward.
+/// window of output `(i, j)` is the `m×m` blocks from `(i, j)` on. So the convolution is the sum,
+/// over the `m²` block offsets `(d_i, d_j)`, of the block grid shifted by the offset times the
+/// weight's `[S·S·C, O]` part for that offset: row `(a·S + b)·C + c` holds
+/// `W[·, c, d_i·S + a, d_j·S + b]`. Every step is a reshape, permutation, slice or matrix
+/// product, so autodiff gives the backward.
 fn patch_convolution(conv: &Conv2d, images: Tensor<4>) -> Tensor<4> {
     let [count, height, width, channels] = images.dims();
     let [outputs, _, kernel, _] = conv.weight.dims();
@@ -132,23 +132,8 @@ fn patch_convolution(conv: &Conv2d, images: Tensor<4>) -> Tensor<4> {
         .reshape([count, grid_height, stride, grid_width, stride, channels])
         .permute([0, 1, 3, 2, 4, 5])
         .reshape([count, grid_height, grid_width, block]);
-    let offsets = (0..blocks_per_window)
-        .flat_map(|down| (0..blocks_per_window).map(move |right| (down, right)));
-    let patches = Tensor::cat(
-        offsets
-            .map(|(down, right)| {
-                grid.clone().slice([
-                    0..count,
-                    down..down + out_height,
-                    right..right + out_width,
-                    0..block,
-                ])
-            })
-            .collect(),
-        3,
-    );
-    let patch_width = blocks_per_window * blocks_per_window * block;
-    // [O, C, m, S, m, S] → [m (down), m (right), S (a), S (b), C, O].
+    // [O, C, m, S, m, S] → [m (down), m (right), S (a), S (b), C, O]: one [S·S·C, O] matrix per
+    // block offset.
     let weight = conv
         .weight
         .val()
@@ -161,10 +146,27 @@ fn patch_convolution(conv: &Conv2d, images: Tensor<4>) -> Tensor<4> {
             stride,
         ])
         .permute([2, 4, 3, 5, 1, 0])
-        .reshape([patch_width, outputs]);
-    let mut product = patches
-        .reshape([count * out_height * out_width, patch_width])
-        .matmul(weight);
+        .reshape([blocks_per_window * blocks_per_window, block, outputs]);
+    let rows = count * out_height * out_width;
+    // One product per block offset, summed: the shifted grids are not copied side by side
+    // (a concatenation along the patch axis copies runs of only S·S·C numbers).
+    let mut product = (0..blocks_per_window * blocks_per_window)
+        .map(|offset| {
+            let (down, right) = (offset / blocks_per_window, offset % blocks_per_window);
+            let shifted = grid.clone().slice([
+                0..count,
+                down..down + out_height,
+                right..right + out_width,
+                0..block,
+            ]);
+            let offset_weight = weight
+                .clone()
+                .slice([offset..offset + 1, 0..block, 0..outputs])
+                .reshape([block, outputs]);
+            shifted.reshape([rows, block]).matmul(offset_weight)
+        })
+        .reduce(|sum, term| sum + term)
+        .expect("at least one block offset");
     if let Some(bias) = &conv.bias {
         product = product + bias.val().unsqueeze_dim::<2>(0);
     }
@@ -362,8 +364,8 @@ mod tests {
     /// Equal within float32 summation-order error (`compare` is NaN-safe).
     fn assert_close(got: &TensorData, want: &TensorData, what: &str, channels: usize) {
         let error = compare::relative_difference(
-            got.to_vec::<f32>().unwrap(),
-            want.to_vec::<f32>().unwrap(),
+            got.try_to_vec::<f32>().unwrap(),
+            want.try_to_vec::<f32>().unwrap(),
         );
         assert!(
             compare::within(error, 1e-5),
