@@ -57,14 +57,16 @@ pub mod a2c;
 pub mod actor_critic;
 pub mod checks;
 pub mod clip;
+pub mod conv_encoder;
 pub mod evaluate;
 pub mod maze_a2c;
 pub mod ppo;
 pub mod returns;
 pub mod sequences;
 
-pub use actor_critic::{ActorCritic, ActorCriticConfig, ConvEncoder};
+pub use actor_critic::{ActorCritic, ActorCriticConfig};
 pub use clip::clip_by_global_norm;
+pub use conv_encoder::{ConvEncoder, ConvEncoderConfig};
 
 /// Adam as the paper's runs used it: PyTorch's, whose ε defaults to 1e-8 (Burn's default is
 /// 1e-5), unless a config sets its own (the maze: 1e-4). RLlib's A2C and PPO torch policies pass

@@ -28,7 +28,7 @@ use crate::params::host_values;
 
 /// Everything the backward needs, captured by the forward (host copies, float32).
 #[derive(Clone, Debug)]
-struct Saved<Device> {
+struct Saved {
     config: KernelConfig,
     steps: usize,
     batch: usize,
@@ -43,31 +43,9 @@ struct Saved<Device> {
     checkpoints: Checkpoints<f32>,
     /// Steps of each batch element ([`Sequence::lengths`]).
     lengths: Vec<usize>,
-    device: Device,
 }
 
-impl Saved<()> {
-    /// The same values, for the backward node on `device` (moved, not copied).
-    fn on<Device>(self, device: Device) -> Saved<Device> {
-        Saved {
-            config: self.config,
-            steps: self.steps,
-            batch: self.batch,
-            weight: self.weight,
-            bias: self.bias,
-            lambda: self.lambda,
-            gamma: self.gamma,
-            inputs: self.inputs,
-            hidden: self.hidden,
-            synaptic: self.synaptic,
-            checkpoints: self.checkpoints,
-            lengths: self.lengths,
-            device,
-        }
-    }
-}
-
-impl<Device> Saved<Device> {
+impl Saved {
     fn parameters(&self) -> Parameters<'_, f32> {
         Parameters {
             weight: &self.weight,
@@ -87,19 +65,47 @@ impl<Device> Saved<Device> {
             lengths: &self.lengths,
         }
     }
+}
 
-    fn sizes(&self) -> (usize, usize, usize) {
+/// The kernel's backward from the gradient of the packed output (outputs, final hidden state,
+/// final synaptic state), in the order of [`OpInputs`].
+impl HostBackward<7> for Saved {
+    fn gradients(self, packed: Vec<f32>, _needed: [bool; 7]) -> [Option<Vec<f32>>; 7] {
         let units = self.config.hidden_size;
-        (
-            units,
-            self.config.presynaptic_size(),
-            self.config.input_size,
-        )
+        let outputs_end = self.steps * self.batch * units;
+        let hidden_end = outputs_end + self.batch * units;
+        let gradients = backward(
+            self.config,
+            self.parameters(),
+            self.sequence(),
+            Some(&self.checkpoints),
+            &packed[..outputs_end],
+            Some(&packed[outputs_end..hidden_end]),
+            Some(&packed[hidden_end..]),
+        );
+        [
+            gradients.inputs,
+            gradients.hidden,
+            gradients.synaptic,
+            gradients.weight,
+            gradients.bias,
+            gradients.lambda,
+            gradients.gamma,
+        ]
+        .map(Some)
     }
 }
 
+/// The backward of an operation computed on the host ([`host_node`]).
+pub trait HostBackward<const N: usize>: Clone + Send + std::fmt::Debug + 'static {
+    /// The gradients of the `N` parents, each flat (row-major), from that of the flat output;
+    /// `needed[i]` says whether parent `i` is tracked (where it is not, `None` may be returned).
+    fn gradients(self, output_gradient: Vec<f32>, needed: [bool; N]) -> [Option<Vec<f32>>; N];
+}
+
+/// The autodiff node of a host operation whose backward is `S`'s.
 #[derive(Debug)]
-struct StpnRBackward;
+struct HostNode<S>(std::marker::PhantomData<S>);
 
 fn to_host<B: Backend>(tensor: B::FloatTensorPrimitive) -> Vec<f32> {
     read_sync(B::float_into_data(tensor))
@@ -116,46 +122,105 @@ fn from_host<B: Backend>(
     B::float_from_data(TensorData::new(values, shape), device)
 }
 
-impl<B: Backend> Backward<B, 7> for StpnRBackward {
-    type State = Saved<B::Device>;
+impl<B: Backend, S: HostBackward<N>, const N: usize> Backward<B, N> for HostNode<S> {
+    /// The operation's saved values, the device, and each parent's length.
+    type State = (S, B::Device, [usize; N]);
 
-    fn backward(self, ops: Ops<Self::State, 7>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [inputs, hidden, synaptic, weight, bias, lambda, gamma] = ops.parents;
-        let packed = to_host::<B>(grads.consume::<B>(&ops.node));
-        let saved = ops.state;
-        let (units, width, input_size) = saved.sizes();
-        let (steps, batch) = (saved.steps, saved.batch);
-        let outputs_end = steps * batch * units;
-        let hidden_end = outputs_end + batch * units;
-        let gradients = backward(
-            saved.config,
-            saved.parameters(),
-            saved.sequence(),
-            Some(&saved.checkpoints),
-            &packed[..outputs_end],
-            Some(&packed[outputs_end..hidden_end]),
-            Some(&packed[hidden_end..]),
-        );
-        let plastic_shape = if saved.lambda.len() == 1 {
-            vec![1, 1]
-        } else {
-            vec![units, width]
-        };
-        let device = &saved.device;
-        for (node, values, shape) in [
-            (inputs, gradients.inputs, vec![steps, batch, input_size]),
-            (hidden, gradients.hidden, vec![batch, units]),
-            (synaptic, gradients.synaptic, vec![batch, units, width]),
-            (weight, gradients.weight, vec![units, width]),
-            (bias, gradients.bias, vec![units]),
-            (lambda, gradients.lambda, plastic_shape.clone()),
-            (gamma, gradients.gamma, plastic_shape),
-        ] {
-            if let Some(node) = node {
-                grads.register::<B>(node.id, from_host::<B>(values, shape, device));
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let output_gradient = to_host::<B>(grads.consume::<B>(&ops.node));
+        let (saved, device, lengths) = ops.state;
+        let needed = ops.parents.each_ref().map(Option::is_some);
+        let gradients = saved.gradients(output_gradient, needed);
+        for ((parent, gradient), length) in ops.parents.into_iter().zip(gradients).zip(lengths) {
+            if let (Some(node), Some(values)) = (parent, gradient) {
+                assert_eq!(values.len(), length, "a gradient of the parent's size");
+                grads.register::<B>(node.id, from_host::<B>(values, vec![length], &device));
             }
         }
     }
+}
+
+/// `output`, computed on the host from the flat tensors `parents`, as a tensor on their device:
+/// on an autodiff device a node of the graph whose backward is `saved`'s ([`HostBackward`]);
+/// parents made outside autodiff enter as constants. Registered on `Autodiff<Flex>` and
+/// `Autodiff<NdArray>`, with or without gradient checkpointing.
+pub fn host_node<S: HostBackward<N>, const N: usize>(
+    parents: [Tensor<1>; N],
+    output: Vec<f32>,
+    saved: S,
+) -> Tensor<1> {
+    let length = output.len();
+    if !parents.iter().any(Tensor::is_autodiff) {
+        return Tensor::from_data(TensorData::new(output, [length]), &parents[0].device());
+    }
+    let parents = parents.map(Tensor::autodiff);
+    let (mut output, mut saved) = (Some(output), Some(saved));
+    let mut node = None;
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::Flex;
+        node = node
+            .or_else(|| {
+                try_host_node::<Flex, NoCheckpointing, S, N>(&parents, &mut output, &mut saved)
+            })
+            .or_else(|| {
+                try_host_node::<Flex, BalancedCheckpointing, S, N>(
+                    &parents,
+                    &mut output,
+                    &mut saved,
+                )
+            });
+    }
+    #[cfg(feature = "ndarray")]
+    {
+        use burn::backend::NdArray;
+        node = node
+            .or_else(|| {
+                try_host_node::<NdArray, NoCheckpointing, S, N>(&parents, &mut output, &mut saved)
+            })
+            .or_else(|| {
+                try_host_node::<NdArray, BalancedCheckpointing, S, N>(
+                    &parents,
+                    &mut output,
+                    &mut saved,
+                )
+            });
+    }
+    node.expect("host operations run on the flex and ndarray backends; check `kernel::autodiff::on_host` first")
+}
+
+/// Registers the node on `Autodiff<B, C>` if the parents live there.
+fn try_host_node<B: Backend, C: CheckpointStrategy, S: HostBackward<N>, const N: usize>(
+    parents: &[Tensor<1>; N],
+    output: &mut Option<Vec<f32>>,
+    saved: &mut Option<S>,
+) -> Option<Tensor<1>>
+where
+    DispatchTensor: DispatchKindConversion<Autodiff<B, C>>,
+{
+    // The conversion consumes its tensor even when it fails: probe with clones.
+    let primitives: Vec<_> = parents
+        .iter()
+        .map(|parent| parent.clone().try_into_primitive::<Autodiff<B, C>>().ok())
+        .collect::<Option<_>>()?;
+    let primitives: [_; N] = primitives.try_into().ok()?;
+    let nodes = primitives.each_ref().map(|primitive| primitive.node());
+    let lengths = parents.each_ref().map(|parent| parent.dims()[0]);
+    let device = primitives[0].primitive().device();
+    // Moved, not copied: only the backend that converts takes them.
+    let output = output.take().expect("the node is registered once");
+    let length = output.len();
+    let output = from_host::<B>(output, vec![length], &device);
+    let prepared =
+        <HostNode<S> as Backward<B, N>>::prepare::<C>(HostNode(std::marker::PhantomData), nodes);
+    let output = match prepared.compute_bound().stateful() {
+        OpsKind::Tracked(prepared) => {
+            let saved = saved.take().expect("the node is registered once");
+            prepared.finish((saved, device, lengths), output)
+        }
+        OpsKind::UnTracked(prepared) => prepared.finish(output),
+    };
+    Some(Tensor::from_primitive::<Autodiff<B, C>>(output))
 }
 
 /// The op's tensor inputs, in the order of the backward node's parents.
@@ -236,35 +301,6 @@ impl OpInputs {
             || self.lambda.is_autodiff()
             || self.gamma.is_autodiff()
     }
-}
-
-/// Registers the node on `Autodiff<B, C>` if the tensors live there.
-fn try_autodiff<B: Backend, C: CheckpointStrategy>(
-    tensors: &OpInputs,
-    packed: &mut Option<Vec<f32>>,
-    saved: &mut Option<Saved<()>>,
-) -> Option<Tensor<1>>
-where
-    DispatchTensor: DispatchKindConversion<Autodiff<B, C>>,
-{
-    let primitives = tensors.autodiff_primitives::<B, C>()?;
-    // The node's parents, in the order of its gradients.
-    let parents = primitives.each_ref().map(|primitive| primitive.node());
-    let [inputs, ..] = primitives;
-    let device = inputs.primitive().device();
-    // Moved, not copied: only the backend that converts takes it.
-    let packed = packed.take().expect("the node is registered once");
-    let length = packed.len();
-    let output = from_host::<B>(packed, vec![length], &device);
-    let prepared = <StpnRBackward as Backward<B, 7>>::prepare::<C>(StpnRBackward, parents);
-    let output = match prepared.compute_bound().stateful() {
-        OpsKind::Tracked(prepared) => {
-            let saved = saved.take().expect("the node is registered once");
-            prepared.finish(saved.on(device), output)
-        }
-        OpsKind::UnTracked(prepared) => prepared.finish(output),
-    };
-    Some(Tensor::from_primitive::<Autodiff<B, C>>(output))
 }
 
 /// Whether the fused op can run on tensors of this device: the CPU backends ([`on_host`]) and
@@ -407,7 +443,6 @@ pub fn run_kernel(
         synaptic: host_values(tensors.synaptic.clone()),
         checkpoints: Checkpoints::default(),
         lengths: lengths.to_vec(),
-        device: (),
     };
     // Without autodiff there is no backward: no checkpoints.
     let result = forward(
@@ -426,64 +461,17 @@ pub fn run_kernel(
 
 /// The op's packed output on the tensors' device: a node of the autodiff graph whose backward
 /// starts from `saved` when any of `tensors` is tracked, else a plain tensor.
-fn output_node(tensors: OpInputs, packed: Vec<f32>, saved: Saved<()>) -> Tensor<1> {
-    let mut saved = Some(saved);
-    let length = packed.len();
-    let mut packed = Some(packed);
-    let packed: Tensor<1> = if tensors.is_autodiff() {
-        // Inputs made outside autodiff enter as constants.
-        let tensors = OpInputs {
-            inputs: tensors.inputs.autodiff(),
-            hidden: tensors.hidden.autodiff(),
-            synaptic: tensors.synaptic.autodiff(),
-            weight: tensors.weight.autodiff(),
-            bias: tensors.bias.autodiff(),
-            lambda: tensors.lambda.autodiff(),
-            gamma: tensors.gamma.autodiff(),
-        };
-        let mut node = None;
-        #[cfg(feature = "flex")]
-        {
-            node = node
-                .or_else(|| {
-                    try_autodiff::<burn::backend::Flex, NoCheckpointing>(
-                        &tensors,
-                        &mut packed,
-                        &mut saved,
-                    )
-                })
-                .or_else(|| {
-                    try_autodiff::<burn::backend::Flex, BalancedCheckpointing>(
-                        &tensors,
-                        &mut packed,
-                        &mut saved,
-                    )
-                });
-        }
-        #[cfg(feature = "ndarray")]
-        {
-            node = node
-                .or_else(|| {
-                    try_autodiff::<burn::backend::NdArray, NoCheckpointing>(
-                        &tensors,
-                        &mut packed,
-                        &mut saved,
-                    )
-                })
-                .or_else(|| {
-                    try_autodiff::<burn::backend::NdArray, BalancedCheckpointing>(
-                        &tensors,
-                        &mut packed,
-                        &mut saved,
-                    )
-                });
-        }
-        node.expect("the fused STPN op runs on the flex and ndarray backends; check `kernel::autodiff::available` first")
-    } else {
-        let packed = packed.take().expect("not moved yet");
-        Tensor::from_data(TensorData::new(packed, [length]), &tensors.weight.device())
-    };
-    packed
+fn output_node(tensors: OpInputs, packed: Vec<f32>, saved: Saved) -> Tensor<1> {
+    let parents = [
+        tensors.inputs.flatten(0, 2),
+        tensors.hidden.flatten(0, 1),
+        tensors.synaptic.flatten(0, 2),
+        tensors.weight.flatten(0, 1),
+        tensors.bias,
+        tensors.lambda.flatten(0, 1),
+        tensors.gamma.flatten(0, 1),
+    ];
+    host_node(parents, packed, saved)
 }
 
 /// [`run_kernel`] over the inputs (`[T, B, I]`) and from the state that `recording` ran, all
@@ -530,7 +518,6 @@ pub fn run_kernel_recorded(
         synaptic: recording.initial_synaptic,
         checkpoints: output.checkpoints,
         lengths: Vec::new(),
-        device: (),
     };
     let tensors = OpInputs::new(parameters, inputs, hidden, synaptic);
     let packed = output_node(tensors, output.packed, saved);

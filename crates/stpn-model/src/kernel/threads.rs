@@ -13,20 +13,24 @@ use super::options::{Checkpoints, ForwardOutput, Gradients, KernelConfig, Parame
 /// STPNf sequences spent a tenth of their time starting threads).
 const MIN_WORK_PER_THREAD: usize = 1 << 17;
 
-/// Threads for a batch whose elements each cost `work_per_element` element-steps.
-pub(super) fn threads_for(batch: usize, work_per_element: usize) -> usize {
+/// The cores this process may use.
+pub fn cores() -> usize {
     // Asked once: the answer reads the cgroup's CPU quota from files, which took 5 % of a small
     // training step when asked on every call.
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Threads for a batch whose elements each cost `work_per_element` element-steps.
+pub(super) fn threads_for(batch: usize, work_per_element: usize) -> usize {
     let worth = batch.saturating_mul(work_per_element) / MIN_WORK_PER_THREAD;
-    cores.min(batch).min(worth).max(1)
+    cores().min(batch).min(worth).max(1)
 }
 
 /// Runs `work` on every share, each on a thread of its own; the results in order. A single
 /// share runs on the calling thread: starting a thread cost more than a whole step of a small
 /// cell (a rollout of one environment steps it thousands of times per iteration).
-pub(super) fn on_threads<S: Send, R: Send>(shares: Vec<S>, work: impl Fn(S) -> R + Sync) -> Vec<R> {
+pub fn on_threads<S: Send, R: Send>(shares: Vec<S>, work: impl Fn(S) -> R + Sync) -> Vec<R> {
     if shares.len() == 1 {
         return shares.into_iter().map(work).collect();
     }
