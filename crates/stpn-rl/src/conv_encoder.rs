@@ -203,28 +203,29 @@ impl Geometry {
         images
     }
 
+    /// Where element `index` of the weight `[O, C, K, K]` sits in the `[K·K·C, O]` matrix the
+    /// patches multiply: row `(ky·K + kx)·C + c`, column `o`.
+    fn matrix_position(&self, index: usize) -> usize {
+        let (k, c, o) = (self.kernel, self.channels, self.outputs);
+        let (output, rest) = (index / (c * k * k), index % (c * k * k));
+        let (channel, ky, kx) = (rest / (k * k), rest % (k * k) / k, rest % k);
+        ((ky * k + kx) * c + channel) * o + output
+    }
+
     /// The weight `[O, C, K, K]` as the matrix `[K·K·C, O]` the patches multiply.
     fn weight_matrix(&self, weight: &[f32]) -> Vec<f32> {
-        let (k, c, o) = (self.kernel, self.channels, self.outputs);
-        let mut matrix = vec![0f32; k * k * c * o];
+        let mut matrix = vec![0f32; weight.len()];
         for (index, &value) in weight.iter().enumerate() {
-            let (output, rest) = (index / (c * k * k), index % (c * k * k));
-            let (channel, ky, kx) = (rest / (k * k), rest % (k * k) / k, rest % k);
-            matrix[((ky * k + kx) * c + channel) * o + output] = value;
+            matrix[self.matrix_position(index)] = value;
         }
         matrix
     }
 
     /// [`Self::weight_matrix`] undone: a `[K·K·C, O]` matrix back to `[O, C, K, K]`.
     fn weight_from_matrix(&self, matrix: &[f32]) -> Vec<f32> {
-        let (k, c, o) = (self.kernel, self.channels, self.outputs);
-        let mut weight = vec![0f32; matrix.len()];
-        for (index, value) in weight.iter_mut().enumerate() {
-            let (output, rest) = (index / (c * k * k), index % (c * k * k));
-            let (channel, ky, kx) = (rest / (k * k), rest % (k * k) / k, rest % k);
-            *value = matrix[((ky * k + kx) * c + channel) * o + output];
-        }
-        weight
+        (0..matrix.len())
+            .map(|index| matrix[self.matrix_position(index)])
+            .collect()
     }
 
     /// ReLU(patches · W + b), `[rows, O]`: the channels-last outputs.

@@ -158,35 +158,31 @@ pub fn host_node<S: HostBackward<N>, const N: usize>(
     let mut node = None;
     #[cfg(feature = "flex")]
     {
-        use burn::backend::Flex;
         node = node
-            .or_else(|| {
-                try_host_node::<Flex, NoCheckpointing, S, N>(&parents, &mut output, &mut saved)
-            })
-            .or_else(|| {
-                try_host_node::<Flex, BalancedCheckpointing, S, N>(
-                    &parents,
-                    &mut output,
-                    &mut saved,
-                )
-            });
+            .or_else(|| on_backend::<burn::backend::Flex, S, N>(&parents, &mut output, &mut saved));
     }
     #[cfg(feature = "ndarray")]
     {
-        use burn::backend::NdArray;
-        node = node
-            .or_else(|| {
-                try_host_node::<NdArray, NoCheckpointing, S, N>(&parents, &mut output, &mut saved)
-            })
-            .or_else(|| {
-                try_host_node::<NdArray, BalancedCheckpointing, S, N>(
-                    &parents,
-                    &mut output,
-                    &mut saved,
-                )
-            });
+        node = node.or_else(|| {
+            on_backend::<burn::backend::NdArray, S, N>(&parents, &mut output, &mut saved)
+        });
     }
     node.expect("host operations run on the flex and ndarray backends; check `kernel::autodiff::on_host` first")
+}
+
+/// Registers the node on `Autodiff<B>` (with or without gradient checkpointing) if the parents
+/// live there.
+fn on_backend<B: Backend, S: HostBackward<N>, const N: usize>(
+    parents: &[Tensor<1>; N],
+    output: &mut Option<Vec<f32>>,
+    saved: &mut Option<S>,
+) -> Option<Tensor<1>>
+where
+    DispatchTensor: DispatchKindConversion<Autodiff<B, NoCheckpointing>>
+        + DispatchKindConversion<Autodiff<B, BalancedCheckpointing>>,
+{
+    try_host_node::<B, NoCheckpointing, S, N>(parents, output, saved)
+        .or_else(|| try_host_node::<B, BalancedCheckpointing, S, N>(parents, output, saved))
 }
 
 /// Registers the node on `Autodiff<B, C>` if the parents live there.
