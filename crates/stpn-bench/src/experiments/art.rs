@@ -21,7 +21,9 @@ use stpn_model::{
     Presynaptic, RecurrentCell, RnnConfig, StpnFConfig, StpnRConfig,
 };
 
-use crate::experiments::{Experiment, ExperimentConfig, Session, checked, name_of};
+use crate::experiments::{
+    Experiment, ExperimentConfig, Session, checked, initialisation_device, name_of,
+};
 use crate::run_dir::Metrics;
 use stpn_rl::checks::{positive, positive_finite};
 
@@ -317,10 +319,7 @@ impl Experiment for Art {
     fn train(config: &ArtConfig, session: &Session) -> Result<Summary> {
         let device = session.backend.device()?.autodiff();
         device.seed(config.seed);
-        // The network is drawn on the host and then moved: Burn's random numbers differ between
-        // backends, and a seed should give the same initial network on the CPU and on a GPU.
-        let host = initialisation_device(session.backend)?;
-        host.seed(config.seed);
+        let host = initialisation_device(session.backend, config.seed)?;
         let symbols = VOCABULARY;
         let hidden = config.hidden_size;
         let reference = config.equations == Equations::Reference;
@@ -387,17 +386,6 @@ impl Experiment for Art {
 }
 
 /// One-hot inputs `[T, B, 37]` and targets `[B]` of a batch.
-/// Where a run on `backend` draws its initial network: the flex backend when it is compiled in
-/// (so that one seed gives one network on every backend), else the run's own device.
-fn initialisation_device(backend: Backend) -> Result<Device> {
-    #[cfg(feature = "flex")]
-    let backend = {
-        let _ = backend;
-        Backend::Flex
-    };
-    Ok(backend.device()?.autodiff())
-}
-
 fn batch_tensors(examples: &[Example], device: &Device) -> (Tensor<3>, Tensor<1, Int>) {
     let batch = art::one_hot(examples);
     let inputs = Tensor::from_data(

@@ -29,7 +29,9 @@ use stpn_model::{FamiliarityNet, FamiliarityNetConfig, LstmConfig, RecurrentCell
 
 use plotters::prelude::*;
 
-use crate::experiments::{Experiment, ExperimentConfig, Session, checked, name_of};
+use crate::experiments::{
+    Experiment, ExperimentConfig, Session, checked, initialisation_device, name_of,
+};
 use crate::run_dir::{Metrics, RunDir};
 use stpn_rl::checks::{positive, positive_finite, unit_interval};
 
@@ -378,42 +380,45 @@ impl Experiment for Familiarity {
     fn train(config: &FamiliarityConfig, session: &Session) -> Result<Summary> {
         let device = session.backend.device()?.autodiff();
         device.seed(config.seed);
+        let host = initialisation_device(session.backend, config.seed)?;
         let (input, hidden, fused) = (config.dimension, config.hidden_size, config.fused);
         let readout = FamiliarityNetConfig::new();
-        let plastic = |cell: StpnR| readout.init(cell, &device);
+        let plastic = |cell: StpnR| readout.init(cell, &host);
         type Plastic = FamiliarityNet<StpnR>;
         let train_with = |model: Plastic, constrain: fn(Plastic) -> Plastic| {
-            train(model, constrain, config, session, &device)
+            train(model.fork(&device), constrain, config, session, &device)
         };
         let unconstrained: fn(Plastic) -> Plastic = std::convert::identity;
         match config.net {
             FamiliarityModel::Hebbnet => train_with(
-                plastic(hebbnet_cell(input, hidden, fused, &device)),
+                plastic(hebbnet_cell(input, hidden, fused, &host)),
                 Plastic::with_decay_clamped,
             ),
             FamiliarityModel::Ustpnf => train_with(
-                plastic(stpn_cell(input, hidden, false, false, fused, &device)),
+                plastic(stpn_cell(input, hidden, false, false, fused, &host)),
                 unconstrained,
             ),
             FamiliarityModel::Stpnf => train_with(
-                plastic(stpn_cell(input, hidden, false, true, fused, &device)),
+                plastic(stpn_cell(input, hidden, false, true, fused, &host)),
                 unconstrained,
             ),
             FamiliarityModel::Ustpnr => train_with(
-                plastic(stpn_cell(input, hidden, true, false, fused, &device)),
+                plastic(stpn_cell(input, hidden, true, false, fused, &host)),
                 unconstrained,
             ),
             FamiliarityModel::Stpnr => train_with(
-                plastic(stpn_cell(input, hidden, true, true, fused, &device)),
+                plastic(stpn_cell(input, hidden, true, true, fused, &host)),
                 unconstrained,
             ),
             FamiliarityModel::Lstm => train(
-                readout.init(
-                    LstmConfig::new(input, hidden)
-                        .with_two_biases(true)
-                        .init(&device),
-                    &device,
-                ),
+                readout
+                    .init(
+                        LstmConfig::new(input, hidden)
+                            .with_two_biases(true)
+                            .init(&host),
+                        &host,
+                    )
+                    .fork(&device),
                 |model| model,
                 config,
                 session,

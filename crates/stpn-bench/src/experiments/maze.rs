@@ -26,7 +26,8 @@ use stpn_rl::maze_a2c::{self, LossConfig};
 use stpn_rl::{ActorCritic, ActorCriticConfig, clip_by_global_norm};
 
 use crate::experiments::{
-    Actions, Evaluate, Experiment, ExperimentConfig, Session, checked, name_of,
+    Actions, Evaluate, Experiment, ExperimentConfig, Session, checked, initialisation_device,
+    name_of,
 };
 use crate::run_dir::{Evaluation, Metrics, RlSummary, RunDir};
 use stpn_rl::checks::{positive, positive_finite};
@@ -339,8 +340,12 @@ impl Experiment for MazeExperiment {
     fn train(config: &MazeConfig, session: &Session) -> Result<Summary> {
         let device = session.backend.device()?.autodiff();
         device.seed(config.seed);
-        with_agent!(config, &device, |agent| train(
-            agent, config, session, &device
+        let host = initialisation_device(session.backend, config.seed)?;
+        with_agent!(config, &host, |agent| train(
+            agent.fork(&device),
+            config,
+            session,
+            &device
         ))
     }
 

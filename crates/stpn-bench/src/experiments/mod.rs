@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use stpn_model::Backend;
@@ -299,6 +300,22 @@ pub struct Interrupted {
     pub unit: &'static str,
     pub done: usize,
     pub folder: String,
+}
+
+/// The device a run on `backend` draws its initial network on, seeded with `seed`: the flex
+/// backend when it is compiled in, else the run's own device. Burn's random numbers differ
+/// between backends, so drawing on the host and then forking the network to the run's device
+/// (`Module::fork`) gives one seed one network on the CPU and on a GPU; on flex it is the run's
+/// own device, so CPU runs are unchanged.
+pub fn initialisation_device(backend: Backend, seed: u64) -> Result<Device> {
+    #[cfg(feature = "flex")]
+    let backend = {
+        let _ = backend;
+        Backend::Flex
+    };
+    let device = backend.device()?.autodiff();
+    device.seed(seed);
+    Ok(device)
 }
 
 /// What a training loop needs from the command: its run folder, backend, whether it resumes,

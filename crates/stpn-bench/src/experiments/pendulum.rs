@@ -25,7 +25,8 @@ use stpn_rl::ppo::{self, Collector, PpoConfig};
 use stpn_rl::{ActorCritic, ActorCriticConfig};
 
 use crate::experiments::{
-    Actions, Evaluate, Experiment, ExperimentConfig, Session, checked, name_of,
+    Actions, Evaluate, Experiment, ExperimentConfig, Session, checked, initialisation_device,
+    name_of,
 };
 use crate::run_dir::{Evaluation, Metrics, RlProgress, RlSummary, RunDir};
 use stpn_rl::checks::positive;
@@ -343,8 +344,13 @@ where
 {
     let device = session.backend.device()?.autodiff();
     device.seed(config.seed);
-    with_agent!(config, &env, &device, |agent| train(
-        agent, env, config, session, &device
+    let host = initialisation_device(session.backend, config.seed)?;
+    with_agent!(config, &env, &host, |agent| train(
+        agent.fork(&device),
+        env,
+        config,
+        session,
+        &device
     ))
 }
 

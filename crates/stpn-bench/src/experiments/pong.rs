@@ -25,7 +25,8 @@ use stpn_rl::evaluate::evaluate_discrete;
 use stpn_rl::{ActorCritic, ActorCriticConfig, ConvEncoder};
 
 use crate::experiments::{
-    Actions, Evaluate, Experiment, ExperimentConfig, Session, checked, name_of,
+    Actions, Evaluate, Experiment, ExperimentConfig, Session, checked, initialisation_device,
+    name_of,
 };
 use crate::run_dir::{Evaluation, Metrics, RlProgress, RlSummary, RunDir};
 use stpn_rl::checks::positive;
@@ -348,9 +349,14 @@ where
 {
     let device = session.backend.device()?.autodiff();
     device.seed(config.seed);
+    let host = initialisation_device(session.backend, config.seed)?;
     let actions = envs.envs[0].action_space().size();
-    with_agent!(config, actions, &device, |agent| train(
-        agent, envs, config, session, &device
+    with_agent!(config, actions, &host, |agent| train(
+        agent.fork(&device),
+        envs,
+        config,
+        session,
+        &device
     ))
 }
 
