@@ -570,7 +570,17 @@ pub fn report_rl(folders: &[PathBuf], out: &Path, task: RlTask) -> Result<String
             .collect();
         let (hidden, seed) = (number("hidden_size")?, number("seed")?);
         let status = if in_progress { ", in progress" } else { "" };
-        curves.push((format!("{core} h{hidden} (seed {seed}{status})"), curve));
+        // Pong's DeepMind setting (4 frames per step) plots beside the paper's: say which is which.
+        let config: Option<serde_json::Value> = read_json(&folder.join("config.json")).ok();
+        let deepmind = config
+            .as_ref()
+            .and_then(|config| config.get("preprocessing")?.as_str())
+            == Some("deepmind");
+        let setting = if deepmind { " DeepMind" } else { "" };
+        curves.push((
+            format!("{core} h{hidden}{setting} (seed {seed}{status})"),
+            curve,
+        ));
         writeln!(
             table,
             "| {core}{status} | {hidden} | {} | {seed} | {} | {} | {:.1} | {} | {} | {} | {:.0} |",

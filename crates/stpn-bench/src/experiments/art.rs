@@ -17,8 +17,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use stpn_envs::art::{self, ArtDataset, Example, SEQUENCE_LENGTH, VOCABULARY};
 use stpn_model::{
-    ArtNet, ArtNetConfig, Backend, FastWeightsConfig, HebbFfConfig, LstmConfig, ModplastConfig,
-    Presynaptic, RecurrentCell, RnnConfig, StpnFConfig, StpnRConfig,
+    ArtNet, ArtNetConfig, FastWeightsConfig, HebbFfConfig, LstmConfig, ModplastConfig, Presynaptic,
+    RecurrentCell, RnnConfig, StpnFConfig, StpnRConfig,
 };
 
 use crate::experiments::{
