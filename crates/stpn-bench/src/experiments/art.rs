@@ -21,9 +21,7 @@ use stpn_model::{
     RecurrentCell, RnnConfig, StpnFConfig, StpnRConfig,
 };
 
-use crate::experiments::{
-    Experiment, ExperimentConfig, Session, checked, initialisation_device, name_of,
-};
+use crate::experiments::{Experiment, ExperimentConfig, Session, checked, name_of};
 use crate::run_dir::Metrics;
 use stpn_rl::checks::{positive, positive_finite};
 
@@ -317,9 +315,7 @@ impl Experiment for Art {
 
     /// Trains (or resumes) a run and returns its summary (also written to `summary.json`).
     fn train(config: &ArtConfig, session: &Session) -> Result<Summary> {
-        let device = session.backend.device()?.autodiff();
-        device.seed(config.seed);
-        let host = initialisation_device(session.backend, config.seed)?;
+        let (device, host) = session.devices(config.seed)?;
         let symbols = VOCABULARY;
         let hidden = config.hidden_size;
         let reference = config.equations == Equations::Reference;

@@ -29,9 +29,7 @@ use stpn_model::{FamiliarityNet, FamiliarityNetConfig, LstmConfig, RecurrentCell
 
 use plotters::prelude::*;
 
-use crate::experiments::{
-    Experiment, ExperimentConfig, Session, checked, initialisation_device, name_of,
-};
+use crate::experiments::{Experiment, ExperimentConfig, Session, checked, name_of};
 use crate::run_dir::{Metrics, RunDir};
 use stpn_rl::checks::{positive, positive_finite, unit_interval};
 
@@ -378,9 +376,7 @@ impl Experiment for Familiarity {
 
     /// Trains (or resumes) a run and returns its summary (also written to `summary.json`).
     fn train(config: &FamiliarityConfig, session: &Session) -> Result<Summary> {
-        let device = session.backend.device()?.autodiff();
-        device.seed(config.seed);
-        let host = initialisation_device(session.backend, config.seed)?;
+        let (device, host) = session.devices(config.seed)?;
         let (input, hidden, fused) = (config.dimension, config.hidden_size, config.fused);
         let readout = FamiliarityNetConfig::new();
         let plastic = |cell: StpnR| readout.init(cell, &host);

@@ -26,8 +26,7 @@ use stpn_rl::maze_a2c::{self, LossConfig};
 use stpn_rl::{ActorCritic, ActorCriticConfig, clip_by_global_norm};
 
 use crate::experiments::{
-    Actions, Evaluate, Experiment, ExperimentConfig, Session, checked, initialisation_device,
-    name_of,
+    Actions, Evaluate, Experiment, ExperimentConfig, Session, checked, name_of,
 };
 use crate::run_dir::{Evaluation, Metrics, RlSummary, RunDir};
 use stpn_rl::checks::{positive, positive_finite};
@@ -338,9 +337,7 @@ impl Experiment for MazeExperiment {
 
     /// Trains (or resumes) a run and returns its summary (also written to `summary.json`).
     fn train(config: &MazeConfig, session: &Session) -> Result<Summary> {
-        let device = session.backend.device()?.autodiff();
-        device.seed(config.seed);
-        let host = initialisation_device(session.backend, config.seed)?;
+        let (device, host) = session.devices(config.seed)?;
         with_agent!(config, &host, |agent| train(
             agent.fork(&device),
             config,

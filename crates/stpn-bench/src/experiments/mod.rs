@@ -302,22 +302,6 @@ pub struct Interrupted {
     pub folder: String,
 }
 
-/// The device a run on `backend` draws its initial network on, seeded with `seed`: the flex
-/// backend when it is compiled in, else the run's own device. Burn's random numbers differ
-/// between backends, so drawing on the host and then forking the network to the run's device
-/// (`Module::fork`) gives one seed one network on the CPU and on a GPU; on flex it is the run's
-/// own device, so CPU runs are unchanged.
-pub fn initialisation_device(backend: Backend, seed: u64) -> Result<Device> {
-    #[cfg(feature = "flex")]
-    let backend = {
-        let _ = backend;
-        Backend::Flex
-    };
-    let device = backend.device()?.autodiff();
-    device.seed(seed);
-    Ok(device)
-}
-
 /// What a training loop needs from the command: its run folder, backend, whether it resumes,
 /// whether it reports progress; and the loop's shared rules.
 pub struct Session {
@@ -328,6 +312,23 @@ pub struct Session {
 }
 
 impl Session {
+    /// The run's autodiff device and the device its initial network is drawn on, both seeded
+    /// with `seed`. The network is drawn on flex when flex is compiled in (else on the run's own
+    /// device) and then forked to the run's device (`Module::fork`): Burn's random numbers differ
+    /// between backends, so one seed gives one network on the CPU and on a GPU. On flex both are
+    /// the run's own device, so CPU runs are unchanged.
+    pub fn devices(&self, seed: u64) -> Result<(Device, Device)> {
+        let device = self.backend.device()?.autodiff();
+        device.seed(seed);
+        #[cfg(feature = "flex")]
+        let initialisation = Backend::Flex;
+        #[cfg(not(feature = "flex"))]
+        let initialisation = self.backend;
+        let host = initialisation.device()?.autodiff();
+        host.seed(seed);
+        Ok((device, host))
+    }
+
     pub fn new(run: RunDir, backend: Backend, resume: bool, quiet: bool) -> Self {
         Self {
             run,

@@ -25,8 +25,7 @@ use stpn_rl::ppo::{self, Collector, PpoConfig};
 use stpn_rl::{ActorCritic, ActorCriticConfig};
 
 use crate::experiments::{
-    Actions, Evaluate, Experiment, ExperimentConfig, Session, checked, initialisation_device,
-    name_of,
+    Actions, Evaluate, Experiment, ExperimentConfig, Session, checked, name_of,
 };
 use crate::run_dir::{Evaluation, Metrics, RlProgress, RlSummary, RunDir};
 use stpn_rl::checks::positive;
@@ -342,9 +341,7 @@ pub fn train_on<E>(env: E, config: &PendulumConfig, session: &Session) -> Result
 where
     E: Env<Observation = Vec<f64>, Action = Vec<f64>>,
 {
-    let device = session.backend.device()?.autodiff();
-    device.seed(config.seed);
-    let host = initialisation_device(session.backend, config.seed)?;
+    let (device, host) = session.devices(config.seed)?;
     with_agent!(config, &env, &host, |agent| train(
         agent.fork(&device),
         env,

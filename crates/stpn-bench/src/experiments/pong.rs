@@ -25,8 +25,7 @@ use stpn_rl::evaluate::evaluate_discrete;
 use stpn_rl::{ActorCritic, ActorCriticConfig, ConvEncoder};
 
 use crate::experiments::{
-    Actions, Evaluate, Experiment, ExperimentConfig, Session, checked, initialisation_device,
-    name_of,
+    Actions, Evaluate, Experiment, ExperimentConfig, Session, checked, name_of,
 };
 use crate::run_dir::{Evaluation, Metrics, RlProgress, RlSummary, RunDir};
 use stpn_rl::checks::positive;
@@ -347,9 +346,7 @@ pub fn train_on<E>(
 where
     E: Env<Observation = Vec<f32>, Action = usize>,
 {
-    let device = session.backend.device()?.autodiff();
-    device.seed(config.seed);
-    let host = initialisation_device(session.backend, config.seed)?;
+    let (device, host) = session.devices(config.seed)?;
     let actions = envs.envs[0].action_space().size();
     with_agent!(config, actions, &host, |agent| train(
         agent.fork(&device),

@@ -132,7 +132,7 @@ pub fn measure(case: &Case, backend: Backend, path: &str, repeats: usize) -> Res
         .with_clamp(case.clamp)
         .with_fused(path == "fused")
         .init(&device);
-    let mut network = ArtNetConfig::new()
+    let network = ArtNetConfig::new()
         .with_output_size(classes)
         .init(cell, &device);
     let inputs: Tensor<3> = Tensor::random(
@@ -151,73 +151,67 @@ pub fn measure(case: &Case, backend: Backend, path: &str, repeats: usize) -> Res
     );
     let loss_function = CrossEntropyLossConfig::new().init(&device);
     let mut optimizer = stpn_rl::adam(stpn_rl::TORCH_ADAM_EPSILON);
-    let mut times = Vec::with_capacity(repeats);
-    // One warm-up step, then the timed ones.
-    for repeat in 0..=repeats {
-        let started = Instant::now();
+    let times = time_steps(repeats, network, |network| {
         let output = network.forward(inputs.clone(), false);
         let loss = loss_function.forward(output.logits, targets.clone());
         let gradients = GradientsParams::from_grads(loss.backward(), &network);
-        network = optimizer.step(1e-3, network, gradients);
+        let network = optimizer.step(1e-3, network, gradients);
         // Reading a parameter waits for every queued operation.
         let _ = network.readout_bias.val().into_data();
+        network
+    });
+    Ok(Measurement::of(case.name, backend, path, times, repeats))
+}
+
+/// Median and fastest milliseconds of `repeats` training steps, each `step` from the state the
+/// previous one returned, after one warm-up step.
+fn time_steps<S>(repeats: usize, mut state: S, mut step: impl FnMut(S) -> S) -> (f64, f64) {
+    let mut times = Vec::with_capacity(repeats);
+    for repeat in 0..=repeats {
+        let started = Instant::now();
+        state = step(state);
         if repeat > 0 {
             times.push(started.elapsed().as_secs_f64() * 1e3);
         }
     }
     times.sort_by(f64::total_cmp);
-    Ok(Measurement::of(
-        case.name,
-        backend,
-        path,
-        (times[times.len() / 2], times[0]),
-        repeats,
-    ))
+    (times[times.len() / 2], times[0])
 }
 
 /// The Pong encoder case: forward, backward and Adam of the conv encoder alone, on a batch of
 /// frames the size of one A2C minibatch (200 steps in sequences of up to 20, padded). Path
-/// `fused` is the encoder's own patch products, `ops` Burn's `conv2d`.
+/// `fused` is the encoder's host operation (im2col and gemm), `ops` Burn's `conv2d`.
 const ENCODER_CASE: &str = "pong_encoder";
 const ENCODER_FRAMES: usize = 240;
 
 /// Runs one measurement of [`ENCODER_CASE`] in this process (the child side).
 fn measure_encoder(backend: Backend, path: &str, repeats: usize) -> Result<Measurement> {
     if path != "ops" && path != "fused" {
-        bail!("unknown path `{path}`; choose ops (Burn's conv2d) or fused (patch products)");
+        bail!(
+            "unknown path `{path}`; choose ops (Burn's conv2d) or fused (the host im2col + gemm)"
+        );
     }
     let device = backend.device()?.autodiff();
     device.seed(0);
-    let mut encoder = ConvEncoder::new(&device);
+    let encoder = ConvEncoder::new(&device);
     let frames: Tensor<2> = Tensor::random(
         [ENCODER_FRAMES, ConvEncoder::SIDE * ConvEncoder::SIDE],
         Distribution::Uniform(0.0, 1.0),
         &device,
     );
     let mut optimizer = stpn_rl::adam(stpn_rl::TORCH_ADAM_EPSILON);
-    let mut times = Vec::with_capacity(repeats);
-    for repeat in 0..=repeats {
-        let started = Instant::now();
+    let times = time_steps(repeats, encoder, |encoder| {
         let features = if path == "fused" {
             encoder.forward(frames.clone())
         } else {
             encoder.forward_reference(frames.clone())
         };
         let gradients = GradientsParams::from_grads(features.mean().backward(), &encoder);
-        encoder = optimizer.step(1e-3, encoder, gradients);
+        let encoder = optimizer.step(1e-3, encoder, gradients);
         let _ = encoder.conv2.weight.val().into_data();
-        if repeat > 0 {
-            times.push(started.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(Measurement::of(
-        ENCODER_CASE,
-        backend,
-        path,
-        (times[times.len() / 2], times[0]),
-        repeats,
-    ))
+        encoder
+    });
+    Ok(Measurement::of(ENCODER_CASE, backend, path, times, repeats))
 }
 
 impl Measurement {
@@ -368,7 +362,7 @@ pub fn run(
         }
         if wanted(ENCODER_CASE) {
             println!(
-                "{:<18} the Pong conv encoder alone, {ENCODER_FRAMES} frames (fused: patch products; ops: Burn's conv2d)",
+                "{:<18} the Pong conv encoder alone, {ENCODER_FRAMES} frames (fused: host im2col + gemm; ops: Burn's conv2d)",
                 ENCODER_CASE
             );
         }
