@@ -16,14 +16,20 @@
 //! familiarity baselines used, so that the parameter counts are the paper's (4H more). The
 //! function family is the same; gradient steps and the initialisation's distribution of the sum
 //! are not.
+//!
+//! Sequences on the CPU backends run fused: every step's input projection in one matrix product,
+//! then the recurrence and its backward through time as one host operation
+//! ([`crate::kernel::lstm`]); [`RecurrentCell::step`] stays the reference it is tested against.
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 
-use crate::cell::{CellState, RecurrentCell, keep_rows};
+use crate::cell::{CellState, RecurrentCell, keep_rows, step_by_step};
 use crate::cells::init;
 use crate::cells::plasticity::{energy_shared, sigmoid};
+use crate::kernel::autodiff::on_host;
+use crate::kernel::lstm::lstm_recurrence;
 
 /// Configuration of an [`Lstm`] layer.
 #[derive(Config, Debug)]
@@ -115,6 +121,45 @@ impl LstmConfig {
     }
 }
 
+impl Lstm {
+    /// A sequence on the CPU backends (float32): every step's input projection in one matrix
+    /// product, then the recurrence as one host operation ([`lstm_recurrence`]). The same
+    /// function as [`RecurrentCell::step`] in a loop, the sums in another order. `None` where
+    /// the op-by-op path runs (other backends, an empty sequence).
+    fn recurrence_on_host(
+        &self,
+        inputs: Tensor<3>,
+        state: LstmState,
+        lengths: &[usize],
+    ) -> Option<(Tensor<3>, LstmState)> {
+        let weight = self.weight.val();
+        let [steps, batch, input_size] = inputs.dims();
+        if steps == 0 || weight.dtype() != DType::F32 || !on_host(&weight) {
+            return None;
+        }
+        let gate_size = 4 * self.hidden_size;
+        let input_weight = weight.clone().narrow(1, 0, input_size);
+        let recurrent_weight = weight.narrow(1, input_size, self.hidden_size);
+        let mut bias = self.bias.val();
+        if let Some(recurrent_bias) = &self.recurrent_bias {
+            bias = bias + recurrent_bias.val();
+        }
+        let projected = (inputs
+            .reshape([steps * batch, input_size])
+            .matmul(input_weight.transpose())
+            + bias.unsqueeze_dim::<2>(0))
+        .reshape([steps, batch, gate_size]);
+        let (outputs, hidden, cell) = lstm_recurrence(
+            projected,
+            state.hidden,
+            state.cell,
+            recurrent_weight,
+            lengths,
+        );
+        Some((outputs, LstmState { hidden, cell }))
+    }
+}
+
 impl RecurrentCell for Lstm {
     type State = LstmState;
 
@@ -136,6 +181,20 @@ impl RecurrentCell for Lstm {
         LstmState {
             hidden: Tensor::zeros([batch, self.hidden_size], options),
             cell: Tensor::zeros([batch, self.hidden_size], options),
+        }
+    }
+
+    fn forward_sequence(&self, inputs: Tensor<3>, state: LstmState) -> (Tensor<3>, LstmState) {
+        match self.recurrence_on_host(inputs.clone(), state.clone(), &[]) {
+            Some(result) => result,
+            None => step_by_step(self, inputs, state),
+        }
+    }
+
+    fn forward_padded(&self, inputs: Tensor<3>, state: LstmState, lengths: &[usize]) -> Tensor<3> {
+        match self.recurrence_on_host(inputs.clone(), state.clone(), lengths) {
+            Some((outputs, _)) => outputs,
+            None => step_by_step(self, inputs, state).0,
         }
     }
 

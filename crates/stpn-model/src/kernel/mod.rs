@@ -28,6 +28,7 @@
 //! | [`autodiff`] | the kernel as one node of Burn's autodiff graph, on any backend's host data |
 //! | [`cube`] | the same sequence forward and backward as CubeCL kernels on Burn's cube backend (wgpu) |
 //! | [`cube_node`] | the CubeCL kernels as one node of the autodiff graph on the cube backend, on device tensors |
+//! | [`lstm`] | the LSTM baseline's recurrence, a host operation of the autodiff graph of its own |
 
 pub mod autodiff;
 pub mod cpu;
@@ -35,6 +36,7 @@ pub mod cpu;
 pub mod cube;
 #[cfg(feature = "wgpu")]
 pub mod cube_node;
+pub mod lstm;
 pub mod options;
 pub mod recording;
 pub mod threads;
