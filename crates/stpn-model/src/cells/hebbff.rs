@@ -20,6 +20,8 @@ use crate::cells::init;
 use crate::cells::plasticity::{
     SynapticState, batched, efficacy_product, energy_batched, outer, sigmoid,
 };
+use crate::kernel::autodiff;
+use crate::kernel::{Activation, KernelConfig, Normalisation, Presynaptic};
 
 /// Configuration of a [`HebbFf`] layer.
 #[derive(Config, Debug)]
@@ -90,6 +92,27 @@ impl RecurrentCell for HebbFf {
         }
     }
 
+    fn forward_sequence(
+        &self,
+        inputs: Tensor<3>,
+        state: SynapticState,
+    ) -> (Tensor<3>, SynapticState) {
+        self.run(inputs, state, &[])
+    }
+
+    fn forward_padded(
+        &self,
+        inputs: Tensor<3>,
+        state: SynapticState,
+        lengths: &[usize],
+    ) -> Tensor<3> {
+        self.run(inputs, state, lengths).0
+    }
+
+    fn host_kernel(&self) -> Option<autodiff::KernelCell> {
+        autodiff::KernelCell::if_on_host(true, self.kernel_config(), self.kernel_tensors())
+    }
+
     fn step(&self, input: Tensor<2>, state: SynapticState) -> (Tensor<2>, SynapticState) {
         let drive = efficacy_product(self.weight.val(), state.synaptic.clone(), input.clone());
         let hidden = sigmoid(drive + self.bias.val().unsqueeze_dim::<2>(0));
@@ -115,12 +138,150 @@ impl RecurrentCell for HebbFf {
     }
 }
 
+impl HebbFf {
+    /// The sequence on the fused STPN kernel where it applies (float32 on a backend that has
+    /// it), each batch element stopping after its `lengths` steps (empty: all); op by op over
+    /// every step otherwise.
+    fn run(
+        &self,
+        inputs: Tensor<3>,
+        state: SynapticState,
+        lengths: &[usize],
+    ) -> (Tensor<3>, SynapticState) {
+        let weight = self.weight.val();
+        if !autodiff::applies(true, &weight) {
+            return crate::cell::step_by_step(self, inputs, state);
+        }
+        let [_, batch, _] = inputs.dims();
+        // The kernel carries a hidden state; without recurrence it reaches nothing.
+        let hidden = Tensor::zeros(
+            [batch, self.hidden_size],
+            (&weight.device(), weight.dtype()),
+        );
+        let (outputs, _, synaptic) = autodiff::run_kernel(
+            self.kernel_config(),
+            self.kernel_tensors(),
+            inputs,
+            hidden,
+            state.synaptic,
+            lengths,
+        );
+        (outputs, SynapticState { synaptic })
+    }
+
+    /// The parameters the kernel computes with: `λ = σ(λ̃)` and `γ = −exp(γ̃)` as scalars,
+    /// differentiable functions of the layer's parameters.
+    fn kernel_tensors(&self) -> autodiff::KernelTensors {
+        autodiff::KernelTensors {
+            weight: self.weight.val(),
+            bias: self.bias.val(),
+            lambda: sigmoid(self.lambda_logit.val()).reshape([1, 1]),
+            gamma: self.gamma_log_magnitude.val().exp().neg().reshape([1, 1]),
+        }
+    }
+
+    /// The kernel's view of this layer: feedforward, unnormalised, the sigmoid, scalar λ and γ.
+    pub fn kernel_config(&self) -> KernelConfig {
+        KernelConfig {
+            input_size: self.input_size,
+            hidden_size: self.hidden_size,
+            normalisation: Normalisation::Off,
+            presynaptic: Presynaptic::PreviousHidden,
+            clamp: None,
+            recurrent: false,
+            activation: Activation::Sigmoid,
+            normalise_state: false,
+            normalised_bias: false,
+            squash_state: self.squash_state,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use burn::tensor::{Distribution, Tensor};
+
+    use super::{HebbFf, HebbFfConfig};
+    use crate::cell::{RecurrentCell, step_by_step};
+    use crate::cells::plasticity::SynapticState;
+    use crate::params::{host_values, named_gradients};
     use crate::parity::golden::assert_case;
+    use crate::{Backend, compare};
 
     #[test]
     fn parity_hebbff() {
         assert_case("hebbff");
+    }
+
+    /// The outputs, final state and gradients (every parameter, the inputs, `F_0`) of a loss on
+    /// a sequence, through the fused kernel or the op-by-op step in a loop.
+    fn run(cell: &HebbFf, inputs: &Tensor<3>, state: &SynapticState, fused: bool) -> Vec<Vec<f32>> {
+        let inputs = inputs.clone().require_grad();
+        let synaptic = state.synaptic.clone().require_grad();
+        let state = SynapticState {
+            synaptic: synaptic.clone(),
+        };
+        let (outputs, last) = if fused {
+            cell.forward_sequence(inputs.clone(), state)
+        } else {
+            step_by_step(cell, inputs.clone(), state)
+        };
+        let loss = (outputs.clone() * outputs.clone()).sum()
+            + outputs.clone().narrow(0, 0, 1).sum()
+            + (last.synaptic.clone() * last.synaptic.clone()).sum();
+        let gradients = loss.backward();
+        let mut found = vec![host_values(outputs), host_values(last.synaptic)];
+        for (_, gradient) in named_gradients(cell, &gradients) {
+            found.push(
+                gradient
+                    .unwrap()
+                    .values
+                    .into_iter()
+                    .map(|v| v as f32)
+                    .collect(),
+            );
+        }
+        found.push(host_values(inputs.grad(&gradients).unwrap()));
+        found.push(host_values(synaptic.grad(&gradients).unwrap()));
+        found
+    }
+
+    /// HebbFF on the fused kernel (feedforward, sigmoid, scalar λ and γ, with and without the
+    /// runner's sigmoid on `F`) gives the op-by-op layer's values and gradients, on every
+    /// compiled CPU backend.
+    #[test]
+    fn fused_kernel_matches_the_op_by_op_layer() {
+        for backend in Backend::compiled_cpu() {
+            for squash_state in [false, true] {
+                let device = backend.device().unwrap().autodiff();
+                device.seed(5);
+                let (inputs_size, units, batch, steps) = (6, 5, 3, 9);
+                let cell = HebbFfConfig::new(inputs_size, units)
+                    .with_squash_state(squash_state)
+                    .init(&device);
+                let inputs = Tensor::<3>::random(
+                    [steps, batch, inputs_size],
+                    Distribution::Uniform(-1.0, 1.0),
+                    &device,
+                );
+                let state = SynapticState {
+                    synaptic: Tensor::random(
+                        [batch, units, inputs_size],
+                        Distribution::Uniform(-0.3, 0.3),
+                        &device,
+                    ),
+                };
+                let fused = run(&cell, &inputs, &state, true);
+                let reference = run(&cell, &inputs, &state, false);
+                assert_eq!(fused.len(), 8, "outputs, F_T, four parameters, inputs, F_0");
+                for (index, (ours, theirs)) in fused.into_iter().zip(reference).enumerate() {
+                    let error = compare::relative_difference(ours, theirs);
+                    assert!(
+                        compare::within(error, 2e-5),
+                        "{backend} squash {squash_state}, result {index}: relative error {error:e}"
+                    );
+                }
+            }
+        }
     }
 }

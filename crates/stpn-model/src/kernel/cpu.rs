@@ -117,7 +117,7 @@ pub(super) struct StepTrace<F> {
     pub(super) unclamped: Vec<F>,
     /// The post-normalisation norm of `W + F''` per row (post mode).
     pub(super) post_norm: Vec<F>,
-    /// `tanh` of a row of `F_{t-1}` (with `squash_state`; not kept for the backward).
+    /// `φ` of a row of `F_{t-1}` (with `squash_state`; not kept for the backward).
     pub(super) squashed: Vec<F>,
 }
 
@@ -198,7 +198,7 @@ pub(super) struct BackwardScratch<F> {
     pub(super) grad_denominator: Vec<F>,
     /// The gradient reaching `F'` (after the clamp's mask) of one row.
     pub(super) grad_row: Vec<F>,
-    /// `tanh` of a row of `F_{t-1}` (with `squash_state`).
+    /// `φ` of a row of `F_{t-1}` (with `squash_state`).
     pub(super) squashed: Vec<F>,
 }
 
@@ -272,13 +272,13 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         self.config.normalisation == Normalisation::Pre && self.config.normalise_state
     }
 
-    /// The row that the update decays: `F_{t-1}` itself, or `tanh(F_{t-1})` written into
-    /// `squashed`.
+    /// The row that the update decays: `F_{t-1}` itself, or `φ(F_{t-1})` (the activation)
+    /// written into `squashed`.
     #[inline(always)]
     fn decaying<'r>(&self, previous: &'r [F], squashed: &'r mut [F]) -> &'r [F] {
         if self.config.squash_state {
             squashed.copy_from_slice(previous);
-            F::tanh_in_place(squashed);
+            self.config.activation.apply_in_place(squashed);
             squashed
         } else {
             previous
@@ -722,7 +722,7 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
             F::one()
         };
         let inverse_scale = F::one() / scale;
-        // What the update decayed: F_{t-1}, or tanh(F_{t-1}).
+        // What the update decayed: F_{t-1}, or φ(F_{t-1}).
         let decaying = self.decaying(&synaptic_prev[row.clone()], &mut scratch.squashed);
         let decaying = &decaying[..width];
         let (lambda, gamma) = self.rows(unit);
@@ -760,8 +760,9 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
             grad_previous[j] = grad_row[j] * lambda[j] * inverse_scale;
         }
         if self.config.squash_state {
+            let activation = self.config.activation;
             for j in 0..width {
-                grad_previous[j] = grad_previous[j] * (F::one() - decaying[j] * decaying[j]);
+                grad_previous[j] = grad_previous[j] * activation.derivative(decaying[j]);
             }
         }
         if pre {

@@ -16,7 +16,7 @@
 //! F_t = clamp(F', ±c)              (with a clamp), then / (‖W + F_t‖ + ε) per row (post-normalisation)
 //! ```
 //!
-//! where `s` is the identity or `tanh` (`squash_state`), `p_t = z_t` or `[x_t ; h_t]`
+//! where `s` is the identity or the activation (`squash_state`), `p_t = z_t` or `[x_t ; h_t]`
 //! ([`super::Presynaptic::CurrentHidden`]), Λ and Γ per synapse or one scalar each, ε = 1e-16.
 //! The backward is the exact gradient of these steps (the same formulas as
 //! `cpu::Kernel::step_backward`), to `W`, `b`, Λ, Γ, the inputs and the initial state.
@@ -239,12 +239,12 @@ fn update_presynaptic(
     value
 }
 
-/// `s(F_{t-1})`, what the update decays.
+/// `s(F_{t-1})`, what the update decays: `F_{t-1}`, or the activation of it.
 #[cube]
-fn decaying(previous: f32, #[comptime] squash_state: bool) -> f32 {
+fn decaying(previous: f32, #[comptime] shape: KernelShape) -> f32 {
     let mut value = previous;
-    if comptime!(squash_state) {
-        value = previous.tanh();
+    if comptime!(shape.squash_state) {
+        value = activate(previous, comptime!(shape.sigmoid));
     }
     value
 }
@@ -278,7 +278,7 @@ fn unclamped_update(
     let post = work[base + comptime!(shape.hidden_at()) + row];
     let presynaptic = update_presynaptic(work, base, column, shape);
     let scale = inverse_scale(work, base, row, shape);
-    lambda_value * (decaying(work[base + synapse], comptime!(shape.squash_state)) * scale)
+    lambda_value * (decaying(work[base + synapse], shape) * scale)
         + gamma_value * post * presynaptic
 }
 
@@ -687,7 +687,7 @@ fn backward_step(
             grad = select(outside, 0.0f32, grad);
         }
         let scale = inverse_scale(work, base, row, shape);
-        let decayed = decaying(work[base + synapse], comptime!(shape.squash_state));
+        let decayed = decaying(work[base + synapse], shape);
         let post = work[hidden_at + row];
         let presynaptic = update_presynaptic(work, base, column, shape);
         parameter_grads[grad_lambda_at + synapse] += grad * (decayed * scale);
@@ -726,9 +726,7 @@ fn backward_step(
             if comptime!(shape.scales_state) {
                 let lambda_value =
                     plastic_parameter(lambda, synapse, comptime!(shape.scalar_lambda));
-                grad_scaled += grad
-                    * lambda_value
-                    * decaying(work[base + synapse], comptime!(shape.squash_state));
+                grad_scaled += grad * lambda_value * decaying(work[base + synapse], shape);
             }
         }
         let mut grad_hidden = work[grad_hidden_at + row] + grad_post;
@@ -768,8 +766,8 @@ fn backward_step(
         let previous = work[base + synapse];
         let mut grad_previous = grad * lambda_value * inverse_scale(work, base, row, shape);
         if comptime!(shape.squash_state) {
-            let squashed = previous.tanh();
-            grad_previous *= 1.0f32 - squashed * squashed;
+            let squashed = activate(previous, comptime!(shape.sigmoid));
+            grad_previous *= activation_derivative(squashed, comptime!(shape.sigmoid));
         }
         let efficacy = weight[synapse] + previous;
         let grad_efficacy = work[grad_drive_at + row] * work[presynaptic_at + column]

@@ -80,7 +80,7 @@ fn stpn_f(normalised: bool, clamp: Option<f64>, squash_state: bool) -> KernelCon
 }
 
 /// The cases: the associative-retrieval STPNr first, then the maze's, the ablations, HebbNet,
-/// the familiarity STPNf-net and STPNf.
+/// the familiarity STPNf-net, STPNf and HebbFF.
 fn cases() -> Vec<Case> {
     use Activation::{Sigmoid, Tanh};
     use Normalisation::{Off, Post, Pre};
@@ -102,6 +102,14 @@ fn cases() -> Vec<Case> {
         case(stpn_r(Pre, PreviousHidden, None, false, Tanh), true),
         case(stpn_f(true, None, true), true),
         case(stpn_f(false, Some(0.3), false), false),
+        // HebbFF with the associative-retrieval runner's sigmoid on F.
+        case(
+            KernelConfig {
+                activation: Sigmoid,
+                ..stpn_f(false, None, true)
+            },
+            false,
+        ),
         // The associative-retrieval sizes (H 11, I 37: 528 synapses, more than the 256 units of
         // a cube, so that units own several synapses).
         Case {

@@ -60,7 +60,8 @@ pub struct KernelConfig {
     pub normalise_state: bool,
     /// A normalised drive gets the bias (STPNr); STPNf's normalised path has none.
     pub normalised_bias: bool,
-    /// The update decays `tanh(F_{t-1})` instead of `F_{t-1}` (STPNf's `squash_state`).
+    /// The update decays `φ(F_{t-1})`, the activation of it, instead of `F_{t-1}` (the
+    /// associative-retrieval runner's `squash_state`: `tanh` in STPNf, the sigmoid in HebbFF).
     pub squash_state: bool,
 }
 
