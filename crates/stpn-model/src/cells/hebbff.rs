@@ -148,21 +148,13 @@ impl HebbFf {
         state: SynapticState,
         lengths: &[usize],
     ) -> (Tensor<3>, SynapticState) {
-        let weight = self.weight.val();
-        if !autodiff::applies(true, &weight) {
+        if !autodiff::applies(true, &self.weight.val()) {
             return crate::cell::step_by_step(self, inputs, state);
         }
-        let [_, batch, _] = inputs.dims();
-        // The kernel carries a hidden state; without recurrence it reaches nothing.
-        let hidden = Tensor::zeros(
-            [batch, self.hidden_size],
-            (&weight.device(), weight.dtype()),
-        );
-        let (outputs, _, synaptic) = autodiff::run_kernel(
+        let (outputs, synaptic) = autodiff::run_feedforward_kernel(
             self.kernel_config(),
             self.kernel_tensors(),
             inputs,
-            hidden,
             state.synaptic,
             lengths,
         );

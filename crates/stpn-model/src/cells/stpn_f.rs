@@ -193,19 +193,11 @@ impl StpnF {
         state: SynapticState,
         lengths: &[usize],
     ) -> (Tensor<3>, SynapticState) {
-        let weight = self.weight.val();
-        if autodiff::applies(self.fused, &weight) {
-            let [_, batch, _] = inputs.dims();
-            // The kernel carries a hidden state; without recurrence it reaches nothing.
-            let hidden = Tensor::zeros(
-                [batch, self.hidden_size],
-                (&weight.device(), weight.dtype()),
-            );
-            let (outputs, _, synaptic) = autodiff::run_kernel(
+        if autodiff::applies(self.fused, &self.weight.val()) {
+            let (outputs, synaptic) = autodiff::run_feedforward_kernel(
                 self.kernel_config(),
                 self.kernel_tensors(),
                 inputs,
-                hidden,
                 state.synaptic,
                 lengths,
             );

@@ -455,6 +455,27 @@ pub fn run_kernel(
     unpack(packed, steps, batch, units, width)
 }
 
+/// [`run_kernel`] for a feedforward layer (STPNf, HebbFF), whose kernel hidden state reaches
+/// nothing without recurrence (zeros, made here): the outputs `[T, B, H]` and the final synaptic
+/// state `[B, H, I]`.
+pub fn run_feedforward_kernel(
+    config: KernelConfig,
+    parameters: KernelTensors,
+    inputs: Tensor<3>,
+    synaptic: Tensor<3>,
+    lengths: &[usize],
+) -> (Tensor<3>, Tensor<3>) {
+    assert!(!config.recurrent, "a feedforward layer's kernel");
+    let [_, batch, _] = inputs.dims();
+    let weight = &parameters.weight;
+    let hidden = Tensor::zeros(
+        [batch, config.hidden_size],
+        (&weight.device(), weight.dtype()),
+    );
+    let (outputs, _, synaptic) = run_kernel(config, parameters, inputs, hidden, synaptic, lengths);
+    (outputs, synaptic)
+}
+
 /// The op's packed output on the tensors' device: a node of the autodiff graph whose backward
 /// starts from `saved` when any of `tensors` is tracked, else a plain tensor.
 fn output_node(tensors: OpInputs, packed: Vec<f32>, saved: Saved) -> Tensor<1> {
@@ -566,7 +587,7 @@ pub(super) fn unpack(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use burn::module::Module;
     use burn::tensor::{Distribution, Tensor, TensorData};
 
@@ -576,7 +597,8 @@ mod tests {
     use crate::parity::{ParityCase, Precision, golden, run_case_with};
     use crate::{Backend, Normalisation, Presynaptic, StpnR, StpnRConfig, StpnRState};
 
-    fn assert_close(ours: Vec<f32>, reference: Vec<f32>, what: &str) {
+    /// Relative error at most 2e-5 (NaN fails), or a panic naming `what`.
+    pub(crate) fn assert_close(ours: Vec<f32>, reference: Vec<f32>, what: &str) {
         let error = compare::relative_difference(ours, reference);
         assert!(
             compare::within(error, 2e-5),

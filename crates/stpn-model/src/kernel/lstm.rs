@@ -16,7 +16,7 @@
 
 use burn::tensor::Tensor;
 
-use super::autodiff::{HostBackward, host_node};
+use super::autodiff::{HostBackward, host_node, unpack};
 use super::cpu::tanh_f32;
 use super::threads::{cores, on_threads};
 use crate::params::host_values;
@@ -317,19 +317,9 @@ pub fn lstm_recurrence(
         recurrent_weight.flatten(0, 1),
     ];
     let packed = host_node(parents, packed, tape);
-    let outputs_end = steps * batch * units;
-    let outputs = packed
-        .clone()
-        .narrow(0, 0, outputs_end)
-        .reshape([steps, batch, units]);
-    let final_hidden = packed
-        .clone()
-        .narrow(0, outputs_end, batch * units)
-        .reshape([batch, units]);
-    let final_cell = packed
-        .narrow(0, outputs_end + batch * units, batch * units)
-        .reshape([batch, units]);
-    (outputs, final_hidden, final_cell)
+    // Packed as the STPN op's output, with a cell state one number wide in place of F.
+    let (outputs, final_hidden, final_cell) = unpack(packed, steps, batch, units, 1);
+    (outputs, final_hidden, final_cell.reshape([batch, units]))
 }
 
 #[cfg(test)]
@@ -337,16 +327,9 @@ mod tests {
     use burn::tensor::{Distribution, Tensor};
 
     use crate::cell::{CellState, RecurrentCell, step_by_step};
+    use crate::kernel::autodiff::tests::assert_close;
     use crate::params::{host_values, named_gradients};
-    use crate::{Backend, Lstm, LstmConfig, LstmState, compare};
-
-    fn assert_close(ours: Vec<f32>, reference: Vec<f32>, what: &str) {
-        let error = compare::relative_difference(ours, reference);
-        assert!(
-            compare::within(error, 2e-5),
-            "{what}: relative error {error:e}"
-        );
-    }
+    use crate::{Backend, Lstm, LstmConfig, LstmState};
 
     /// The values and gradients of a loss on each element's outputs and (whole sequences) final
     /// state, through the host recurrence (`fused`) or [`RecurrentCell::step`] in a loop over
