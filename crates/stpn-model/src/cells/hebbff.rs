@@ -194,11 +194,12 @@ mod tests {
     use burn::tensor::{Distribution, Tensor};
 
     use super::{HebbFf, HebbFfConfig};
+    use crate::Backend;
     use crate::cell::{RecurrentCell, step_by_step};
     use crate::cells::plasticity::SynapticState;
+    use crate::kernel::autodiff::tests::assert_close;
     use crate::params::{host_values, named_gradients};
     use crate::parity::golden::assert_case;
-    use crate::{Backend, compare};
 
     #[test]
     fn parity_hebbff() {
@@ -267,10 +268,10 @@ mod tests {
                 let reference = run(&cell, &inputs, &state, false);
                 assert_eq!(fused.len(), 8, "outputs, F_T, four parameters, inputs, F_0");
                 for (index, (ours, theirs)) in fused.into_iter().zip(reference).enumerate() {
-                    let error = compare::relative_difference(ours, theirs);
-                    assert!(
-                        compare::within(error, 2e-5),
-                        "{backend} squash {squash_state}, result {index}: relative error {error:e}"
+                    assert_close(
+                        ours,
+                        theirs,
+                        &format!("{backend} squash {squash_state}, result {index}"),
                     );
                 }
             }

@@ -13,7 +13,7 @@ use super::options::{Activation, KernelConfig, Normalisation, Parameters, Presyn
 impl Activation {
     /// Applies the activation to a row of preactivations, in place.
     #[inline(always)]
-    fn apply_in_place<F: KernelFloat>(self, values: &mut [F]) {
+    pub(super) fn apply_in_place<F: KernelFloat>(self, values: &mut [F]) {
         match self {
             Activation::Tanh => F::tanh_in_place(values),
             // The same form as `plasticity::sigmoid`: σ(x) = (1 + tanh(x/2)) / 2.
@@ -30,7 +30,7 @@ impl Activation {
 
     /// The derivative, from the activation's output.
     #[inline(always)]
-    fn derivative<F: Float>(self, output: F) -> F {
+    pub(super) fn derivative<F: Float>(self, output: F) -> F {
         match self {
             Activation::Tanh => F::one() - output * output,
             Activation::Sigmoid => output * (F::one() - output),

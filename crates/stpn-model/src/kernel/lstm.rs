@@ -17,17 +17,9 @@
 use burn::tensor::Tensor;
 
 use super::autodiff::{HostBackward, host_node, unpack};
-use super::cpu::tanh_f32;
-use super::threads::{cores, on_threads};
+use super::options::Activation::{Sigmoid, Tanh};
+use super::threads::{chunks, on_threads};
 use crate::params::host_values;
-
-/// Element-steps (each `4H × H` multiply-adds and its gate arithmetic) below which a batch
-/// stays on one thread: starting a thread costs about as much as 20 000 multiply-adds.
-const MIN_MULTIPLY_ADDS_PER_THREAD: usize = 200_000;
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
 
 /// What the backward needs, element-major (`[B, T, …]`) so that each thread's share is one
 /// contiguous block.
@@ -55,13 +47,10 @@ impl LstmTape {
         self.lengths.get(element).copied().unwrap_or(self.steps)
     }
 
-    /// Threads for `batch` elements of `steps` steps each.
-    fn threads(&self) -> usize {
-        let work = self.batch * self.steps * 4 * self.units * self.units;
-        cores()
-            .min(self.batch)
-            .min(work / MIN_MULTIPLY_ADDS_PER_THREAD)
-            .max(1)
+    /// The batch split over the threads: an element's work is `T` products by the `4H × H`
+    /// recurrent weight, counted as the STPN kernel counts its synapse-steps.
+    fn shares(&self) -> Vec<std::ops::Range<usize>> {
+        chunks(self.batch, self.steps * 4 * self.units * self.units)
     }
 }
 
@@ -102,21 +91,24 @@ fn forward_share(
                 let weights = &tape.recurrent_weight[row * units..(row + 1) * units];
                 *value = input[row] + weights.iter().zip(&hidden).map(|(w, h)| w * h).sum::<f32>();
             }
+            // The gates through their nonlinearities, as the op-by-op cell computes them.
+            Sigmoid.apply_in_place(&mut preactivation[..2 * units]);
+            Tanh.apply_in_place(&mut preactivation[2 * units..3 * units]);
+            Sigmoid.apply_in_place(&mut preactivation[3 * units..]);
             let at = (local * steps + step) * units;
-            let gates = &mut share.gates[(local * steps + step) * gate_size..][..gate_size];
+            share.gates[(local * steps + step) * gate_size..][..gate_size]
+                .copy_from_slice(&preactivation);
+            let (input_gate, rest) = preactivation.split_at(units);
+            let (forget_gate, rest) = rest.split_at(units);
+            let (candidate, output_gate) = rest.split_at(units);
             for unit in 0..units {
-                let input_gate = sigmoid(preactivation[unit]);
-                let forget_gate = sigmoid(preactivation[units + unit]);
-                let candidate = tanh_f32(preactivation[2 * units + unit]);
-                let output_gate = sigmoid(preactivation[3 * units + unit]);
-                gates[unit] = input_gate;
-                gates[units + unit] = forget_gate;
-                gates[2 * units + unit] = candidate;
-                gates[3 * units + unit] = output_gate;
-                cell[unit] = forget_gate * cell[unit] + input_gate * candidate;
-                let squashed = tanh_f32(cell[unit]);
-                hidden[unit] = output_gate * squashed;
-                share.cell_tanh[at + unit] = squashed;
+                cell[unit] = forget_gate[unit] * cell[unit] + input_gate[unit] * candidate[unit];
+            }
+            let cell_tanh = &mut share.cell_tanh[at..at + units];
+            cell_tanh.copy_from_slice(&cell);
+            Tanh.apply_in_place(cell_tanh);
+            for unit in 0..units {
+                hidden[unit] = output_gate[unit] * cell_tanh[unit];
             }
             share.cells[at..at + units].copy_from_slice(&cell);
             share.hidden[at..at + units].copy_from_slice(&hidden);
@@ -181,12 +173,12 @@ fn backward_share(
                 let squashed = tape.cell_tanh[at + unit];
                 let grad_output_gate = grad_hidden[unit] * squashed;
                 let grad_c =
-                    grad_cell[unit] + grad_hidden[unit] * output_gate * (1.0 - squashed * squashed);
-                grad_gates[unit] = grad_c * candidate * input_gate * (1.0 - input_gate);
+                    grad_cell[unit] + grad_hidden[unit] * output_gate * Tanh.derivative(squashed);
+                grad_gates[unit] = grad_c * candidate * Sigmoid.derivative(input_gate);
                 grad_gates[units + unit] =
-                    grad_c * cell_prev[unit] * forget_gate * (1.0 - forget_gate);
-                grad_gates[2 * units + unit] = grad_c * input_gate * (1.0 - candidate * candidate);
-                grad_gates[3 * units + unit] = grad_output_gate * output_gate * (1.0 - output_gate);
+                    grad_c * cell_prev[unit] * Sigmoid.derivative(forget_gate);
+                grad_gates[2 * units + unit] = grad_c * input_gate * Tanh.derivative(candidate);
+                grad_gates[3 * units + unit] = grad_output_gate * Sigmoid.derivative(output_gate);
                 grad_cell[unit] = grad_c * forget_gate;
             }
             // W_h's gradient, and h_{t-1}'s through W_h.
@@ -204,15 +196,6 @@ fn backward_share(
         share.initial_cell[local * units..(local + 1) * units].copy_from_slice(&grad_cell);
     }
     share
-}
-
-/// Contiguous element ranges, one per thread.
-fn shares(batch: usize, threads: usize) -> Vec<std::ops::Range<usize>> {
-    let size = batch.div_ceil(threads);
-    (0..batch)
-        .step_by(size.max(1))
-        .map(|start| start..(start + size).min(batch))
-        .collect()
 }
 
 /// `[B, T, X]` (element-major) to `[T, B, X]`.
@@ -234,7 +217,7 @@ impl HostBackward<4> for LstmTape {
             return [None, None, None, None];
         }
         let (steps, batch, units) = (self.steps, self.batch, self.units);
-        let results = on_threads(shares(batch, self.threads()), |range| {
+        let results = on_threads(self.shares(), |range| {
             backward_share(&self, &output_gradient, range)
         });
         let mut projected = Vec::with_capacity(batch * steps * 4 * units);
@@ -294,7 +277,7 @@ pub fn lstm_recurrence(
         cell_tanh: Vec::new(),
         hidden: Vec::new(),
     };
-    let results = on_threads(shares(batch, tape.threads()), |range| {
+    let results = on_threads(tape.shares(), |range| {
         forward_share(&tape, &projected_values, range)
     });
     let (mut final_hidden, mut final_cell) = (Vec::new(), Vec::new());
