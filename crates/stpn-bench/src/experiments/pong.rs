@@ -132,12 +132,26 @@ impl PongConfig {
     }
 
     /// The same cores and A2C on the DeepMind preprocessing, for a Pong agent in hours rather
-    /// than days: 10⁷ agent steps (4·10⁷ frames) in 16 environments.
+    /// than days: 10⁷ agent steps (4·10⁷ frames) in 16 environments, with the A2C settings of
+    /// the Atari A2C (Mnih et al. 2016, as OpenAI Baselines' `a2c`) for both cores: 5-step
+    /// fragments, one Adam step on each iteration's 80 steps, learning rate 7·10⁻⁴. The paper's
+    /// RLlib settings (50-step fragments, four 200-step minibatches, 10⁻⁴ for the LSTM) had not
+    /// left the floor after 10⁷ frames (docs/rl.md).
     pub fn deepmind(core: PongCore) -> Self {
+        let paper = Self::paper(core);
         Self {
             preprocessing: PongPreprocessing::DeepMind,
             total_steps: 10_000_000,
-            ..Self::paper(core)
+            a2c: A2cConfig {
+                fragment_length: 5,
+                sequence_length: 5,
+                minibatch_size: 80,
+                learning_rate: 7e-4,
+                ..paper.a2c
+            },
+            // An iteration is 80 agent steps here: a checkpoint every 40 000.
+            checkpoint_every: 500,
+            ..paper
         }
     }
 
