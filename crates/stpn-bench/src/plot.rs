@@ -24,6 +24,19 @@ pub fn color(index: usize) -> RGBColor {
 }
 
 /// Lines of `(x, y)` points, one per named series, with a legend.
+/// At most about `PLOTTED_POINTS` of a curve's points, evenly spaced, and always its last: a
+/// 900-pixel plot shows no more, and an RL run logs a row per iteration (125 000 for Pong's
+/// DeepMind setting), which would make the SVG megabytes.
+fn thinned(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    const PLOTTED_POINTS: usize = 2_000;
+    let stride = points.len().div_ceil(PLOTTED_POINTS).max(1);
+    let mut kept: Vec<(f64, f64)> = points.iter().copied().step_by(stride).collect();
+    if !points.is_empty() && (points.len() - 1) % stride != 0 {
+        kept.extend(points.last().copied());
+    }
+    kept
+}
+
 pub fn plot_lines(
     series: &[(String, Vec<(f64, f64)>)],
     title: &str,
@@ -51,7 +64,7 @@ pub fn plot_lines(
     for (index, (name, points)) in series.iter().enumerate() {
         let style = color(index).stroke_width(2);
         chart
-            .draw_series(LineSeries::new(points.clone(), style))?
+            .draw_series(LineSeries::new(thinned(points), style))?
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
     }
@@ -63,4 +76,22 @@ pub fn plot_lines(
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thinned;
+
+    #[test]
+    fn long_curves_are_thinned_evenly_and_keep_their_ends() {
+        let curve: Vec<(f64, f64)> = (0..125_001).map(|i| (i as f64, (i % 7) as f64)).collect();
+        let kept = thinned(&curve);
+        assert!(kept.len() <= 2_002, "{} points kept", kept.len());
+        assert_eq!(kept.first(), curve.first());
+        assert_eq!(kept.last(), curve.last());
+        assert!(kept.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        let short: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, 0.0)).collect();
+        assert_eq!(thinned(&short), short);
+        assert!(thinned(&[]).is_empty());
+    }
 }

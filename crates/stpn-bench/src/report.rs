@@ -526,6 +526,26 @@ pub(crate) fn rl_summary(folder: &Path) -> Result<serde_json::Value> {
     }))
 }
 
+/// Which of Pong's settings a run used, for its labels: empty for the paper's, " DeepMind, N-step
+/// A2C" for the DeepMind preprocessing (4 frames per step), whose A2C settings changed once
+/// (docs/rl.md), so that runs of both plot and average apart.
+pub fn rl_setting(folder: &Path) -> String {
+    let config: Option<serde_json::Value> = read_json(&folder.join("config.json")).ok();
+    let Some(config) = config else {
+        return String::new();
+    };
+    if config.get("preprocessing").and_then(|p| p.as_str()) != Some("deepmind") {
+        return String::new();
+    }
+    match config
+        .pointer("/a2c/fragment_length")
+        .and_then(|steps| steps.as_u64())
+    {
+        Some(steps) => format!(" DeepMind, {steps}-step A2C"),
+        None => " DeepMind".into(),
+    }
+}
+
 /// InvertedPendulum or Pong: a table of the runs (final return, evaluation if run, energy,
 /// throughput) into `<task>.md` and the return curves (mean of the last 10 episodes against
 /// environment steps) into `<task>_return.svg`.
@@ -570,20 +590,14 @@ pub fn report_rl(folders: &[PathBuf], out: &Path, task: RlTask) -> Result<String
             .collect();
         let (hidden, seed) = (number("hidden_size")?, number("seed")?);
         let status = if in_progress { ", in progress" } else { "" };
-        // Pong's DeepMind setting (4 frames per step) plots beside the paper's: say which is which.
-        let config: Option<serde_json::Value> = read_json(&folder.join("config.json")).ok();
-        let deepmind = config
-            .as_ref()
-            .and_then(|config| config.get("preprocessing")?.as_str())
-            == Some("deepmind");
-        let setting = if deepmind { " DeepMind" } else { "" };
+        let setting = rl_setting(folder);
         curves.push((
             format!("{core} h{hidden}{setting} (seed {seed}{status})"),
             curve,
         ));
         writeln!(
             table,
-            "| {core}{status} | {hidden} | {} | {seed} | {} | {} | {:.1} | {} | {} | {} | {:.0} |",
+            "| {core}{setting}{status} | {hidden} | {} | {seed} | {} | {} | {:.1} | {} | {} | {} | {:.0} |",
             number("params").map_or("—".into(), |params| params.to_string()),
             number("env_steps")?,
             number("episodes")?,

@@ -23,6 +23,8 @@ pub const ART_RUNS: &str = "art_200";
 pub const MAZE_RUNS: &str = "maze_proof";
 pub const PONG_RUNS: &str = "pong_proof";
 pub const PONG_DEEPMIND_RUNS: &str = "pong_deepmind";
+/// The DeepMind setting's first runs, on the paper's RLlib A2C settings (stopped at the floor).
+pub const PONG_DEEPMIND_RLLIB_RUNS: &str = "pong_deepmind_rllib";
 pub const PENDULUM_RUNS: &str = "pendulum_1m";
 pub const FAMILIARITY_RUNS: &str = "familiarity_runs";
 
@@ -705,6 +707,7 @@ fn rl_groups(folders: &[PathBuf], frames_per_step: u64) -> Result<BTreeMap<Strin
     for folder in folders {
         let (run, evaluation) = rl_run(folder)?;
         let core = run.get("core").map(name_of).unwrap_or_default();
+        let setting = report::rl_setting(folder);
         // A run still training is its own group, never averaged with finished ones.
         let status = if run.get("in_progress").is_some() {
             " (in progress)"
@@ -712,9 +715,9 @@ fn rl_groups(folders: &[PathBuf], frames_per_step: u64) -> Result<BTreeMap<Strin
             ""
         };
         let group = groups
-            .entry(format!("{core}{status}"))
+            .entry(format!("{core}{setting}{status}"))
             .or_insert_with(|| Group {
-                label: format!("{core} h{}{status}", number(&run, "hidden_size")),
+                label: format!("{core} h{}{setting}{status}", number(&run, "hidden_size")),
                 is_stpn: core.starts_with("stpn"),
                 params: number(&run, "params") as u64,
                 ..Group::default()
@@ -744,7 +747,8 @@ fn pong_section(
          stopping at a mean return of 20.99; docs/rl.md), for up to {PONG_FRAMES} frames. Score: \
          mean return of the last 10 episodes (−21 to 21). Runs: `{PONG_RUNS}/` (paper setting) \
          and `{PONG_DEEPMIND_RUNS}/` (the DeepMind setting, frame skip 4: not the paper's, for \
-         an agent in hours; its frames are 4 per agent step).\n"
+         an agent in hours; its frames are 4 per agent step; the first runs of that setting, on \
+         the paper's RLlib A2C settings, are in `{PONG_DEEPMIND_RLLIB_RUNS}/`: docs/rl.md).\n"
     )?;
     writeln!(
         page,
@@ -754,7 +758,8 @@ fn pong_section(
          scripts/stpn pong-eval runs/pong/stpn-2m-s0\n```\n"
     )?;
     let paper_folders = run_folders(&results.join(PONG_RUNS));
-    let deepmind_folders = run_folders(&results.join(PONG_DEEPMIND_RUNS));
+    let mut deepmind_folders = run_folders(&results.join(PONG_DEEPMIND_RUNS));
+    deepmind_folders.extend(run_folders(&results.join(PONG_DEEPMIND_RLLIB_RUNS)));
     let mut every = paper_folders.clone();
     every.extend(deepmind_folders.iter().cloned());
     if !every.is_empty() {

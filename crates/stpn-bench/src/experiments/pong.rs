@@ -301,10 +301,11 @@ impl Experiment for PongExperiment {
 
     fn summary_line(config: &PongConfig, summary: &Summary) -> String {
         format!(
-            "{}: {} params, {} frames ({:.0} steps/s), {} episodes, mean return of the last 10 {:.1}",
+            "{}: {} params, {} agent steps = {} frames ({:.0} steps/s), {} episodes, mean return of the last 10 {:.1}",
             config.run_name(),
             summary.params,
             summary.progress.env_steps,
+            summary.progress.env_steps * config.preprocessing.frame_skip(),
             summary.progress.steps_per_second,
             summary.progress.episodes,
             summary.progress.mean_return_last10,
