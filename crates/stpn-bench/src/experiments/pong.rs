@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use stpn_envs::env::{Env, SyncVectorEnv};
-use stpn_model::{Backend, LstmConfig, RecurrentCell, StpnRConfig};
+use stpn_model::{Backend, LstmConfig, MlpConfig, RecurrentCell, StpnRConfig};
 use stpn_rl::a2c::{self, A2cConfig, VecCollector};
 use stpn_rl::evaluate::evaluate_discrete;
 use stpn_rl::{ActorCritic, ActorCriticConfig, ConvEncoder};
@@ -39,6 +39,11 @@ pub enum PongCore {
     Stpn,
     /// LSTM H 48 (two bias vectors, as PyTorch's).
     Lstm,
+    /// A control without memory, not in the paper: one tanh layer of 256 units on the encoder's
+    /// features (the 256-unit layer of Mnih et al. 2013's Atari network). With the DeepMind
+    /// preprocessing's 4 stacked frames it can see the ball move, so it tells whether the
+    /// pipeline (emulator, preprocessing, encoder, A2C) learns Pong apart from the memory cores.
+    Mlp,
 }
 
 /// How observations are made from the emulator.
@@ -115,12 +120,14 @@ impl PongConfig {
                 learning_rate: 1e-4,
                 ..A2cConfig::default()
             },
+            PongCore::Mlp => A2cConfig::default(),
         };
         Self {
             core,
             hidden_size: match core {
                 PongCore::Stpn => 64,
                 PongCore::Lstm => 48,
+                PongCore::Mlp => 256,
             },
             envs: default_envs(),
             total_steps: 2_000_000,
@@ -354,6 +361,12 @@ macro_rules! with_agent {
                     .with_conv_encoder_of(config.preprocessing.channels(), device);
                 $body
             }
+            PongCore::Mlp => {
+                let $agent = heads
+                    .init(MlpConfig::new(features, hidden).init(device), device)
+                    .with_conv_encoder_of(config.preprocessing.channels(), device);
+                $body
+            }
         }
     }};
 }
@@ -559,7 +572,11 @@ mod tests {
     #[test]
     fn shipped_deepmind_configs_are_the_deepmind_settings() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pong");
-        for (core, hidden) in [(PongCore::Stpn, 64), (PongCore::Lstm, 48)] {
+        for (core, hidden) in [
+            (PongCore::Stpn, 64),
+            (PongCore::Lstm, 48),
+            (PongCore::Mlp, 256),
+        ] {
             let file = root.join(format!("{}_h{hidden}_deepmind.json", name_of(core)));
             let config = PongConfig::load(&file).unwrap();
             assert_eq!(
