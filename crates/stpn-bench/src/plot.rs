@@ -23,7 +23,6 @@ pub fn color(index: usize) -> RGBColor {
     PALETTE[index % PALETTE.len()]
 }
 
-/// Lines of `(x, y)` points, one per named series, with a legend.
 /// At most about `PLOTTED_POINTS` of a curve's points, evenly spaced, and always its last: a
 /// 900-pixel plot shows no more, and an RL run logs a row per iteration (125 000 for Pong's
 /// DeepMind setting), which would make the SVG megabytes.
@@ -37,6 +36,7 @@ fn thinned(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
     kept
 }
 
+/// Lines of `(x, y)` points, one per named series, with a legend.
 pub fn plot_lines(
     series: &[(String, Vec<(f64, f64)>)],
     title: &str,
