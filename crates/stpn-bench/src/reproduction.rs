@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::experiments::name_of;
+use crate::experiments::pong::PongPreprocessing;
 use crate::report::{self, RlTask, cell, mean_std};
 use crate::run_dir::{Evaluation, read_json};
 
@@ -765,8 +766,8 @@ fn pong_section(
     if !every.is_empty() {
         report::report_rl(&every, tables_out, RlTask::Pong)?;
     }
-    let groups = rl_groups(&paper_folders, 1)?;
-    let deepmind = rl_groups(&deepmind_folders, 4)?;
+    let groups = rl_groups(&paper_folders, PongPreprocessing::Paper.frame_skip())?;
+    let deepmind = rl_groups(&deepmind_folders, PongPreprocessing::DeepMind.frame_skip())?;
     let all: Vec<&Group> = groups.values().collect();
     writeln!(page, "Paper setting:\n")?;
     write_groups(page, &all, "return, last 10 episodes", "frames")?;
