@@ -541,7 +541,13 @@ pub fn rl_setting(folder: &Path) -> String {
         .pointer("/a2c/fragment_length")
         .and_then(|steps| steps.as_u64())
     {
-        Some(steps) => format!(" DeepMind, {steps}-step A2C"),
+        Some(steps) => {
+            let rmsprop = config.pointer("/a2c/optimizer/tf_rmsprop").is_some();
+            format!(
+                " DeepMind, {steps}-step A2C{}",
+                if rmsprop { ", RMSprop" } else { "" }
+            )
+        }
         None => " DeepMind".into(),
     }
 }

@@ -24,6 +24,8 @@ pub const ART_RUNS: &str = "art_200";
 pub const MAZE_RUNS: &str = "maze_proof";
 pub const PONG_RUNS: &str = "pong_proof";
 pub const PONG_DEEPMIND_RUNS: &str = "pong_deepmind";
+/// The 5-step runs with Adam and PyTorch's initialisation, whose encoders died (docs/rl.md).
+pub const PONG_DEEPMIND_ADAM_RUNS: &str = "pong_deepmind_adam";
 /// The DeepMind setting's first runs, on the paper's RLlib A2C settings (stopped at the floor).
 pub const PONG_DEEPMIND_RLLIB_RUNS: &str = "pong_deepmind_rllib";
 pub const PENDULUM_RUNS: &str = "pendulum_1m";
@@ -749,7 +751,8 @@ fn pong_section(
          mean return of the last 10 episodes (−21 to 21). Runs: `{PONG_RUNS}/` (paper setting) \
          and `{PONG_DEEPMIND_RUNS}/` (the DeepMind setting, frame skip 4: not the paper's, for \
          an agent in hours; its frames are 4 per agent step; the first runs of that setting, on \
-         the paper's RLlib A2C settings, are in `{PONG_DEEPMIND_RLLIB_RUNS}/`: docs/rl.md).\n"
+         the paper's RLlib A2C settings, are in `{PONG_DEEPMIND_RLLIB_RUNS}/`, and the 5-step runs \
+         with Adam, whose encoders died, in `{PONG_DEEPMIND_ADAM_RUNS}/`: docs/rl.md).\n"
     )?;
     writeln!(
         page,
@@ -760,6 +763,7 @@ fn pong_section(
     )?;
     let paper_folders = run_folders(&results.join(PONG_RUNS));
     let mut deepmind_folders = run_folders(&results.join(PONG_DEEPMIND_RUNS));
+    deepmind_folders.extend(run_folders(&results.join(PONG_DEEPMIND_ADAM_RUNS)));
     deepmind_folders.extend(run_folders(&results.join(PONG_DEEPMIND_RLLIB_RUNS)));
     let mut every = paper_folders.clone();
     every.extend(deepmind_folders.iter().cloned());

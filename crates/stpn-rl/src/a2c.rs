@@ -65,6 +65,11 @@ pub struct A2cConfig {
     pub minibatch_size: usize,
     /// Adam's ε: PyTorch's default, which the authors' RLlib used (docs/authors-rl.md §2).
     pub adam_epsilon: f64,
+    /// The optimiser: Adam (RLlib's, the paper's) or TensorFlow's RMSprop (the Atari A2C's).
+    pub optimizer: A2cOptimizer,
+    /// How the per-step terms of the loss combine: summed (RLlib's A2C) or averaged over the
+    /// minibatch's real steps (Baselines' Atari A2C). `grad_clip` applies to the result.
+    pub reduction: LossReduction,
     /// Bootstrap an episode cut by the environment's time limit from the value of its last
     /// observation. Off: the authors' RLlib treated the limit as a termination (its sampler
     /// stores `done` at the limit, RLlib 1.10 `rllib/evaluation/sampler.py` lines 885–888, and
@@ -87,9 +92,39 @@ impl Default for A2cConfig {
             sequence_length: 20,
             minibatch_size: 200,
             adam_epsilon: crate::TORCH_ADAM_EPSILON,
+            optimizer: A2cOptimizer::Adam,
+            reduction: LossReduction::Sum,
             bootstrap_truncation: false,
         }
     }
+}
+
+/// The optimiser of an A2C run.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum A2cOptimizer {
+    /// Adam with ε `adam_epsilon` (RLlib's A2C, the paper's).
+    #[default]
+    Adam,
+    /// TensorFlow 1's RMSprop without momentum ([`crate::rmsprop`]): Baselines' Atari A2C, with
+    /// α 0.99 and ε 10⁻⁵.
+    TfRmsprop {
+        /// Smoothing constant of the mean square.
+        alpha: f64,
+        /// ε under the square root.
+        epsilon: f64,
+    },
+}
+
+/// How an A2C loss combines its per-step terms.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LossReduction {
+    /// Sums over the real steps (RLlib's A2C loss).
+    #[default]
+    Sum,
+    /// Means over the real steps (Baselines' Atari A2C loss).
+    Mean,
 }
 
 impl A2cConfig {
@@ -107,7 +142,24 @@ impl A2cConfig {
         positive_finite("a2c.final_learning_rate", self.final_learning_rate)?;
         positive_finite("a2c.decay_steps", self.decay_steps)?;
         positive("a2c.minibatch_size", self.minibatch_size)?;
-        positive_finite("a2c.adam_epsilon", self.adam_epsilon)
+        positive_finite("a2c.adam_epsilon", self.adam_epsilon)?;
+        if let A2cOptimizer::TfRmsprop { alpha, epsilon } = self.optimizer {
+            unit_interval("a2c.optimizer.tf_rmsprop.alpha", alpha)?;
+            positive_finite("a2c.optimizer.tf_rmsprop.epsilon", epsilon)?;
+        }
+        Ok(())
+    }
+
+    /// A fresh optimiser of the kind `optimizer` names.
+    pub fn build_optimizer(&self) -> ModuleOptimizer {
+        match self.optimizer {
+            A2cOptimizer::Adam => crate::adam(self.adam_epsilon),
+            A2cOptimizer::TfRmsprop { alpha, epsilon } => crate::rmsprop::TfRmsProp {
+                alpha: alpha as f32,
+                epsilon: epsilon as f32,
+            }
+            .init(),
+        }
     }
 
     /// The learning rate after `env_steps` environment steps.
@@ -167,6 +219,9 @@ pub struct Fragments<S> {
     pub sequences: Vec<(usize, usize)>,
     /// Core state entering each sequence (one row each), in the order of `sequences`.
     pub states: Vec<S>,
+    /// Fraction of the encoder's features above zero on the fragments' first observations
+    /// (NaN without an encoder). At 0 the encoder's ReLUs are all dead and the agent is blind.
+    pub active_features: f64,
 }
 
 /// Steps every environment `config.fragment_length` times with the plain model `agent`.
@@ -201,6 +256,7 @@ where
     let batch_input = |rows: &[Vec<f32>]| {
         Tensor::<2>::from_data(TensorData::new(rows.concat(), [rows.len(), width]), device)
     };
+    let mut active_features = f64::NAN;
     for step in 0..steps {
         for (env, cutter) in cutters.iter_mut().enumerate() {
             if cutter.starts(env * steps + step) {
@@ -208,6 +264,11 @@ where
             }
         }
         let input = agent.features(batch_input(&collector.observations));
+        if step == 0 && agent.encoder.is_some() {
+            let features = host_values::<f32, 2>(input.clone());
+            let active = features.iter().filter(|&&feature| feature > 0.0).count();
+            active_features = active as f64 / features.len().max(1) as f64;
+        }
         let (hidden, next_state) = agent.core_step(input, state);
         let (logits, value) = agent.heads(hidden);
         let probabilities = host_values::<f32, 2>(softmax(logits, 1));
@@ -318,13 +379,15 @@ where
         value_targets,
         sequences,
         states: states.into_iter().map(|(_, state)| state).collect(),
+        active_features,
     }
 }
 
 /// The statistics of one update.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct UpdateStats {
-    /// Policy loss `−Σ log π(a|s)·Â` over a minibatch's real steps (mean over the minibatches).
+    /// Policy loss `−Σ log π(a|s)·Â` over a minibatch's real steps (mean over the minibatches;
+    /// with [`LossReduction::Mean`] each term is a mean over the steps instead of a sum).
     pub policy_loss: f64,
     /// Value loss `½ Σ (V − V̂)²`, before the weight c_v (mean over the minibatches).
     pub value_loss: f64,
@@ -336,6 +399,8 @@ pub struct UpdateStats {
     pub learning_rate: f64,
     /// Optimiser steps taken in the iteration.
     pub updates: usize,
+    /// [`Fragments::active_features`] of the iteration's rollout.
+    pub active_features: f64,
 }
 
 /// The A2C loss of the sequences `chosen_sequences` (indices into `fragments.sequences`) under
@@ -396,6 +461,18 @@ pub fn loss<C: RecurrentCell>(
         .reshape([rows])
         .neg();
     let entropy = (entropy * valid).sum();
+    let (policy_loss, value_loss, entropy) = match config.reduction {
+        LossReduction::Sum => (policy_loss, value_loss, entropy),
+        LossReduction::Mean => {
+            // The real steps are known on the host: the mask came from there.
+            let steps = real_steps(&fragments.sequences, chosen_sequences) as f64;
+            (
+                policy_loss.div_scalar(steps),
+                value_loss.div_scalar(steps),
+                entropy.div_scalar(steps),
+            )
+        }
+    };
     let stats = UpdateStats {
         policy_loss: policy_loss.clone().into_scalar::<f64>(),
         value_loss: value_loss.clone().into_scalar::<f64>(),
@@ -403,10 +480,16 @@ pub fn loss<C: RecurrentCell>(
         grad_norm: 0.0,
         learning_rate: 0.0,
         updates: 1,
+        active_features: f64::NAN,
     };
     let total = policy_loss + value_loss.mul_scalar(config.value_coefficient)
         - entropy.mul_scalar(config.entropy_coefficient);
     (total, stats)
+}
+
+/// Real steps of the sequences `chosen` (indices into `sequences`, `(first step, length)`).
+fn real_steps(sequences: &[(usize, usize)], chosen: &[usize]) -> usize {
+    chosen.iter().map(|&sequence| sequences[sequence].1).sum()
 }
 
 /// One A2C iteration: fragments from every env with the plain copy of `agent`, then one Adam
@@ -449,6 +532,7 @@ where
         grad_norm: mean(|s| s.grad_norm),
         learning_rate,
         updates: steps.len(),
+        active_features: fragments.active_features,
     };
     (agent, stats)
 }
@@ -543,6 +627,119 @@ mod tests {
             })
             .collect();
         VecCollector::new(SyncVectorEnv::new(envs), 1)
+    }
+
+    /// Frames of random pixels, one action, rewardless.
+    struct Noise(EnvRng);
+
+    impl Env for Noise {
+        type Observation = Vec<f32>;
+        type Action = usize;
+
+        fn reset(&mut self, seed: Option<u64>) -> (Vec<f32>, Info<Vec<f32>>) {
+            self.0.reseed(seed);
+            (self.frame(), Info::empty())
+        }
+
+        fn step(&mut self, _: &usize) -> Step<Vec<f32>> {
+            Step {
+                observation: self.frame(),
+                reward: 0.0,
+                terminated: false,
+                truncated: false,
+                info: Info::empty(),
+            }
+        }
+
+        fn observation_space(&self) -> Space {
+            Space::uniform_box(0.0, 1.0, vec![84 * 84])
+        }
+
+        fn action_space(&self) -> Space {
+            Space::Discrete(2)
+        }
+    }
+
+    impl Noise {
+        fn frame(&mut self) -> Vec<f32> {
+            (0..84 * 84).map(|_| self.0.0.random::<f32>()).collect()
+        }
+    }
+
+    /// The rollout reports the share of the encoder's features above zero: about half for a
+    /// fresh encoder on random frames, none once the encoder's ReLUs are dead, and none is
+    /// reported without an encoder.
+    #[test]
+    fn rollouts_report_the_encoders_active_features() {
+        let device = stpn_model::Backend::Flex.device().unwrap();
+        device.seed(2);
+        let config = A2cConfig {
+            fragment_length: 2,
+            ..A2cConfig::default()
+        };
+        let core = stpn_model::MlpConfig::new(crate::ConvEncoder::FEATURES, 8).init(&device);
+        let agent = crate::ActorCriticConfig::new(2)
+            .init(core, &device)
+            .with_conv_encoder(&device);
+        let envs = (0..3).map(|_| Noise(EnvRng::default())).collect();
+        let mut collector = VecCollector::new(SyncVectorEnv::new(envs), 0);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let active = collect(&agent, &mut collector, &config, &mut rng, &device).active_features;
+        assert!(active > 0.05 && active < 0.95, "fresh encoder: {active}");
+        let mut encoder = agent.encoder.clone().unwrap();
+        encoder.conv2.bias = encoder
+            .conv2
+            .bias
+            .map(|bias| bias.map(|values| values.sub_scalar(100.0)));
+        let dead = ActorCritic {
+            encoder: Some(encoder),
+            ..agent
+        };
+        let active = collect(&dead, &mut collector, &config, &mut rng, &device).active_features;
+        assert_eq!(active, 0.0);
+        let core = stpn_model::LstmConfig::new(2, 4).init(&device);
+        let bare = crate::ActorCriticConfig::new(2).init(core, &device);
+        let mut collector = recall_collector(4);
+        let fragments = collect(&bare, &mut collector, &config, &mut rng, &device);
+        assert!(fragments.active_features.is_nan());
+    }
+
+    /// The mean loss is the summed one over the real steps (padding excluded).
+    #[test]
+    fn mean_reduction_divides_by_the_real_steps() {
+        let device = stpn_model::Backend::Flex.device().unwrap().autodiff();
+        let core = stpn_model::LstmConfig::new(2, 4).init(&device);
+        let agent = crate::ActorCriticConfig::new(2).init(core, &device);
+        let mut collector = recall_collector(4);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let summed = A2cConfig {
+            fragment_length: 5,
+            sequence_length: 3,
+            ..A2cConfig::default()
+        };
+        let plain = agent.valid();
+        let plain_device = plain.value_bias.val().device();
+        let fragments = collect(&plain, &mut collector, &summed, &mut rng, &plain_device);
+        let all: Vec<usize> = (0..fragments.sequences.len()).collect();
+        let averaged = A2cConfig {
+            reduction: LossReduction::Mean,
+            ..summed
+        };
+        let (sum, sum_stats) = loss(&agent, &fragments, &all, &summed, &device);
+        let (mean, mean_stats) = loss(&agent, &fragments, &all, &averaged, &device);
+        let ratio = |a: f64, b: f64| a / b;
+        // 4 envs × 5 steps, in more sequences than 20 / 3 (episodes end every 2 steps).
+        assert!(fragments.sequences.len() * 3 > 20);
+        for (got, what) in [
+            (
+                ratio(sum.into_scalar::<f64>(), mean.into_scalar::<f64>()),
+                "total",
+            ),
+            (ratio(sum_stats.value_loss, mean_stats.value_loss), "value"),
+            (ratio(sum_stats.entropy, mean_stats.entropy), "entropy"),
+        ] {
+            assert!((got - 20.0).abs() < 1e-3, "{what}: {got}");
+        }
     }
 
     #[test]

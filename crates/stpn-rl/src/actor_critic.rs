@@ -1,24 +1,29 @@
 //! An optional encoder, a recurrent core, and two linear heads on the core's output: action
 //! logits (or Gaussian parameters) and a state value (docs/reference.md §4.2, §5.1). Heads are initialised as
-//! PyTorch's `Linear`: `U(±1/√H)`.
+//! PyTorch's `Linear`, `U(±1/√H)`, or as Baselines' Atari agents (`orthogonal_init`).
 //!
 //! Pong's agent has the convolutional encoder of [`crate::ConvEncoder`] in front of its core.
 
 use burn::config::Config;
 use burn::module::{Module, Param};
+use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 use stpn_model::RecurrentCell;
 use stpn_model::cells::init;
 use stpn_model::kernel::Recording;
 use stpn_model::kernel::autodiff::run_kernel_recorded;
 
-use crate::ConvEncoder;
+use crate::{ConvEncoder, ConvEncoderConfig};
 
 /// Configuration of the heads of an [`ActorCritic`].
 #[derive(Config, Debug)]
 pub struct ActorCriticConfig {
     /// Number of discrete actions.
     pub actions: usize,
+    /// Baselines' Atari initialisation of the heads (orthogonal weights, gain 0.01 for the
+    /// policy and 1 for the value, zero biases) instead of PyTorch's default (the paper's).
+    #[config(default = false)]
+    pub orthogonal_init: bool,
 }
 
 /// An optional encoder, a core, and a policy head and a value head on the core's output.
@@ -43,6 +48,17 @@ impl ActorCriticConfig {
     /// [`ActorCritic::with_conv_encoder`]).
     pub fn init<C: RecurrentCell>(&self, core: C, device: &Device) -> ActorCritic<C> {
         let hidden = core.hidden_size();
+        if self.orthogonal_init {
+            let weight = |rows, gain| Initializer::Orthogonal { gain }.init([rows, hidden], device);
+            return ActorCritic {
+                encoder: None,
+                core,
+                policy_weight: weight(self.actions, 0.01),
+                policy_bias: Initializer::Zeros.init([self.actions], device),
+                value_weight: weight(1, 1.0),
+                value_bias: Initializer::Zeros.init([1], device),
+            };
+        }
         let bound = 1.0 / (hidden as f64).sqrt();
         ActorCritic {
             encoder: None,
@@ -59,14 +75,14 @@ impl<C: RecurrentCell> ActorCritic<C> {
     /// The same agent with the Pong encoder in front of its core (whose input size must be
     /// [`ConvEncoder::FEATURES`]).
     pub fn with_conv_encoder(self, device: &Device) -> Self {
-        self.with_conv_encoder_of(1, device)
+        self.with_conv_encoder_of(&ConvEncoderConfig::new(), device)
     }
 
-    /// The same agent with the Pong encoder of `channels` stacked frames in front of its core.
-    pub fn with_conv_encoder_of(self, channels: usize, device: &Device) -> Self {
+    /// The same agent with the Pong encoder of `config` in front of its core.
+    pub fn with_conv_encoder_of(self, config: &ConvEncoderConfig, device: &Device) -> Self {
         assert_eq!(self.core.input_size(), ConvEncoder::FEATURES);
         Self {
-            encoder: Some(ConvEncoder::with_channels(channels, device)),
+            encoder: Some(config.init(device)),
             ..self
         }
     }

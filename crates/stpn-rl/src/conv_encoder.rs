@@ -12,8 +12,8 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use stpn_model::kernel::autodiff::{HostBackward, host_node, on_host};
@@ -26,18 +26,34 @@ pub struct ConvEncoderConfig {
     /// Stacked frames per observation: 1 in the paper's Pong, 4 with the DeepMind preprocessing.
     #[config(default = 1)]
     pub channels: usize,
+    /// Baselines' Atari initialisation (orthogonal weights with gain √2, zero biases) instead of
+    /// PyTorch's default (the paper's).
+    #[config(default = false)]
+    pub orthogonal_init: bool,
 }
 
 impl ConvEncoderConfig {
-    /// The encoder, with PyTorch's default initialisation of its convolutions.
+    /// The encoder, with PyTorch's default initialisation of its convolutions, or Baselines'
+    /// with `orthogonal_init`.
     pub fn init(&self, device: &Device) -> ConvEncoder {
+        let convolution = |config: Conv2dConfig| {
+            let conv = config.init(device);
+            if !self.orthogonal_init {
+                return conv;
+            }
+            let gain = std::f64::consts::SQRT_2;
+            Conv2d {
+                weight: Initializer::Orthogonal { gain }.init(conv.weight.dims(), device),
+                bias: conv
+                    .bias
+                    .as_ref()
+                    .map(|bias| Initializer::Zeros.init(bias.dims(), device)),
+                ..conv
+            }
+        };
         ConvEncoder {
-            conv1: Conv2dConfig::new([self.channels, 16], [8, 8])
-                .with_stride([4, 4])
-                .init(device),
-            conv2: Conv2dConfig::new([16, 32], [4, 4])
-                .with_stride([2, 2])
-                .init(device),
+            conv1: convolution(Conv2dConfig::new([self.channels, 16], [8, 8]).with_stride([4, 4])),
+            conv2: convolution(Conv2dConfig::new([16, 32], [4, 4]).with_stride([2, 2])),
         }
     }
 }
@@ -576,6 +592,32 @@ mod tests {
             let inference = plain.forward(frames.clone().inner());
             assert!(!inference.is_autodiff());
             assert_close(&inference.into_data(), &expected, "inference", channels);
+        }
+    }
+
+    /// Baselines' initialisation: each convolution's filters, flattened, are orthogonal with
+    /// norm √2 (W·Wᵀ = 2·I, 16 × 256 and 32 × 256 here), and the biases are zero.
+    #[test]
+    fn orthogonal_init_gives_orthogonal_filters_and_zero_biases() {
+        let device = Backend::Flex.device().unwrap();
+        device.seed(4);
+        let encoder = ConvEncoderConfig::new()
+            .with_channels(4)
+            .with_orthogonal_init(true)
+            .init(&device);
+        for conv in [&encoder.conv1, &encoder.conv2] {
+            let [outputs, channels, kernel, _] = conv.weight.dims();
+            let filters: Tensor<2> = conv
+                .weight
+                .val()
+                .reshape([outputs, channels * kernel * kernel]);
+            let gram = host_values::<f64, 2>(filters.clone().matmul(filters.transpose()));
+            let identity =
+                (0..outputs * outputs).map(|i| if i % (outputs + 1) == 0 { 2.0 } else { 0.0 });
+            let error = compare::max_abs_difference(gram, identity);
+            assert!(compare::within(error, 1e-4), "W·Wᵀ off 2·I by {error:e}");
+            let bias = host_values::<f32, 1>(conv.bias.as_ref().unwrap().val());
+            assert!(bias.iter().all(|&b| b == 0.0));
         }
     }
 

@@ -10,6 +10,7 @@
 //! | [`maze_a2c`] | the maze's A2C variant (Miconi's): whole episodes, full backpropagation through time |
 //! | [`ppo`] | PPO with recurrent sequences and a diagonal Gaussian policy (InvertedPendulum) |
 //! | [`returns`] | GAE advantages and value targets (RLlib's `compute_advantages`) |
+//! | [`rmsprop`] | TensorFlow 1's RMSprop, the Atari A2C's optimiser |
 //! | [`sequences`] | cutting rollouts into sequences with stored states, and packing them for the update |
 //! | [`checks`] | range checks of config values, one message per bad field |
 //! | [`clip`] | clipping of all gradients by their global L2 norm |
@@ -62,6 +63,7 @@ pub mod evaluate;
 pub mod maze_a2c;
 pub mod ppo;
 pub mod returns;
+pub mod rmsprop;
 pub mod sequences;
 
 pub use actor_critic::{ActorCritic, ActorCriticConfig};

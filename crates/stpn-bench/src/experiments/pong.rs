@@ -22,7 +22,7 @@ use stpn_envs::env::{Env, SyncVectorEnv};
 use stpn_model::{Backend, LstmConfig, MlpConfig, RecurrentCell, StpnRConfig};
 use stpn_rl::a2c::{self, A2cConfig, VecCollector};
 use stpn_rl::evaluate::evaluate_discrete;
-use stpn_rl::{ActorCritic, ActorCriticConfig, ConvEncoder};
+use stpn_rl::{ActorCritic, ActorCriticConfig, ConvEncoder, ConvEncoderConfig};
 
 use crate::experiments::{
     Actions, Evaluate, Experiment, ExperimentConfig, Session, checked, name_of,
@@ -99,6 +99,10 @@ pub struct PongConfig {
     pub preprocessing: PongPreprocessing,
     #[serde(default)]
     pub a2c: A2cConfig,
+    /// Baselines' Atari initialisation of the encoder and heads (orthogonal, zero biases) instead
+    /// of PyTorch's default; the core keeps its own (the paper's).
+    #[serde(default)]
+    pub orthogonal_init: bool,
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
     #[serde(default)]
@@ -133,29 +137,43 @@ impl PongConfig {
             total_steps: 2_000_000,
             preprocessing: PongPreprocessing::Paper,
             a2c,
+            orthogonal_init: false,
             checkpoint_every: default_checkpoint_every(),
             seed: 0,
         }
     }
 
     /// The same cores and A2C on the DeepMind preprocessing, for a Pong agent in hours rather
-    /// than days: 10⁷ agent steps (4·10⁷ frames) in 16 environments, with the A2C settings of
-    /// the Atari A2C (Mnih et al. 2016, as OpenAI Baselines' `a2c`) for both cores: 5-step
-    /// fragments, one Adam step on each iteration's 80 steps, learning rate 7·10⁻⁴. The paper's
-    /// RLlib settings (50-step fragments, four 200-step minibatches, 10⁻⁴ for the LSTM) had not
-    /// left the floor after 10⁷ frames (docs/rl.md).
+    /// than days: 10⁷ agent steps (4·10⁷ frames) in 16 environments, with the settings of the
+    /// Atari A2C (Mnih et al. 2016, as OpenAI Baselines' `a2c`) for every core: 5-step
+    /// fragments, one step on each iteration's 80 steps of TensorFlow's RMSprop (α 0.99,
+    /// ε 10⁻⁵) on the mean loss, clipped to norm 0.5, learning rate 7·10⁻⁴ decaying linearly to 0
+    /// over the run, and Baselines' orthogonal initialisation of the encoder and heads. With
+    /// Adam, summed losses and PyTorch's initialisation, every core's encoder died (all its
+    /// ReLUs negative on every frame) and no run left the floor (docs/rl.md).
     pub fn deepmind(core: PongCore) -> Self {
         let paper = Self::paper(core);
+        let total_steps = 10_000_000;
         Self {
             preprocessing: PongPreprocessing::DeepMind,
-            total_steps: 10_000_000,
+            total_steps,
             a2c: A2cConfig {
                 fragment_length: 5,
                 sequence_length: 5,
                 minibatch_size: 80,
                 learning_rate: 7e-4,
+                decay_steps: total_steps as f64,
+                grad_clip: 0.5,
+                // Baselines' vf_coef 0.5 weighs the mean squared error, which has no ½.
+                value_coefficient: 1.0,
+                optimizer: a2c::A2cOptimizer::TfRmsprop {
+                    alpha: 0.99,
+                    epsilon: 1e-5,
+                },
+                reduction: a2c::LossReduction::Mean,
                 ..paper.a2c
             },
+            orthogonal_init: true,
             // An iteration is 80 agent steps here: a checkpoint every 40 000.
             checkpoint_every: 500,
             ..paper
@@ -213,7 +231,8 @@ struct TrainingState {
     progress: RlProgress,
 }
 
-pub const METRICS_HEADER: &str = "iteration,env_steps,episodes,mean_return_last10,policy_loss,value_loss,entropy,grad_norm,learning_rate,seconds";
+/// `active_features`: the fraction of the encoder's features above zero (0: a dead encoder).
+pub const METRICS_HEADER: &str = "iteration,env_steps,episodes,mean_return_last10,policy_loss,value_loss,entropy,grad_norm,learning_rate,active_features,seconds";
 
 /// What a binary without ALE says when asked for Pong.
 pub const ATARI_MISSING: &str = "Pong needs the Arcade Learning Environment, which this binary was built without: run scripts/setup-ale, then build stpn-bench with --features atari (scripts/stpn does both; the binary is then GPL-2.0)";
@@ -341,13 +360,16 @@ fn deepmind_env() -> Result<stpn_atari::ScaledDeepMindPong, stpn_atari::AleError
 macro_rules! with_agent {
     ($config:expr, $actions:expr, $device:expr, |$agent:ident| $body:expr) => {{
         let (config, device) = ($config, $device);
-        let heads = ActorCriticConfig::new($actions);
+        let heads = ActorCriticConfig::new($actions).with_orthogonal_init(config.orthogonal_init);
+        let encoder = ConvEncoderConfig::new()
+            .with_channels(config.preprocessing.channels())
+            .with_orthogonal_init(config.orthogonal_init);
         let (features, hidden) = (ConvEncoder::FEATURES, config.hidden_size);
         match config.core {
             PongCore::Stpn => {
                 let $agent = heads
                     .init(StpnRConfig::new(features, hidden).init(device), device)
-                    .with_conv_encoder_of(config.preprocessing.channels(), device);
+                    .with_conv_encoder_of(&encoder, device);
                 $body
             }
             PongCore::Lstm => {
@@ -358,13 +380,13 @@ macro_rules! with_agent {
                             .init(device),
                         device,
                     )
-                    .with_conv_encoder_of(config.preprocessing.channels(), device);
+                    .with_conv_encoder_of(&encoder, device);
                 $body
             }
             PongCore::Mlp => {
                 let $agent = heads
                     .init(MlpConfig::new(features, hidden).init(device), device)
-                    .with_conv_encoder_of(config.preprocessing.channels(), device);
+                    .with_conv_encoder_of(&encoder, device);
                 $body
             }
         }
@@ -466,12 +488,8 @@ where
     let state = TrainingState {
         progress: RlProgress::default(),
     };
-    let (mut agent, mut optimizer, mut state) = run.resume_training(
-        agent,
-        stpn_rl::adam(config.a2c.adam_epsilon),
-        state,
-        session.resume,
-    )?;
+    let (mut agent, mut optimizer, mut state) =
+        run.resume_training(agent, config.a2c.build_optimizer(), state, session.resume)?;
     let metrics = Metrics::open(run, METRICS_HEADER, state.progress.iteration)?;
     // Episodes and action draws continue from seeds of their own after a resume.
     let stream = crate::run_dir::derive_seed(config.seed, state.progress.iteration as u64, 0);
@@ -506,7 +524,7 @@ where
         state.progress.record(collector.env_steps, seconds, returns);
         let mean_recent = state.progress.recent_returns.mean();
         metrics.append(&format!(
-            "{},{},{},{mean_recent:.3},{:.6},{:.6},{:.6},{:.6},{:e},{seconds:.3}",
+            "{},{},{},{mean_recent:.3},{:.6},{:.6},{:.6},{:.6},{:e},{:.4},{seconds:.3}",
             state.progress.iteration,
             state.progress.env_steps,
             state.progress.episodes,
@@ -514,7 +532,8 @@ where
             stats.value_loss,
             stats.entropy,
             stats.grad_norm,
-            stats.learning_rate
+            stats.learning_rate,
+            stats.active_features
         ))?;
         progress.inc(1);
         progress.set_message(format!(
