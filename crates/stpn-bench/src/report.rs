@@ -544,8 +544,8 @@ pub fn rl_setting(folder: &Path) -> String {
         Some(steps) => {
             let rmsprop = config.pointer("/a2c/optimizer/tf_rmsprop").is_some();
             format!(
-                " DeepMind, {steps}-step A2C{}",
-                if rmsprop { ", RMSprop" } else { "" }
+                " DeepMind, {steps}-step A2C, {}",
+                if rmsprop { "RMSprop" } else { "Adam" }
             )
         }
         None => " DeepMind".into(),

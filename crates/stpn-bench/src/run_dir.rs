@@ -164,7 +164,6 @@ impl RunDir {
     }
 }
 
-/// The progress bar of a training loop over `length` `unit`s (hidden with `quiet`).
 /// What `eval.json` holds: an evaluation of a run's last checkpoint on fresh episodes without
 /// updates (`maze-eval`, `pendulum-eval`, `pong-eval`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -185,6 +184,9 @@ pub struct Evaluation {
     #[serde(default)]
     pub energy_per_unit_per_step: f64,
     pub seed: u64,
+    /// Pong: how much of the conv encoder is alive on frames of random play.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<stpn_rl::conv_encoder::EncoderActivity>,
 }
 
 impl Evaluation {
@@ -201,13 +203,21 @@ impl Evaluation {
             energy_per_step: result.energy_per_step,
             energy_per_unit_per_step: result.energy_per_step / result.energy_units.max(1) as f64,
             seed,
+            encoder: None,
         }
     }
 
     /// The line the evaluation commands print.
     pub fn line(&self, run: &RunDir) -> String {
+        let encoder = self.encoder.map_or(String::new(), |encoder| {
+            format!(
+                ", encoder: {:.0}% of first-layer filters alive, {:.0}% of features varying",
+                100.0 * encoder.first_layer_filters_alive,
+                100.0 * encoder.features_varying
+            )
+        });
         format!(
-            "{}: {} episodes ({}), mean return {:.2} ± {:.2}, mean length {:.0}, energy per step {:.3}  [{}]",
+            "{}: {} episodes ({}), mean return {:.2} ± {:.2}, mean length {:.0}, energy per step {:.3}{encoder}  [{}]",
             run.path.display(),
             self.episodes,
             if self.greedy { "greedy" } else { "sampled" },

@@ -132,6 +132,69 @@ impl ConvEncoder {
     }
 }
 
+/// How much of a [`ConvEncoder`] is alive on some frames: a ReLU unit whose pre-activation is
+/// negative on every frame passes no gradient and never recovers (docs/rl.md, "the encoder
+/// died"), and features that do not vary over frames carry nothing for the policy.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EncoderActivity {
+    /// Frames probed.
+    pub frames: usize,
+    /// Fraction of the first convolution's ReLU outputs (16 × 20 × 20 per frame) that are
+    /// positive, over all frames.
+    pub first_layer_active: f64,
+    /// Fraction of the first convolution's 16 filters positive somewhere on some frame.
+    pub first_layer_filters_alive: f64,
+    /// Fraction of the 2 592 features that are positive, over all frames.
+    pub features_active: f64,
+    /// Fraction of the features whose value differs between two of the frames.
+    pub features_varying: f64,
+}
+
+impl ConvEncoder {
+    /// [`EncoderActivity`] on `frames` `[N, C·84·84]`, through Burn's `conv2d`.
+    pub fn activity(&self, frames: Tensor<2>) -> EncoderActivity {
+        let [count, width] = frames.dims();
+        let channels = width / (Self::SIDE * Self::SIDE);
+        let frames = frames.reshape([count, channels, Self::SIDE, Self::SIDE]);
+        let first = relu(self.conv1.forward(frames));
+        let [_, filters, side, _] = first.dims();
+        let first_values = host_values::<f32, 4>(first.clone());
+        let features =
+            host_values::<f32, 2>(relu(self.conv2.forward(first)).reshape([count, Self::FEATURES]));
+        let fraction = |hits: usize, of: usize| hits as f64 / of.max(1) as f64;
+        let per_filter = side * side;
+        let filters_alive = (0..filters)
+            .filter(|&filter| {
+                (0..count).any(|frame| {
+                    let start = (frame * filters + filter) * per_filter;
+                    first_values[start..start + per_filter]
+                        .iter()
+                        .any(|&v| v > 0.0)
+                })
+            })
+            .count();
+        let varying = (0..Self::FEATURES)
+            .filter(|&feature| {
+                let first_frame = features[feature];
+                (1..count).any(|frame| features[frame * Self::FEATURES + feature] != first_frame)
+            })
+            .count();
+        EncoderActivity {
+            frames: count,
+            first_layer_active: fraction(
+                first_values.iter().filter(|&&v| v > 0.0).count(),
+                first_values.len(),
+            ),
+            first_layer_filters_alive: fraction(filters_alive, filters),
+            features_active: fraction(
+                features.iter().filter(|&&v| v > 0.0).count(),
+                features.len(),
+            ),
+            features_varying: fraction(varying, Self::FEATURES),
+        }
+    }
+}
+
 /// The sizes of one convolution over `count` square channels-last images.
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
@@ -619,6 +682,35 @@ mod tests {
             let bias = host_values::<f32, 1>(conv.bias.as_ref().unwrap().val());
             assert!(bias.iter().all(|&b| b == 0.0));
         }
+    }
+
+    /// A fresh encoder is alive on varied frames; one whose first-layer filters all sum
+    /// negative, with negative biases, is dead on non-negative frames (the Adam runs' encoders,
+    /// docs/rl.md): nothing passes the first ReLU and every feature is constant.
+    #[test]
+    fn activity_tells_a_dead_encoder_from_a_live_one() {
+        let device = Backend::Flex.device().unwrap();
+        device.seed(5);
+        let frames = Tensor::<2>::random(
+            [6, 4 * ConvEncoder::SIDE * ConvEncoder::SIDE],
+            Distribution::Uniform(0.0, 1.0),
+            &device,
+        );
+        let mut encoder = ConvEncoderConfig::new()
+            .with_channels(4)
+            .with_orthogonal_init(true)
+            .init(&device);
+        let live = encoder.activity(frames.clone());
+        assert_eq!(live.frames, 6);
+        assert!(live.first_layer_active > 0.2, "{live:?}");
+        assert!(live.first_layer_filters_alive > 0.5, "{live:?}");
+        assert!(live.features_varying > 0.2, "{live:?}");
+        encoder.conv1.weight = Param::from_tensor(encoder.conv1.weight.val().abs().neg());
+        encoder.conv1.bias = Some(Param::from_tensor(Tensor::full([16], -0.1, &device)));
+        let dead = encoder.activity(frames);
+        assert_eq!(dead.first_layer_active, 0.0, "{dead:?}");
+        assert_eq!(dead.first_layer_filters_alive, 0.0, "{dead:?}");
+        assert_eq!(dead.features_varying, 0.0, "{dead:?}");
     }
 
     /// Equal within float32 summation-order error (`compare` is NaN-safe).

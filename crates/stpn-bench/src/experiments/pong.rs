@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::module::Module;
-use burn::tensor::Device;
-use rand::SeedableRng;
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use stpn_envs::env::{Env, SyncVectorEnv};
@@ -463,13 +463,47 @@ where
     let device = backend.device()?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let actions = env.action_space().size();
-    let result = with_agent!(&config, actions, &device, |agent| {
+    let (result, encoder) = with_agent!(&config, actions, &device, |agent| {
         let agent = run.load_last_model(agent)?;
-        evaluate_discrete(&agent, &mut env, episodes, greedy, seed, &mut rng, &device)
+        let result = evaluate_discrete(&agent, &mut env, episodes, greedy, seed, &mut rng, &device);
+        let encoder = agent
+            .encoder
+            .as_ref()
+            .map(|encoder| encoder.activity(random_play_frames(&mut env, &mut rng, &device)));
+        (result, encoder)
     });
-    let evaluation = Evaluation::of(&result, greedy, seed);
+    let evaluation = Evaluation {
+        encoder,
+        ..Evaluation::of(&result, greedy, seed)
+    };
     run.write_json("eval.json", &evaluation)?;
     Ok(evaluation)
+}
+
+/// Every 10th observation of 2 000 steps of uniformly random play from a fresh episode, as
+/// `[200, observation size]`: the frames on which `pong-eval` probes the encoder.
+fn random_play_frames<E>(env: &mut E, rng: &mut ChaCha8Rng, device: &Device) -> Tensor<2>
+where
+    E: Env<Observation = Vec<f32>, Action = usize>,
+{
+    const STEPS: usize = 2_000;
+    const EVERY: usize = 10;
+    let actions = env.action_space().size();
+    let (mut observation, _) = env.reset(Some(rng.next_u64()));
+    let width = observation.len();
+    let mut frames = Vec::with_capacity(STEPS / EVERY * width);
+    for step in 0..STEPS {
+        if step % EVERY == 0 {
+            frames.extend_from_slice(&observation);
+        }
+        let outcome = env.step(&rng.random_range(0..actions));
+        observation = if outcome.done() {
+            env.reset(Some(rng.next_u64())).0
+        } else {
+            outcome.observation
+        };
+    }
+    Tensor::from_data(TensorData::new(frames, [STEPS / EVERY, width]), device)
 }
 
 fn train<C, E>(
@@ -696,6 +730,9 @@ mod tests {
             let evaluation = evaluate_on(Blank(0), &run, Backend::Flex, 2, true, 0).unwrap();
             assert_eq!((evaluation.episodes, evaluation.mean_length), (2, 5.0));
             assert!(evaluation.greedy && evaluation.energy_per_step > 0.0);
+            // Blank frames: the encoder is probed on 200 of them, and no feature varies.
+            let encoder = evaluation.encoder.expect("Pong agents have an encoder");
+            assert_eq!((encoder.frames, encoder.features_varying), (200, 0.0));
             assert_eq!(
                 (evaluation.mean_return, evaluation.std_return),
                 (expected, 0.0)
