@@ -59,8 +59,9 @@ pub enum Command {
     /// experiments (art_h11, art_h64, pong_core, maze), on every compiled CPU backend.
     Perf {
         /// Cases to run (default: all): kernel steps art_h11, art_h64, pong_core, maze; the Pong
-        /// encoder pong_encoder; whole training
-        /// iterations pong_a2c_stpn, pong_a2c_lstm, maze_b64, maze_b512, pendulum_ppo_stpnf, pendulum_ppo_lstm.
+        /// encoder pong_encoder; whole training iterations pong_a2c_stpn, pong_a2c_lstm,
+        /// pong_dm_a2c_stpn, pong_dm_a2c_lstm (the DeepMind setting, whose env steps are agent
+        /// steps of 4 frames), maze_b64, maze_b512, pendulum_ppo_stpnf, pendulum_ppo_lstm.
         #[arg(long, value_delimiter = ',')]
         cases: Vec<String>,
         /// Backends (default: every compiled CPU backend).

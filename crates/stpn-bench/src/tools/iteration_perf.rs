@@ -22,7 +22,7 @@ pub struct IterationCase {
     pub what: &'static str,
 }
 
-pub const ITERATION_CASES: [IterationCase; 6] = [
+pub const ITERATION_CASES: [IterationCase; 8] = [
     IterationCase {
         name: "pong_a2c_stpn",
         what: "Pong A2C iteration, STPN h64: 16 envs x 50 frames (paper setting, frame skip 1)",
@@ -30,6 +30,14 @@ pub const ITERATION_CASES: [IterationCase; 6] = [
     IterationCase {
         name: "pong_a2c_lstm",
         what: "Pong A2C iteration, LSTM h48: 16 envs x 50 frames",
+    },
+    IterationCase {
+        name: "pong_dm_a2c_stpn",
+        what: "Pong A2C iteration, STPN h64, DeepMind setting: 16 envs x 5 agent steps of 4 frames",
+    },
+    IterationCase {
+        name: "pong_dm_a2c_lstm",
+        what: "Pong A2C iteration, LSTM h48, DeepMind setting: 16 envs x 5 agent steps of 4 frames",
     },
     IterationCase {
         name: "maze_b64",
@@ -71,8 +79,7 @@ pub fn measure(case: &str, backend: Backend, repeats: usize) -> Result<Iteration
 
 /// Trains `iterations` iterations of `case`; returns the environment steps per iteration.
 fn train(case: &str, iterations: usize, session: &Session) -> Result<usize> {
-    let pong = |core| {
-        let mut config = PongConfig::paper(core);
+    let pong = |mut config: PongConfig| {
         config.envs = 16;
         let per_iteration = config.envs * config.a2c.fragment_length;
         config.total_steps = (per_iteration * iterations) as u64;
@@ -97,8 +104,11 @@ fn train(case: &str, iterations: usize, session: &Session) -> Result<usize> {
         Ok(config.ppo.rollout_length)
     };
     match case {
-        "pong_a2c_stpn" => pong(PongCore::Stpn),
-        "pong_a2c_lstm" => pong(PongCore::Lstm),
+        "pong_a2c_stpn" => pong(PongConfig::paper(PongCore::Stpn)),
+        "pong_a2c_lstm" => pong(PongConfig::paper(PongCore::Lstm)),
+        // Environment steps are agent steps here: 4 frames each.
+        "pong_dm_a2c_stpn" => pong(PongConfig::deepmind(PongCore::Stpn)),
+        "pong_dm_a2c_lstm" => pong(PongConfig::deepmind(PongCore::Lstm)),
         "maze_b64" => maze(64),
         "maze_b512" => maze(512),
         "pendulum_ppo_stpnf" => pendulum(PendulumCore::Stpnf),
