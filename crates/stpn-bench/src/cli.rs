@@ -70,7 +70,7 @@ pub enum Command {
         /// Paths: `fused` (the hand-written kernel) and `ops` (op by op, the reference).
         #[arg(long, value_delimiter = ',', default_value = "fused,ops")]
         paths: Vec<String>,
-        /// Timed steps per measurement (default 20; 5 for the Pong core, 3 for the maze and whole iterations).
+        /// Timed steps per measurement (default 20; 5 for the Pong core, 3 for the maze and whole iterations, 30 for the DeepMind-setting Pong iterations).
         #[arg(long)]
         repeats: Option<usize>,
         /// One JSON object per line (case, backend, path, ms_per_step, peak_rss_mb, ...).

@@ -265,9 +265,8 @@ where
         }
         let input = agent.features(batch_input(&collector.observations));
         if step == 0 && agent.encoder.is_some() {
-            let features = host_values::<f32, 2>(input.clone());
-            let active = features.iter().filter(|&&feature| feature > 0.0).count();
-            active_features = active as f64 / features.len().max(1) as f64;
+            active_features =
+                crate::conv_encoder::positive_fraction(&host_values::<f32, 2>(input.clone()));
         }
         let (hidden, next_state) = agent.core_step(input, state);
         let (logits, value) = agent.heads(hidden);

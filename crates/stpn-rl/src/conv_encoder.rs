@@ -181,18 +181,18 @@ impl ConvEncoder {
             .count();
         EncoderActivity {
             frames: count,
-            first_layer_active: fraction(
-                first_values.iter().filter(|&&v| v > 0.0).count(),
-                first_values.len(),
-            ),
+            first_layer_active: positive_fraction(&first_values),
             first_layer_filters_alive: fraction(filters_alive, filters),
-            features_active: fraction(
-                features.iter().filter(|&&v| v > 0.0).count(),
-                features.len(),
-            ),
+            features_active: positive_fraction(&features),
             features_varying: fraction(varying, Self::FEATURES),
         }
     }
+}
+
+/// The fraction of `values` above zero (of ReLU outputs: the active ones).
+pub fn positive_fraction(values: &[f32]) -> f64 {
+    let positive = values.iter().filter(|&&value| value > 0.0).count();
+    positive as f64 / values.len().max(1) as f64
 }
 
 /// The sizes of one convolution over `count` square channels-last images.

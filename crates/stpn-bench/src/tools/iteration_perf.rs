@@ -20,40 +20,51 @@ use crate::run_dir::RunDir;
 pub struct IterationCase {
     pub name: &'static str,
     pub what: &'static str,
+    /// Timed iterations when `--repeats` is not given.
+    pub repeats: usize,
 }
 
 pub const ITERATION_CASES: [IterationCase; 8] = [
     IterationCase {
         name: "pong_a2c_stpn",
         what: "Pong A2C iteration, STPN h64: 16 envs x 50 frames (paper setting, frame skip 1)",
+        repeats: 3,
     },
     IterationCase {
         name: "pong_a2c_lstm",
         what: "Pong A2C iteration, LSTM h48: 16 envs x 50 frames",
+        repeats: 3,
     },
     IterationCase {
         name: "pong_dm_a2c_stpn",
         what: "Pong A2C iteration, STPN h64, DeepMind setting: 16 envs x 5 agent steps of 4 frames",
+        // ~20× shorter than the paper setting's iterations.
+        repeats: 30,
     },
     IterationCase {
         name: "pong_dm_a2c_lstm",
         what: "Pong A2C iteration, LSTM h48, DeepMind setting: 16 envs x 5 agent steps of 4 frames",
+        repeats: 30,
     },
     IterationCase {
         name: "maze_b64",
         what: "maze A2C iteration, STPN h55, 64 episodes of 200 steps (CPU-scaled setting)",
+        repeats: 3,
     },
     IterationCase {
         name: "maze_b512",
         what: "maze A2C iteration, STPN h55, 512 episodes of 200 steps (paper setting)",
+        repeats: 3,
     },
     IterationCase {
         name: "pendulum_ppo_stpnf",
         what: "InvertedPendulum PPO iteration, STPNf h64: 2 048 steps, 10 epochs of minibatches",
+        repeats: 3,
     },
     IterationCase {
         name: "pendulum_ppo_lstm",
         what: "InvertedPendulum PPO iteration, LSTM h64",
+        repeats: 3,
     },
 ];
 

@@ -339,12 +339,7 @@ pub fn run(
     }
     // Whole iterations run each experiment's default path (fused where the core has one).
     for case in &selected_iterations {
-        // The DeepMind setting's iterations are ~20× shorter than the paper's.
-        let repeats = repeats.unwrap_or(if case.name.starts_with("pong_dm") {
-            30
-        } else {
-            3
-        });
+        let repeats = repeats.unwrap_or(case.repeats);
         for backend in backends {
             if case.name.starts_with("pong") && !cfg!(feature = "atari") {
                 if !json {
