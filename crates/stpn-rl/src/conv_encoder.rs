@@ -609,16 +609,17 @@ mod tests {
     fn host_convolutions_match_burns_conv2d() {
         let device = Backend::Flex.device().unwrap().autodiff();
         device.seed(3);
-        for channels in [1, 4] {
+        // 48 frames: enough work for the products to run on every core.
+        for (channels, count) in [(1, 5), (4, 5), (4, 48)] {
             let encoder = ConvEncoder::with_channels(channels, &device);
             let frames: Tensor<2> = Tensor::random(
-                [5, channels * ConvEncoder::SIDE * ConvEncoder::SIDE],
+                [count, channels * ConvEncoder::SIDE * ConvEncoder::SIDE],
                 Distribution::Uniform(0.0, 1.0),
                 &device,
             )
             .require_grad();
             let mixing: Tensor<2> = Tensor::random(
-                [5, ConvEncoder::FEATURES],
+                [count, ConvEncoder::FEATURES],
                 Distribution::Uniform(-1.0, 1.0),
                 &device,
             );
