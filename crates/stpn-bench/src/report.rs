@@ -527,7 +527,7 @@ pub(crate) fn rl_summary(folder: &Path) -> Result<serde_json::Value> {
 }
 
 /// Which of Pong's settings a run used, for its labels: empty for the paper's, " DeepMind, N-step
-/// A2C" for the DeepMind preprocessing (4 frames per step), whose A2C settings changed once
+/// A2C|PPO, optimiser" for the DeepMind preprocessing (4 frames per step), whose A2C settings changed once
 /// (docs/rl.md), so that runs of both plot and average apart.
 pub fn rl_setting(folder: &Path) -> String {
     let config: Option<serde_json::Value> = read_json(&folder.join("config.json")).ok();
@@ -543,8 +543,12 @@ pub fn rl_setting(folder: &Path) -> String {
     {
         Some(steps) => {
             let rmsprop = config.pointer("/a2c/optimizer/tf_rmsprop").is_some();
+            let ppo = config
+                .pointer("/a2c/ppo_clip")
+                .is_some_and(|clip| !clip.is_null());
             format!(
-                " DeepMind, {steps}-step A2C, {}",
+                " DeepMind, {steps}-step {}, {}",
+                if ppo { "PPO" } else { "A2C" },
                 if rmsprop { "RMSprop" } else { "Adam" }
             )
         }

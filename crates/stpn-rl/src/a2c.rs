@@ -13,6 +13,17 @@
 //! episode end, each from the core state stored when it began ([`crate::sequences`]).
 //! Environments reset themselves when an episode ends (same-step auto-reset of
 //! `SyncVectorEnv`), and the core state of that environment restarts from zero.
+//!
+//! With `ppo_clip` set the same loop is PPO as CleanRL's `ppo_atari` runs it (Schulman et al.
+//! 2017): `epochs` passes over the minibatches, advantages standardised per minibatch, and
+//!
+//! ```text
+//! r_t = π(a_t|s_t) / π_old(a_t|s_t)
+//! L = −mean min(r_t Â_t, clip(r_t, 1 ± ε) Â_t)
+//!     + c_v · ½ mean max((V − V̂)², (V_old + clip(V − V_old, ±ε) − V̂)²) − c_e mean H
+//! ```
+//!
+//! where π_old and V_old are the rollout's policy and values.
 
 use burn::module::Module;
 use burn::optim::module_optimizer::ModuleOptimizer;
@@ -75,6 +86,13 @@ pub struct A2cConfig {
     /// stores `done` at the limit, RLlib 1.10 `rllib/evaluation/sampler.py` lines 885–888, and
     /// the advantages then use 0; docs/authors-rl.md §4).
     pub bootstrap_truncation: bool,
+    /// PPO's clip ε of the probability ratio and of the value's change (CleanRL: 0.1); none:
+    /// A2C's loss.
+    pub ppo_clip: Option<f64>,
+    /// Passes over the minibatches per iteration (A2C: 1; CleanRL's PPO: 4).
+    pub epochs: usize,
+    /// Standardise the advantages over each minibatch's real steps (CleanRL's PPO).
+    pub normalize_advantages: bool,
 }
 
 impl Default for A2cConfig {
@@ -95,6 +113,9 @@ impl Default for A2cConfig {
             optimizer: A2cOptimizer::Adam,
             reduction: LossReduction::Sum,
             bootstrap_truncation: false,
+            ppo_clip: None,
+            epochs: 1,
+            normalize_advantages: false,
         }
     }
 }
@@ -143,6 +164,14 @@ impl A2cConfig {
         positive_finite("a2c.decay_steps", self.decay_steps)?;
         positive("a2c.minibatch_size", self.minibatch_size)?;
         positive_finite("a2c.adam_epsilon", self.adam_epsilon)?;
+        positive("a2c.epochs", self.epochs)?;
+        if let Some(clip) = self.ppo_clip {
+            if !(clip > 0.0 && clip < 1.0) {
+                return Err(format!(
+                    "a2c.ppo_clip must lie in (0, 1) (CleanRL's PPO: 0.1), got {clip}"
+                ));
+            }
+        }
         if let A2cOptimizer::TfRmsprop { alpha, epsilon } = self.optimizer {
             unit_interval("a2c.optimizer.tf_rmsprop.alpha", alpha)?;
             positive_finite("a2c.optimizer.tf_rmsprop.epsilon", epsilon)?;
@@ -215,6 +244,10 @@ pub struct Fragments<S> {
     pub advantages: Vec<f32>,
     /// Value targets `Â + V_old`, `[E·T]`.
     pub value_targets: Vec<f32>,
+    /// `log π_old(a_t|s_t)` of the sampled actions under the rollout's policy, `[E·T]`.
+    pub log_probabilities: Vec<f32>,
+    /// The rollout's values `V_old(s_t)`, `[E·T]`.
+    pub values: Vec<f32>,
     /// `(first row, length)` of each recurrent sequence, sorted by first row.
     pub sequences: Vec<(usize, usize)>,
     /// Core state entering each sequence (one row each), in the order of `sequences`.
@@ -244,6 +277,7 @@ where
     let mut actions = vec![0i64; envs * steps];
     let mut rewards = vec![0f64; envs * steps];
     let mut values = vec![0f64; envs * steps];
+    let mut log_probabilities = vec![0f32; envs * steps];
     // What follows each step, for GAE.
     let mut next = vec![Next::Step; envs * steps];
     let mut cutters = vec![SequenceCutter::new(config.sequence_length); envs];
@@ -289,6 +323,7 @@ where
             observations[row * width..(row + 1) * width]
                 .copy_from_slice(&collector.observations[env]);
             actions[row] = chosen[env] as i64;
+            log_probabilities[row] = probabilities[env * actions_count + chosen[env]].ln();
             rewards[row] = outcome.reward;
             values[row] = value[env];
             collector.returns[env] += outcome.reward;
@@ -376,6 +411,8 @@ where
         actions,
         advantages,
         value_targets,
+        log_probabilities,
+        values: values.iter().map(|&v| v as f32).collect(),
         sequences,
         states: states.into_iter().map(|(_, state)| state).collect(),
         active_features,
@@ -402,8 +439,9 @@ pub struct UpdateStats {
     pub active_features: f64,
 }
 
-/// The A2C loss of the sequences `chosen_sequences` (indices into `fragments.sequences`) under
-/// the autodiff model `agent`: sums over their real steps, as RLlib's A2C loss.
+/// The A2C loss (PPO's with `config.ppo_clip`) of the sequences `chosen_sequences` (indices
+/// into `fragments.sequences`) under the autodiff model `agent`: sums over their real steps, as
+/// RLlib's A2C loss, or means with [`LossReduction::Mean`].
 pub fn loss<C: RecurrentCell>(
     agent: &ActorCritic<C>,
     fragments: &Fragments<C::State>,
@@ -423,10 +461,21 @@ pub fn loss<C: RecurrentCell>(
             (&actions, 1),
             (&fragments.advantages, 1),
             (&fragments.value_targets, 1),
+            (&fragments.log_probabilities, 1),
+            (&fragments.values, 1),
         ],
     );
-    let [observations, actions, advantages, value_targets]: [Vec<f32>; 4] =
-        packed.try_into().expect("four columns");
+    let [
+        observations,
+        actions,
+        mut advantages,
+        value_targets,
+        old_log_probabilities,
+        old_values,
+    ]: [Vec<f32>; 6] = packed.try_into().expect("six columns");
+    if config.normalize_advantages {
+        standardize_masked(&mut advantages, &mask);
+    }
     let rows = length * count;
     let vector = |values: Vec<f32>| Tensor::<1>::from_data(TensorData::new(values, [rows]), device);
     let valid = Tensor::<1, Bool>::from_data(TensorData::new(mask, [rows]), device).float();
@@ -451,10 +500,25 @@ pub fn loss<C: RecurrentCell>(
         device,
     );
     let chosen: Tensor<1> = log_probabilities.clone().gather(1, actions).reshape([rows]);
-    let policy_loss = (chosen * vector(advantages) * valid.clone()).sum().neg();
-    let value_loss = ((values - vector(value_targets)).powi_scalar(2) * valid.clone())
-        .sum()
-        .mul_scalar(0.5);
+    let (advantages, value_targets) = (vector(advantages), vector(value_targets));
+    let (policy_terms, value_errors) = match config.ppo_clip {
+        None => (chosen * advantages, (values - value_targets).powi_scalar(2)),
+        Some(clip) => {
+            // Padding rows have log-probabilities 0 and are masked below.
+            let ratio = (chosen - vector(old_log_probabilities)).exp();
+            let clipped_ratio = ratio.clone().clamp(1.0 - clip, 1.0 + clip);
+            let surrogate = (ratio * advantages.clone()).min_pair(clipped_ratio * advantages);
+            let old_values = vector(old_values);
+            let clipped_values =
+                old_values.clone() + (values.clone() - old_values).clamp(-clip, clip);
+            let errors = (values - value_targets.clone())
+                .powi_scalar(2)
+                .max_pair((clipped_values - value_targets).powi_scalar(2));
+            (surrogate, errors)
+        }
+    };
+    let policy_loss = (policy_terms * valid.clone()).sum().neg();
+    let value_loss = (value_errors * valid.clone()).sum().mul_scalar(0.5);
     let entropy: Tensor<1> = (log_probabilities.clone().exp() * log_probabilities)
         .sum_dim(1)
         .reshape([rows])
@@ -486,6 +550,27 @@ pub fn loss<C: RecurrentCell>(
     (total, stats)
 }
 
+/// `values` standardised (zero mean, unit standard deviation, unbiased as `torch.std`) over the
+/// entries where `mask` holds; the others are left as they are.
+fn standardize_masked(values: &mut [f32], mask: &[bool]) {
+    let real: Vec<f64> = values
+        .iter()
+        .zip(mask)
+        .filter(|(_, keep)| **keep)
+        .map(|(&v, _)| v as f64)
+        .collect();
+    if real.len() < 2 {
+        return;
+    }
+    let mean = real.iter().sum::<f64>() / real.len() as f64;
+    let variance = real.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (real.len() - 1) as f64;
+    // CleanRL's 1e-8 guard.
+    let scale = 1.0 / (variance.sqrt() + 1e-8);
+    for (value, _) in values.iter_mut().zip(mask).filter(|(_, keep)| **keep) {
+        *value = ((*value as f64 - mean) * scale) as f32;
+    }
+}
+
 /// Real steps of the sequences `chosen` (indices into `sequences`, `(first step, length)`).
 fn real_steps(sequences: &[(usize, usize)], chosen: &[usize]) -> usize {
     chosen.iter().map(|&sequence| sequences[sequence].1).sum()
@@ -514,14 +599,17 @@ where
     let total_steps = fragments.actions.len();
     let mut groups =
         contiguous_minibatches(&fragments.sequences, total_steps, config.minibatch_size);
-    groups.shuffle(rng);
     let mut agent = agent;
-    let mut steps = Vec::with_capacity(groups.len());
-    for chosen in &groups {
-        let (loss, mut stats) = loss(&agent, &fragments, chosen, config, device);
-        (agent, stats.grad_norm) =
-            clipped_step(agent, optimizer, loss, learning_rate, config.grad_clip);
-        steps.push(stats);
+    let mut steps = Vec::with_capacity(groups.len() * config.epochs);
+    // A2C: one epoch; PPO: several, each in a fresh order.
+    for _ in 0..config.epochs {
+        groups.shuffle(rng);
+        for chosen in &groups {
+            let (loss, mut stats) = loss(&agent, &fragments, chosen, config, device);
+            (agent, stats.grad_norm) =
+                clipped_step(agent, optimizer, loss, learning_rate, config.grad_clip);
+            steps.push(stats);
+        }
     }
     let mean = |field: fn(&UpdateStats) -> f64| crate::mean_over(&steps, field);
     let stats = UpdateStats {
@@ -739,6 +827,95 @@ mod tests {
         ] {
             assert!((got - 20.0).abs() < 1e-3, "{what}: {got}");
         }
+    }
+
+    /// At the rollout's weights the probability ratio is 1 and the value has not moved, so
+    /// PPO's clipped loss has A2C's gradient (a mean loss, advantages as they are).
+    #[test]
+    fn ppo_gradient_at_the_rollout_weights_is_a2cs() {
+        let device = stpn_model::Backend::Flex.device().unwrap().autodiff();
+        device.seed(8);
+        let core = stpn_model::LstmConfig::new(2, 4).init(&device);
+        let agent = crate::ActorCriticConfig::new(2).init(core, &device);
+        let mut collector = recall_collector(4);
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let a2c = A2cConfig {
+            fragment_length: 6,
+            sequence_length: 3,
+            reduction: LossReduction::Mean,
+            ..A2cConfig::default()
+        };
+        let ppo = A2cConfig {
+            ppo_clip: Some(0.1),
+            epochs: 4,
+            ..a2c
+        };
+        let plain = agent.valid();
+        let plain_device = plain.value_bias.val().device();
+        let fragments = collect(&plain, &mut collector, &a2c, &mut rng, &plain_device);
+        let all: Vec<usize> = (0..fragments.sequences.len()).collect();
+        let gradient_of = |config: &A2cConfig| {
+            let (total, _) = loss(&agent, &fragments, &all, config, &device);
+            let gradients = total.backward();
+            let mut values = Vec::new();
+            for weight in [agent.policy_weight.val(), agent.value_weight.val()] {
+                values.extend(host_values::<f64, 2>(weight.grad(&gradients).unwrap()));
+            }
+            values
+        };
+        let (want, got) = (gradient_of(&a2c), gradient_of(&ppo));
+        let error = stpn_model::compare::relative_difference(got, want);
+        assert!(
+            stpn_model::compare::within(error, 1e-4),
+            "relative error {error:e}"
+        );
+    }
+
+    /// PPO (clipped loss, 4 epochs, standardised advantages) learns the recall task too.
+    #[test]
+    fn recurrent_ppo_learns_to_recall() {
+        let device = stpn_model::Backend::Flex.device().unwrap().autodiff();
+        device.seed(5);
+        let core = stpn_model::StpnRConfig::new(2, 8).init(&device);
+        let mut agent = crate::ActorCriticConfig::new(2).init(core, &device);
+        let config = A2cConfig {
+            fragment_length: 10,
+            learning_rate: 3e-3,
+            sequence_length: 4,
+            minibatch_size: 40,
+            reduction: LossReduction::Mean,
+            ppo_clip: Some(0.2),
+            epochs: 4,
+            normalize_advantages: true,
+            ..A2cConfig::default()
+        };
+        let mut collector = recall_collector(16);
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let mut optimizer = crate::adam(crate::TORCH_ADAM_EPSILON);
+        for _ in 0..100 {
+            let stats;
+            (agent, stats) = iteration(
+                agent,
+                &mut optimizer,
+                &mut collector,
+                &config,
+                &mut rng,
+                &device,
+            );
+            assert_eq!(stats.updates, 16, "4 epochs of 160 / 40 minibatches");
+        }
+        let mean = |episodes: &[(f64, usize)]| {
+            episodes.iter().map(|(r, _)| r).sum::<f64>() / episodes.len() as f64
+        };
+        let finished = &collector.finished;
+        let (early, late) = (
+            mean(&finished[..200]),
+            mean(&finished[finished.len() - 200..]),
+        );
+        assert!(
+            late > 0.85 && late > early + 0.25,
+            "early {early}, late {late}"
+        );
     }
 
     #[test]

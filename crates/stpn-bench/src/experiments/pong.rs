@@ -180,6 +180,36 @@ impl PongConfig {
         }
     }
 
+    /// The DeepMind preprocessing with PPO as CleanRL's `ppo_atari` trains Pong (Huang et al.
+    /// 2022): 8 environments, 128-step fragments, 4 epochs of 4 minibatches of 256 steps, clip
+    /// 0.1 of the ratio and of the value, advantages standardised per minibatch, GAE λ 0.95,
+    /// Adam (ε 10⁻⁵) at 2.5·10⁻⁴ decaying linearly to 0 over 10⁷ agent steps, norm clip 0.5.
+    /// Recurrent cores learn on sequences of 32 steps; the memoryless control on whole fragments.
+    pub fn deepmind_ppo(core: PongCore) -> Self {
+        let deepmind = Self::deepmind(core);
+        Self {
+            envs: 8,
+            a2c: A2cConfig {
+                fragment_length: 128,
+                sequence_length: if core == PongCore::Mlp { 128 } else { 32 },
+                minibatch_size: 256,
+                gae_lambda: 0.95,
+                learning_rate: 2.5e-4,
+                adam_epsilon: 1e-5,
+                optimizer: a2c::A2cOptimizer::Adam,
+                // CleanRL's vf_coef 0.5 weighs ½ of the mean squared error, as our loss does.
+                value_coefficient: 0.5,
+                ppo_clip: Some(0.1),
+                epochs: 4,
+                normalize_advantages: true,
+                ..deepmind.a2c
+            },
+            // An iteration is 1 024 agent steps here: a checkpoint every 25 600.
+            checkpoint_every: 25,
+            ..deepmind
+        }
+    }
+
     pub fn iterations(&self) -> usize {
         (self.total_steps as usize).div_ceil(self.envs * self.a2c.fragment_length)
     }
@@ -621,7 +651,8 @@ mod tests {
         }
     }
 
-    /// `configs/pong/*_deepmind.json` are [`PongConfig::deepmind`].
+    /// `configs/pong/*_deepmind.json` are [`PongConfig::deepmind`], `*_ppo.json`
+    /// [`PongConfig::deepmind_ppo`].
     #[test]
     fn shipped_deepmind_configs_are_the_deepmind_settings() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pong");
@@ -630,14 +661,19 @@ mod tests {
             (PongCore::Lstm, 48),
             (PongCore::Mlp, 256),
         ] {
-            let file = root.join(format!("{}_h{hidden}_deepmind.json", name_of(core)));
-            let config = PongConfig::load(&file).unwrap();
-            assert_eq!(
-                serde_json::to_value(&config).unwrap(),
-                serde_json::to_value(PongConfig::deepmind(core)).unwrap(),
-                "{}",
-                file.display()
-            );
+            for (suffix, expected) in [
+                ("deepmind", PongConfig::deepmind(core)),
+                ("ppo", PongConfig::deepmind_ppo(core)),
+            ] {
+                let file = root.join(format!("{}_h{hidden}_{suffix}.json", name_of(core)));
+                let config = PongConfig::load(&file).unwrap();
+                assert_eq!(
+                    serde_json::to_value(&config).unwrap(),
+                    serde_json::to_value(expected).unwrap(),
+                    "{}",
+                    file.display()
+                );
+            }
         }
     }
 
