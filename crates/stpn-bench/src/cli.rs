@@ -60,8 +60,9 @@ pub enum Command {
     Perf {
         /// Cases to run (default: all): kernel steps art_h11, art_h64, pong_core, maze; the Pong
         /// encoder pong_encoder; whole training iterations pong_a2c_stpn, pong_a2c_lstm,
-        /// pong_dm_a2c_stpn, pong_dm_a2c_lstm (the DeepMind setting, whose env steps are agent
-        /// steps of 4 frames), maze_b64, maze_b512, pendulum_ppo_stpnf, pendulum_ppo_lstm.
+        /// pong_dm_a2c_stpn, pong_dm_a2c_lstm, pong_dm_ppo_stpn, pong_dm_ppo_lstm (the DeepMind
+        /// setting, whose env steps are agent steps of 4 frames), maze_b64, maze_b512,
+        /// pendulum_ppo_stpnf, pendulum_ppo_lstm.
         #[arg(long, value_delimiter = ',')]
         cases: Vec<String>,
         /// Backends (default: every compiled CPU backend).
@@ -70,7 +71,7 @@ pub enum Command {
         /// Paths: `fused` (the hand-written kernel) and `ops` (op by op, the reference).
         #[arg(long, value_delimiter = ',', default_value = "fused,ops")]
         paths: Vec<String>,
-        /// Timed steps per measurement (default 20; 5 for the Pong core, 3 for the maze and whole iterations, 30 for the DeepMind-setting Pong iterations).
+        /// Timed steps per measurement (default 20; 5 for the Pong core, 3 for the maze and whole iterations, 30 for the DeepMind-setting Pong A2C iterations).
         #[arg(long)]
         repeats: Option<usize>,
         /// One JSON object per line (case, backend, path, ms_per_step, peak_rss_mb, ...).
