@@ -758,7 +758,8 @@ fn pong_section(
         page,
         "```sh\nscripts/stpn pong --config configs/pong/stpn_h64.json --out runs/pong/stpn-s0            # the paper's 10^8 frames\n\
          scripts/stpn pong --config configs/pong/stpn_h64_scaled.json --out runs/pong/stpn-2m-s0     # 2*10^6 frames\n\
-         scripts/stpn pong --config configs/pong/stpn_h64_deepmind.json --out runs/pong/stpn-deepmind-s0\n\
+         scripts/stpn pong --config configs/pong/stpn_h64_deepmind.json --out runs/pong/stpn-deepmind-s0  # 5-step A2C\n\
+         scripts/stpn pong --config configs/pong/stpn_h64_ppo.json --out runs/pong/stpn-ppo-s0            # PPO\n\
          scripts/stpn pong-eval runs/pong/stpn-2m-s0\n```\n"
     )?;
     let paper_folders = run_folders(&results.join(PONG_RUNS));

@@ -686,9 +686,17 @@ mod tests {
         let mut collector = recall_collector(16);
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let mut optimizer = crate::adam(crate::TORCH_ADAM_EPSILON);
-        for (minibatch_size, updates) in [(200, 4), (800, 1), (3200, 1), (100, 8)] {
+        // PPO's epochs each take every minibatch again.
+        for (minibatch_size, epochs, updates) in [
+            (200, 1, 4),
+            (800, 1, 1),
+            (3200, 1, 1),
+            (100, 1, 8),
+            (200, 4, 16),
+        ] {
             let config = A2cConfig {
                 minibatch_size,
+                epochs,
                 ..A2cConfig::default()
             };
             let stats;
@@ -877,7 +885,7 @@ mod tests {
         let device = stpn_model::Backend::Flex.device().unwrap().autodiff();
         device.seed(5);
         let core = stpn_model::StpnRConfig::new(2, 8).init(&device);
-        let mut agent = crate::ActorCriticConfig::new(2).init(core, &device);
+        let agent = crate::ActorCriticConfig::new(2).init(core, &device);
         let config = A2cConfig {
             fragment_length: 10,
             learning_rate: 3e-3,
@@ -890,27 +898,15 @@ mod tests {
             ..A2cConfig::default()
         };
         let mut collector = recall_collector(16);
-        let mut rng = ChaCha8Rng::seed_from_u64(9);
         let mut optimizer = crate::adam(crate::TORCH_ADAM_EPSILON);
-        for _ in 0..100 {
-            let stats;
-            (agent, stats) = iteration(
-                agent,
-                &mut optimizer,
-                &mut collector,
-                &config,
-                &mut rng,
-                &device,
-            );
-            assert_eq!(stats.updates, 16, "4 epochs of 160 / 40 minibatches");
-        }
-        let mean = |episodes: &[(f64, usize)]| {
-            episodes.iter().map(|(r, _)| r).sum::<f64>() / episodes.len() as f64
-        };
-        let finished = &collector.finished;
-        let (early, late) = (
-            mean(&finished[..200]),
-            mean(&finished[finished.len() - 200..]),
+        let (early, late) = train_and_compare(
+            agent,
+            &mut collector,
+            &config,
+            &mut optimizer,
+            100,
+            200,
+            &device,
         );
         assert!(
             late > 0.85 && late > early + 0.25,
@@ -931,7 +927,7 @@ mod tests {
         let device = stpn_model::Backend::Flex.device().unwrap().autodiff();
         device.seed(5);
         let core = stpn_model::StpnRConfig::new(2, 8).init(&device);
-        let mut agent = crate::ActorCriticConfig::new(2).init(core, &device);
+        let agent = crate::ActorCriticConfig::new(2).init(core, &device);
         let config = A2cConfig {
             fragment_length: 10,
             learning_rate: 1e-2,
@@ -939,28 +935,17 @@ mod tests {
             ..A2cConfig::default()
         };
         let mut collector = recall_collector(16);
-        let mut rng = ChaCha8Rng::seed_from_u64(9);
         let mut optimizer = crate::adam(crate::TORCH_ADAM_EPSILON);
-        for _ in 0..150 {
-            agent = iteration(
-                agent,
-                &mut optimizer,
-                &mut collector,
-                &config,
-                &mut rng,
-                &device,
-            )
-            .0;
-        }
-        let mean = |episodes: &[(f64, usize)]| {
-            episodes.iter().map(|(r, _)| r).sum::<f64>() / episodes.len() as f64
-        };
-        let finished = &collector.finished;
-        let (early, late) = (
-            mean(&finished[..200]),
-            mean(&finished[finished.len() - 200..]),
+        let (early, late) = train_and_compare(
+            agent,
+            &mut collector,
+            &config,
+            &mut optimizer,
+            150,
+            200,
+            &device,
         );
-        assert!(finished.iter().all(|&(_, length)| length == 2));
+        assert!(collector.finished.iter().all(|&(_, length)| length == 2));
         assert!(
             late > 0.85 && late > early + 0.25,
             "early {early}, late {late}"
@@ -1039,7 +1024,7 @@ mod tests {
         let encoder = crate::ConvEncoderConfig::new()
             .with_channels(4)
             .with_orthogonal_init(true);
-        let mut agent = crate::ActorCriticConfig::new(2)
+        let agent = crate::ActorCriticConfig::new(2)
             .with_orthogonal_init(true)
             .init(core, &device)
             .with_conv_encoder_of(&encoder, &device);
@@ -1060,30 +1045,49 @@ mod tests {
             })
             .collect();
         let mut collector = VecCollector::new(SyncVectorEnv::new(envs), 1);
-        let mut rng = ChaCha8Rng::seed_from_u64(9);
         let mut optimizer = config.build_optimizer();
-        for _ in 0..150 {
-            agent = iteration(
-                agent,
-                &mut optimizer,
-                &mut collector,
-                &config,
-                &mut rng,
-                &device,
-            )
-            .0;
-        }
-        let mean = |episodes: &[(f64, usize)]| {
-            episodes.iter().map(|(r, _)| r).sum::<f64>() / episodes.len() as f64
-        };
-        let finished = &collector.finished;
-        let (early, late) = (
-            mean(&finished[..64]),
-            mean(&finished[finished.len() - 64..]),
+        let (early, late) = train_and_compare(
+            agent,
+            &mut collector,
+            &config,
+            &mut optimizer,
+            150,
+            64,
+            &device,
         );
         assert!(
             late > 3.5 && late > early + 2.0,
             "early {early}, late {late}"
         );
+    }
+
+    /// Trains `agent` for `iterations` iterations on `collector`; returns the mean return of the
+    /// first and of the last `window` episodes it finished.
+    fn train_and_compare<C, E>(
+        mut agent: ActorCritic<C>,
+        collector: &mut VecCollector<E, C::State>,
+        config: &A2cConfig,
+        optimizer: &mut ModuleOptimizer,
+        iterations: usize,
+        window: usize,
+        device: &Device,
+    ) -> (f64, f64)
+    where
+        C: RecurrentCell,
+        E: Env<Observation = Vec<f32>, Action = usize>,
+    {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for _ in 0..iterations {
+            agent = iteration(agent, optimizer, collector, config, &mut rng, device).0;
+        }
+        let mean = |episodes: &[(f64, usize)]| {
+            episodes.iter().map(|(r, _)| r).sum::<f64>() / episodes.len() as f64
+        };
+        let finished = &collector.finished;
+        assert!(finished.len() >= 2 * window, "{} episodes", finished.len());
+        (
+            mean(&finished[..window]),
+            mean(&finished[finished.len() - window..]),
+        )
     }
 }
