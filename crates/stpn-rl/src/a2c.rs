@@ -422,8 +422,9 @@ where
 /// The statistics of one update.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct UpdateStats {
-    /// Policy loss `−Σ log π(a|s)·Â` over a minibatch's real steps (mean over the minibatches;
-    /// with [`LossReduction::Mean`] each term is a mean over the steps instead of a sum).
+    /// Policy loss `−Σ log π(a|s)·Â` over a minibatch's real steps, PPO's clipped surrogate
+    /// `−Σ min(r·Â, clip(r)·Â)` with `ppo_clip` (mean over the minibatches; with
+    /// [`LossReduction::Mean`] each term is a mean over the steps instead of a sum).
     pub policy_loss: f64,
     /// Value loss `½ Σ (V − V̂)²`, before the weight c_v (mean over the minibatches).
     pub value_loss: f64,
