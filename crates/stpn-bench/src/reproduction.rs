@@ -750,7 +750,8 @@ fn pong_section(
          stopping at a mean return of 20.99; docs/rl.md), for up to {PONG_FRAMES} frames. Score: \
          mean return of the last 10 episodes (−21 to 21). Runs: `{PONG_RUNS}/` (paper setting) \
          and `{PONG_DEEPMIND_RUNS}/` (the DeepMind setting, frame skip 4: not the paper's, for \
-         an agent in hours; its frames are 4 per agent step; the first runs of that setting, on \
+         an agent in hours, with the 5-step A2C and with PPO; its frames are 4 per agent step; \
+         the first runs of that setting, on \
          the paper's RLlib A2C settings, are in `{PONG_DEEPMIND_RLLIB_RUNS}/`, and the 5-step runs \
          with Adam, whose encoders died, in `{PONG_DEEPMIND_ADAM_RUNS}/`: docs/rl.md).\n"
     )?;
