@@ -1,7 +1,9 @@
 //! Atari Pong with A2C (paper §4.3; docs/reference.md §5.2): the conv encoder (16×8×8/4, 32×4×4/2 → 2 592
 //! features) into a recurrent core (STPNr H 64 by default: per-synapse, pre-normalised, no clamp,
 //! on the fused kernel; or LSTM H 48), RLlib's A2C ([`stpn_rl::a2c`]) over many Pong envs with
-//! fragments of 50 frames, one frame per step and the paper's preprocessing.
+//! fragments of 50 frames, one frame per step and the paper's preprocessing. The DeepMind
+//! preprocessing comes with the Atari A2C ([`PongConfig::deepmind`]) or with PPO
+//! ([`PongConfig::deepmind_ppo`]), both run by the same loop.
 //!
 //! `metrics.csv` has one row per iteration; `last/` is checkpointed every `checkpoint_every`
 //! iterations. A resumed run continues from the checkpoint's weights with fresh episodes (the
