@@ -880,41 +880,6 @@ mod tests {
         );
     }
 
-    /// PPO (clipped loss, 4 epochs, standardised advantages) learns the recall task too.
-    #[test]
-    fn recurrent_ppo_learns_to_recall() {
-        let device = stpn_model::Backend::Flex.device().unwrap().autodiff();
-        device.seed(5);
-        let core = stpn_model::StpnRConfig::new(2, 8).init(&device);
-        let agent = crate::ActorCriticConfig::new(2).init(core, &device);
-        let config = A2cConfig {
-            fragment_length: 10,
-            learning_rate: 3e-3,
-            sequence_length: 4,
-            minibatch_size: 40,
-            reduction: LossReduction::Mean,
-            ppo_clip: Some(0.2),
-            epochs: 4,
-            normalize_advantages: true,
-            ..A2cConfig::default()
-        };
-        let mut collector = recall_collector(16);
-        let mut optimizer = crate::adam(crate::TORCH_ADAM_EPSILON);
-        let (early, late) = train_and_compare(
-            agent,
-            &mut collector,
-            &config,
-            &mut optimizer,
-            100,
-            200,
-            &device,
-        );
-        assert!(
-            late > 0.85 && late > early + 0.25,
-            "early {early}, late {late}"
-        );
-    }
-
     #[test]
     fn learning_rate_decays_linearly() {
         let config = A2cConfig::default();
@@ -923,34 +888,47 @@ mod tests {
         assert!(config.learning_rate_at(400_000_000) <= 1e-12);
     }
 
+    /// A2C, and PPO (clipped loss, 4 epochs, standardised advantages), learn the recall task
+    /// with an STPN core.
     #[test]
-    fn recurrent_a2c_learns_to_recall() {
-        let device = stpn_model::Backend::Flex.device().unwrap().autodiff();
-        device.seed(5);
-        let core = stpn_model::StpnRConfig::new(2, 8).init(&device);
-        let agent = crate::ActorCriticConfig::new(2).init(core, &device);
-        let config = A2cConfig {
+    fn recurrent_a2c_and_ppo_learn_to_recall() {
+        let a2c = A2cConfig {
             fragment_length: 10,
             learning_rate: 1e-2,
             sequence_length: 4,
             ..A2cConfig::default()
         };
-        let mut collector = recall_collector(16);
-        let mut optimizer = crate::adam(crate::TORCH_ADAM_EPSILON);
-        let (early, late) = train_and_compare(
-            agent,
-            &mut collector,
-            &config,
-            &mut optimizer,
-            150,
-            200,
-            &device,
-        );
-        assert!(collector.finished.iter().all(|&(_, length)| length == 2));
-        assert!(
-            late > 0.85 && late > early + 0.25,
-            "early {early}, late {late}"
-        );
+        let ppo = A2cConfig {
+            learning_rate: 3e-3,
+            minibatch_size: 40,
+            reduction: LossReduction::Mean,
+            ppo_clip: Some(0.2),
+            epochs: 4,
+            normalize_advantages: true,
+            ..a2c
+        };
+        for (name, config, iterations) in [("A2C", a2c, 150), ("PPO", ppo, 100)] {
+            let device = stpn_model::Backend::Flex.device().unwrap().autodiff();
+            device.seed(5);
+            let core = stpn_model::StpnRConfig::new(2, 8).init(&device);
+            let agent = crate::ActorCriticConfig::new(2).init(core, &device);
+            let mut collector = recall_collector(16);
+            let mut optimizer = crate::adam(crate::TORCH_ADAM_EPSILON);
+            let (early, late) = train_and_compare(
+                agent,
+                &mut collector,
+                &config,
+                &mut optimizer,
+                iterations,
+                200,
+                &device,
+            );
+            assert!(collector.finished.iter().all(|&(_, length)| length == 2));
+            assert!(
+                late > 0.85 && late > early + 0.25,
+                "{name}: early {early}, late {late}"
+            );
+        }
     }
 
     /// Frames of 4 × 84 × 84 with a 2 × 2 dot at a random place; the action must say which half
