@@ -4,9 +4,9 @@
 //! (`U(±1/√fan_in)`, Burn's Kaiming-uniform default with gain 1/√3).
 //!
 //! On the CPU backends both convolutions and their ReLUs run as one host operation of the
-//! autodiff graph: each convolution is a matrix of patches (im2col) times the weight reordered
-//! to a matrix, and its backward the transposed products and the scatter of the patches'
-//! gradients back onto the pixels (col2im). Burn's `conv2d` stays the reference
+//! autodiff graph: each convolution runs on the image cut into stride-sized cells (space to
+//! depth), as a sum of matrix products of the shifted cells with blocks of the weight, and its
+//! backward as the transposed products (`Geometry`). Burn's `conv2d` stays the reference
 //! ([`ConvEncoder::forward_reference`], the path of the GPU backends); the two agree to float32
 //! rounding (tests below).
 
@@ -195,7 +195,14 @@ pub fn positive_fraction(values: &[f32]) -> f64 {
     positive as f64 / values.len().max(1) as f64
 }
 
-/// The sizes of one convolution over `count` square channels-last images.
+/// The sizes of one convolution over `count` square images, run on cells: each image cut into
+/// squares of `S × S` pixels (space to depth), a cell holding its pixels' channels as one row of
+/// `S·S·C` numbers, `[N, G, G, S·S·C]` with `G = side / S`. A `K × K` kernel of stride `S` (`K` a
+/// multiple of `S`) is then `B × B` blocks of `S × S` (`B = K / S`), and block `(by, bx)` adds
+/// the cell `by` rows and `bx` columns further on to each output pixel: a product of the cell
+/// matrix, shifted by `by·G + bx` rows, with that block's `[S·S·C, O]` weights. The products run
+/// over every cell (`N·G·G` rows, the output's `N·(G − B + 1)²` among them) and need no patch
+/// matrix: im2col copied each pixel `(K / S)²` times, in runs of `K·C` numbers.
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
     count: usize,
@@ -205,6 +212,14 @@ struct Geometry {
     kernel: usize,
     stride: usize,
     out_side: usize,
+}
+
+/// One term of [`accumulate_rows`]: row `r` of the output gains row `r + offset` of `lhs` times
+/// `rhs`, where that row exists.
+struct Term<'a> {
+    lhs: View<'a>,
+    offset: isize,
+    rhs: View<'a>,
 }
 
 impl Geometry {
@@ -219,8 +234,10 @@ impl Geometry {
                 && conv.dilation == [1, 1]
                 && conv.groups == 1
                 && matches!(conv.padding, PaddingConfig2d::Valid)
-                && side >= kernel,
-            "the encoder's convolutions: square, unpadded, one group"
+                && side >= kernel
+                && kernel % stride == 0
+                && side % stride == 0,
+            "the encoder's convolutions: square, unpadded, one group, kernel and side multiples of the stride"
         );
         Self {
             count,
@@ -233,152 +250,266 @@ impl Geometry {
         }
     }
 
-    /// Output pixels over all images: the rows of the patch matrix.
-    fn rows(&self) -> usize {
-        self.count * self.out_side * self.out_side
+    /// Blocks per side of the kernel, `K / S`.
+    fn blocks(&self) -> usize {
+        self.kernel / self.stride
     }
 
-    /// Numbers per patch, `K·K·C`: the columns of the patch matrix.
-    fn patch_width(&self) -> usize {
-        self.kernel * self.kernel * self.channels
+    /// Cells per side of an image, `G = side / S`.
+    fn grid(&self) -> usize {
+        self.side / self.stride
     }
 
-    /// The start, in a channels-last image batch, of row `ky` of the window of output `row`
-    /// (a run of `K·C` numbers).
-    fn window_row_start(&self, row: usize, ky: usize) -> usize {
-        let per_image = self.out_side * self.out_side;
-        let (image, pixel) = (row / per_image, row % per_image);
-        let (i, j) = (pixel / self.out_side, pixel % self.out_side);
-        ((image * self.side + i * self.stride + ky) * self.side + j * self.stride) * self.channels
+    /// Numbers per cell, `S·S·C`.
+    fn depth(&self) -> usize {
+        self.stride * self.stride * self.channels
     }
 
-    /// The patch matrix `[rows, K·K·C]` of channels-last images (im2col): column
-    /// `(ky·K + kx)·C + c` of row `(n, i, j)` is pixel `(i·S + ky, j·S + kx)`, channel `c`.
-    fn patches(&self, images: &[f32]) -> Vec<f32> {
-        let run = self.kernel * self.channels;
-        let mut patches = Vec::with_capacity(self.rows() * self.patch_width());
-        for row in 0..self.rows() {
-            for ky in 0..self.kernel {
-                let start = self.window_row_start(row, ky);
-                patches.extend_from_slice(&images[start..start + run]);
+    /// Cells over all images: the rows of the cell matrix and of the full output.
+    fn cells(&self) -> usize {
+        self.count * self.grid() * self.grid()
+    }
+
+    /// The rows between a cell and the one block `block` (`by·B + bx`) reads for it.
+    fn shift(&self, block: usize) -> usize {
+        let blocks = self.blocks();
+        (block / blocks) * self.grid() + block % blocks
+    }
+
+    /// Where channel `channel` of pixel `(y, x)` of image `image` sits among the cells.
+    fn cell_index(&self, image: usize, y: usize, x: usize, channel: usize) -> usize {
+        let (stride, grid) = (self.stride, self.grid());
+        let cell = (image * grid + y / stride) * grid + x / stride;
+        ((cell * stride + y % stride) * stride + x % stride) * self.channels + channel
+    }
+
+    /// The row of the full output that holds output pixel `(i, j)` of image `image` (the cell
+    /// at the kernel window's corner).
+    fn output_row(&self, image: usize, i: usize, j: usize) -> usize {
+        (image * self.grid() + i) * self.grid() + j
+    }
+
+    /// Channel-major images `[N, C, side, side]` as cells.
+    fn cells_of(&self, images: &[f32]) -> Vec<f32> {
+        let mut cells = vec![0f32; images.len()];
+        let side = self.side;
+        for (row, pixels) in images.chunks_exact(side).enumerate() {
+            let (image, channel, y) = (
+                row / (self.channels * side),
+                row / side % self.channels,
+                row % side,
+            );
+            for (x, &value) in pixels.iter().enumerate() {
+                cells[self.cell_index(image, y, x, channel)] = value;
             }
         }
-        patches
+        cells
     }
 
-    /// Adds each patch's gradient onto the pixels it was taken from (col2im): the gradient of
-    /// the channels-last images.
-    fn scatter_patches(&self, patch_gradients: &[f32]) -> Vec<f32> {
-        let run = self.kernel * self.channels;
-        let mut images = vec![0f32; self.count * self.side * self.side * self.channels];
-        for (row, patch) in patch_gradients.chunks_exact(self.patch_width()).enumerate() {
-            for (ky, values) in patch.chunks_exact(run).enumerate() {
-                let start = self.window_row_start(row, ky);
-                for (pixel, value) in images[start..start + run].iter_mut().zip(values) {
-                    *pixel += value;
-                }
+    /// [`Self::cells_of`] undone: cells back to channel-major images.
+    fn images_of(&self, cells: &[f32]) -> Vec<f32> {
+        let side = self.side;
+        let mut images = vec![0f32; cells.len()];
+        for (row, pixels) in images.chunks_exact_mut(side).enumerate() {
+            let (image, channel, y) = (
+                row / (self.channels * side),
+                row / side % self.channels,
+                row % side,
+            );
+            for (x, value) in pixels.iter_mut().enumerate() {
+                *value = cells[self.cell_index(image, y, x, channel)];
             }
         }
         images
     }
 
-    /// Where element `index` of the weight `[O, C, K, K]` sits in the `[K·K·C, O]` matrix the
-    /// patches multiply: row `(ky·K + kx)·C + c`, column `o`.
-    fn matrix_position(&self, index: usize) -> usize {
-        let (k, c, o) = (self.kernel, self.channels, self.outputs);
+    /// Where element `index` of the weight `[O, C, K, K]` sits among the blocks `[B·B, S·S·C,
+    /// O]`: block `(ky / S)·B + kx / S`, row `((ky mod S)·S + kx mod S)·C + c`, column `o`.
+    fn block_position(&self, index: usize) -> usize {
+        let (k, c, o, stride) = (self.kernel, self.channels, self.outputs, self.stride);
         let (output, rest) = (index / (c * k * k), index % (c * k * k));
         let (channel, ky, kx) = (rest / (k * k), rest % (k * k) / k, rest % k);
-        ((ky * k + kx) * c + channel) * o + output
+        let block = (ky / stride) * self.blocks() + kx / stride;
+        let row = ((ky % stride) * stride + kx % stride) * c + channel;
+        (block * self.depth() + row) * o + output
     }
 
-    /// The weight `[O, C, K, K]` as the matrix `[K·K·C, O]` the patches multiply.
-    fn weight_matrix(&self, weight: &[f32]) -> Vec<f32> {
-        let mut matrix = vec![0f32; weight.len()];
+    /// The weight `[O, C, K, K]` as the blocks `[B·B, S·S·C, O]` the cells multiply.
+    fn weight_blocks(&self, weight: &[f32]) -> Vec<f32> {
+        let mut blocks = vec![0f32; weight.len()];
         for (index, &value) in weight.iter().enumerate() {
-            matrix[self.matrix_position(index)] = value;
+            blocks[self.block_position(index)] = value;
         }
-        matrix
+        blocks
     }
 
-    /// [`Self::weight_matrix`] undone: a `[K·K·C, O]` matrix back to `[O, C, K, K]`.
-    fn weight_from_matrix(&self, matrix: &[f32]) -> Vec<f32> {
-        (0..matrix.len())
-            .map(|index| matrix[self.matrix_position(index)])
+    /// [`Self::weight_blocks`] undone.
+    fn weight_from_blocks(&self, blocks: &[f32]) -> Vec<f32> {
+        (0..blocks.len())
+            .map(|index| blocks[self.block_position(index)])
             .collect()
     }
 
-    /// ReLU(patches · W + b), `[rows, O]`: the channels-last outputs.
-    fn forward(&self, patches: &[f32], weight_matrix: &[f32], bias: &[f32]) -> Vec<f32> {
-        let (width, outputs) = (self.patch_width(), self.outputs);
-        let mut output = vec![0f32; self.rows() * outputs];
-        multiply_rows(
-            &mut output,
-            outputs,
-            View::rows_of(patches, width),
-            View::rows_of(weight_matrix, outputs),
-            width,
-        );
-        for row in output.chunks_exact_mut(outputs) {
-            for (value, b) in row.iter_mut().zip(bias) {
-                *value = (*value + b).max(0.0);
-            }
-        }
+    /// Block `block`'s `[S·S·C, O]` weights.
+    fn block<'a>(&self, blocks: &'a [f32], block: usize) -> &'a [f32] {
+        let size = self.depth() * self.outputs;
+        &blocks[block * size..(block + 1) * size]
+    }
+
+    /// The full output before bias and ReLU, `[N·G·G, O]`: at the rows of
+    /// [`Self::output_row`] the convolution, elsewhere numbers to ignore.
+    fn forward(&self, cells: &[f32], blocks: &[f32]) -> Vec<f32> {
+        let (depth, outputs) = (self.depth(), self.outputs);
+        let terms: Vec<Term> = (0..self.blocks() * self.blocks())
+            .map(|block| Term {
+                lhs: View::rows_of(cells, depth),
+                offset: self.shift(block) as isize,
+                rhs: View::rows_of(self.block(blocks, block), outputs),
+            })
+            .collect();
+        let mut output = vec![0f32; self.cells() * outputs];
+        accumulate_rows(&mut output, outputs, depth, self.cells(), &terms);
         output
     }
 
+    /// `(image, i, j)` of every output pixel, with its row of the full output.
+    fn output_pixels(&self) -> impl Iterator<Item = (usize, usize, usize, usize)> + '_ {
+        let out = self.out_side;
+        (0..self.count).flat_map(move |image| {
+            (0..out * out).map(move |pixel| {
+                let (i, j) = (pixel / out, pixel % out);
+                (image, i, j, self.output_row(image, i, j))
+            })
+        })
+    }
+
+    /// ReLU(output + bias) at the output pixels, placed as the cells of `next`, the convolution
+    /// that reads them.
+    fn activate_into_cells(&self, full: &[f32], bias: &[f32], next: &Geometry) -> Vec<f32> {
+        let outputs = self.outputs;
+        let mut cells = vec![0f32; next.cells() * next.depth()];
+        for (image, i, j, row) in self.output_pixels() {
+            let at = next.cell_index(image, i, j, 0);
+            for ((cell, &value), b) in cells[at..at + outputs]
+                .iter_mut()
+                .zip(&full[row * outputs..(row + 1) * outputs])
+                .zip(bias)
+            {
+                *cell = (value + b).max(0.0);
+            }
+        }
+        cells
+    }
+
+    /// ReLU(output + bias) at the output pixels, channel-major: `[N, O, out, out]`.
+    fn activate_channel_major(&self, full: &[f32], bias: &[f32]) -> Vec<f32> {
+        let (outputs, pixels) = (self.outputs, self.out_side * self.out_side);
+        let mut features = vec![0f32; self.count * outputs * pixels];
+        for (image, i, j, row) in self.output_pixels() {
+            let pixel = i * self.out_side + j;
+            for (channel, (&value, b)) in full[row * outputs..(row + 1) * outputs]
+                .iter()
+                .zip(bias)
+                .enumerate()
+            {
+                features[(image * outputs + channel) * pixels + pixel] = (value + b).max(0.0);
+            }
+        }
+        features
+    }
+
+    /// The full output's gradient `[N·G·G, O]` (zero off the output pixels) from the gradient
+    /// of channel-major outputs `[N, O, out, out]`.
+    fn full_gradient_of_channel_major(&self, gradient: &[f32]) -> Vec<f32> {
+        let (outputs, pixels) = (self.outputs, self.out_side * self.out_side);
+        let mut full = vec![0f32; self.cells() * outputs];
+        for (image, i, j, row) in self.output_pixels() {
+            let pixel = i * self.out_side + j;
+            for (channel, value) in full[row * outputs..(row + 1) * outputs]
+                .iter_mut()
+                .enumerate()
+            {
+                *value = gradient[(image * outputs + channel) * pixels + pixel];
+            }
+        }
+        full
+    }
+
+    /// The full output's gradient `[N·G·G, O]` from the gradient of the cells of `next`, the
+    /// convolution that read the outputs as cells.
+    fn full_gradient_of_cells(&self, gradient: &[f32], next: &Geometry) -> Vec<f32> {
+        let outputs = self.outputs;
+        let mut full = vec![0f32; self.cells() * outputs];
+        for (image, i, j, row) in self.output_pixels() {
+            let at = next.cell_index(image, i, j, 0);
+            full[row * outputs..(row + 1) * outputs].copy_from_slice(&gradient[at..at + outputs]);
+        }
+        full
+    }
+
     /// The gradients of the weight (`[O, C, K, K]`) and bias from `gradient`, that of the
-    /// pre-ReLU outputs `[rows, O]`, and the patches the forward multiplied.
-    fn parameter_gradients(&self, patches: &[f32], gradient: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        let (width, outputs) = (self.patch_width(), self.outputs);
+    /// full pre-ReLU output (zero off the output pixels), and the cells the forward multiplied.
+    fn parameter_gradients(&self, cells: &[f32], gradient: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let (depth, outputs, rows) = (self.depth(), self.outputs, self.cells());
         let mut bias = vec![0f32; outputs];
         for row in gradient.chunks_exact(outputs) {
             for (sum, value) in bias.iter_mut().zip(row) {
                 *sum += value;
             }
         }
-        // Wᵀ's gradient Pᵀ·G sums over rows: each thread sums its rows, then the shares add.
-        let rows = self.rows();
-        let threads = threads_for_products(rows * width * outputs).min(rows);
+        // Block b's gradient is Σ over rows r of cell r + shift(b) times the gradient of r: each
+        // thread sums its rows for every block, then the shares add.
+        let blocks = self.blocks() * self.blocks();
+        let threads = threads_for_products(rows * depth * outputs * blocks).min(rows);
         let share = rows.div_ceil(threads);
         let partial = on_threads((0..threads).collect(), |thread| {
             let range = thread * share..((thread + 1) * share).min(rows);
-            let mut matrix = vec![0f32; width * outputs];
-            multiply(
-                &mut matrix,
-                (width, outputs, range.len()),
-                View::columns_of(&patches[range.start * width..range.end * width], width),
-                View::rows_of(
-                    &gradient[range.start * outputs..range.end * outputs],
-                    outputs,
-                ),
-            );
-            matrix
-        });
-        let matrix = partial
-            .into_iter()
-            .reduce(|mut sum, part| {
-                for (total, value) in sum.iter_mut().zip(part) {
-                    *total += value;
+            let mut sums = vec![0f32; blocks * depth * outputs];
+            for (block, sum) in sums.chunks_exact_mut(depth * outputs).enumerate() {
+                let shift = self.shift(block);
+                let end = range.end.min(rows - shift);
+                if range.start >= end {
+                    continue;
                 }
-                sum
+                multiply(
+                    sum,
+                    (depth, outputs, end - range.start),
+                    View::columns_of(
+                        &cells[(range.start + shift) * depth..(end + shift) * depth],
+                        depth,
+                    ),
+                    View::rows_of(&gradient[range.start * outputs..end * outputs], outputs),
+                );
+            }
+            sums
+        });
+        let sums = partial
+            .into_iter()
+            .reduce(|mut total, part| {
+                for (sum, value) in total.iter_mut().zip(part) {
+                    *sum += value;
+                }
+                total
             })
             .expect("at least one thread");
-        (self.weight_from_matrix(&matrix), bias)
+        (self.weight_from_blocks(&sums), bias)
     }
 
-    /// The gradient of the channels-last input images from `gradient`, that of the pre-ReLU
-    /// outputs `[rows, O]`: `G · Wᵀ`, scattered back onto the pixels.
-    fn input_gradient(&self, weight_matrix: &[f32], gradient: &[f32]) -> Vec<f32> {
-        let (width, outputs) = (self.patch_width(), self.outputs);
-        let mut patch_gradients = vec![0f32; self.rows() * width];
-        multiply_rows(
-            &mut patch_gradients,
-            width,
-            View::rows_of(gradient, outputs),
-            View::columns_of(weight_matrix, outputs),
-            outputs,
-        );
-        self.scatter_patches(&patch_gradients)
+    /// The gradient of the input cells from `gradient`, that of the full pre-ReLU output (zero
+    /// off the output pixels): cell `r` gains the gradient of row `r − shift(b)` times block
+    /// `b`'s weights transposed.
+    fn input_gradient(&self, blocks: &[f32], gradient: &[f32]) -> Vec<f32> {
+        let (depth, outputs) = (self.depth(), self.outputs);
+        let terms: Vec<Term> = (0..self.blocks() * self.blocks())
+            .map(|block| Term {
+                lhs: View::rows_of(gradient, outputs),
+                offset: -(self.shift(block) as isize),
+                rhs: View::columns_of(self.block(blocks, block), outputs),
+            })
+            .collect();
+        let mut cells = vec![0f32; self.cells() * depth];
+        accumulate_rows(&mut cells, depth, outputs, self.cells(), &terms);
+        cells
     }
 }
 
@@ -415,9 +546,17 @@ impl<'a> View<'a> {
             || columns == 0
             || (rows - 1) * self.row_stride + (columns - 1) * self.column_stride < self.values.len()
     }
+
+    /// The view from row `row` on.
+    fn from_row(self, row: usize) -> Self {
+        Self {
+            values: &self.values[row * self.row_stride..],
+            ..self
+        }
+    }
 }
 
-/// `output = lhs · rhs`, `output` row-major `m × n`, `lhs` `m × k`, `rhs` `k × n`.
+/// `output += lhs · rhs`, `output` row-major `m × n`, `lhs` `m × k`, `rhs` `k × n`.
 fn multiply(output: &mut [f32], (m, n, k): (usize, usize, usize), lhs: View, rhs: View) {
     assert!(
         output.len() == m * n && lhs.holds(m, k) && rhs.holds(k, n),
@@ -436,14 +575,14 @@ fn multiply(output: &mut [f32], (m, n, k): (usize, usize, usize), lhs: View, rhs
             output.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            true,
             lhs.values.as_ptr(),
             lhs.column_stride as isize,
             lhs.row_stride as isize,
             rhs.values.as_ptr(),
             rhs.column_stride as isize,
             rhs.row_stride as isize,
-            0.0,
+            1.0,
             1.0,
             false,
             false,
@@ -453,21 +592,30 @@ fn multiply(output: &mut [f32], (m, n, k): (usize, usize, usize), lhs: View, rhs
     }
 }
 
-/// [`multiply`] with the rows of `output` (`n` wide) and of the row-major `lhs` (`k` wide)
-/// shared among the cores.
-fn multiply_rows(output: &mut [f32], n: usize, lhs: View, rhs: View, k: usize) {
+/// `output` (row-major, `n` wide) gains every term's product, its rows shared among the cores:
+/// row `r` gains row `r + offset` of the term's `lhs` (`lhs_rows` rows, `k` wide) times its `rhs`
+/// (`k × n`), for the rows where `r + offset` lies in `0..lhs_rows`.
+fn accumulate_rows(output: &mut [f32], n: usize, k: usize, lhs_rows: usize, terms: &[Term]) {
     let m = output.len() / n;
-    let threads = threads_for_products(m * n * k).min(m.max(1));
+    let threads = threads_for_products(m * n * k * terms.len()).min(m.max(1));
     let share = m.div_ceil(threads).max(1);
     let shares: Vec<(usize, &mut [f32])> = output.chunks_mut(share * n).enumerate().collect();
     on_threads(shares, |(index, rows)| {
         let first = index * share;
-        let count = rows.len() / n;
-        let lhs = View {
-            values: &lhs.values[first * lhs.row_stride..],
-            ..lhs
-        };
-        multiply(rows, (count, n, k), lhs, rhs);
+        let last = first + rows.len() / n;
+        for term in terms {
+            let start = first.max((-term.offset).max(0) as usize);
+            let end = last.min((lhs_rows as isize - term.offset).max(0) as usize);
+            if start >= end {
+                continue;
+            }
+            multiply(
+                &mut rows[(start - first) * n..(end - first) * n],
+                (end - start, n, k),
+                term.lhs.from_row((start as isize + term.offset) as usize),
+                term.rhs,
+            );
+        }
     });
 }
 
@@ -477,33 +625,17 @@ fn threads_for_products(multiply_adds: usize) -> usize {
     (multiply_adds >> 22).clamp(1, cores())
 }
 
-/// Channels of `[N, A, B]` (`A` channels of `B` pixels, channel-major) swapped to `[N, B, A]`.
-fn swap_last_two(values: &[f32], count: usize, a: usize, b: usize) -> Vec<f32> {
-    let mut swapped = vec![0f32; values.len()];
-    for n in 0..count {
-        let (from, to) = (
-            &values[n * a * b..(n + 1) * a * b],
-            &mut swapped[n * a * b..(n + 1) * a * b],
-        );
-        for i in 0..a {
-            for j in 0..b {
-                to[j * a + i] = from[i * b + j];
-            }
-        }
-    }
-    swapped
-}
-
 /// The encoder's forward on the host, and what its backward needs.
 #[derive(Clone, Debug)]
 struct Encoding {
     geometry: [Geometry; 2],
-    /// Each convolution's patch matrix.
-    patches: [Vec<f32>; 2],
-    /// Each convolution's weight as a `[K·K·C, O]` matrix.
-    weight_matrices: [Vec<f32>; 2],
-    /// Each convolution's outputs after ReLU (channels-last), whose signs mask the gradient.
-    outputs: [Vec<f32>; 2],
+    /// Each convolution's input cells: the frames', then the first convolution's outputs after
+    /// ReLU (whose signs also mask its gradient).
+    cells: [Vec<f32>; 2],
+    /// Each convolution's weight as blocks `[B·B, S·S·C, O]`.
+    weight_blocks: [Vec<f32>; 2],
+    /// The features after ReLU (channel-major), whose signs mask the gradient.
+    features: Vec<f32>,
 }
 
 impl Encoding {
@@ -515,29 +647,18 @@ impl Encoding {
         biases: [Vec<f32>; 2],
     ) -> (Vec<f32>, Self) {
         let [first, second] = geometry;
-        let pixels = first.side * first.side;
-        let images = if first.channels == 1 {
-            frames
-        } else {
-            swap_last_two(&frames, first.count, first.channels, pixels)
-        };
-        let patches1 = first.patches(&images);
-        let matrix1 = first.weight_matrix(&weights[0]);
-        let hidden = first.forward(&patches1, &matrix1, &biases[0]);
-        let patches2 = second.patches(&hidden);
-        let matrix2 = second.weight_matrix(&weights[1]);
-        let output = second.forward(&patches2, &matrix2, &biases[1]);
-        let features = swap_last_two(
-            &output,
-            second.count,
-            second.out_side * second.out_side,
-            second.outputs,
-        );
+        let cells1 = first.cells_of(&frames);
+        let blocks1 = first.weight_blocks(&weights[0]);
+        let cells2 =
+            first.activate_into_cells(&first.forward(&cells1, &blocks1), &biases[0], &second);
+        let blocks2 = second.weight_blocks(&weights[1]);
+        let features =
+            second.activate_channel_major(&second.forward(&cells2, &blocks2), &biases[1]);
         let saved = Self {
             geometry,
-            patches: [patches1, patches2],
-            weight_matrices: [matrix1, matrix2],
-            outputs: [hidden, output],
+            cells: [cells1, cells2],
+            weight_blocks: [blocks1, blocks2],
+            features: features.clone(),
         };
         (features, saved)
     }
@@ -557,33 +678,16 @@ fn through_relu(mut gradient: Vec<f32>, output: &[f32]) -> Vec<f32> {
 impl HostBackward<5> for Encoding {
     fn gradients(self, features: Vec<f32>, needed: [bool; 5]) -> [Option<Vec<f32>>; 5] {
         let [first, second] = self.geometry;
-        let [patches1, patches2] = &self.patches;
-        let [matrix1, matrix2] = &self.weight_matrices;
-        let [hidden, output] = &self.outputs;
-        let gradient2 = swap_last_two(
-            &features,
-            second.count,
-            second.outputs,
-            second.out_side * second.out_side,
-        );
-        let gradient2 = through_relu(gradient2, output);
-        let (weight2, bias2) = second.parameter_gradients(patches2, &gradient2);
-        let gradient1 = through_relu(second.input_gradient(matrix2, &gradient2), hidden);
-        let (weight1, bias1) = first.parameter_gradients(patches1, &gradient1);
+        let [cells1, cells2] = &self.cells;
+        let [blocks1, blocks2] = &self.weight_blocks;
+        let gradient2 =
+            second.full_gradient_of_channel_major(&through_relu(features, &self.features));
+        let (weight2, bias2) = second.parameter_gradients(cells2, &gradient2);
+        let hidden = through_relu(second.input_gradient(blocks2, &gradient2), cells2);
+        let gradient1 = first.full_gradient_of_cells(&hidden, &second);
+        let (weight1, bias1) = first.parameter_gradients(cells1, &gradient1);
         // Frames are observations: a gradient only if something upstream asks for one.
-        let frames = needed[0].then(|| {
-            let images = first.input_gradient(matrix1, &gradient1);
-            if first.channels == 1 {
-                images
-            } else {
-                swap_last_two(
-                    &images,
-                    first.count,
-                    first.side * first.side,
-                    first.channels,
-                )
-            }
-        });
+        let frames = needed[0].then(|| first.images_of(&first.input_gradient(blocks1, &gradient1)));
         [
             frames,
             Some(weight1),
