@@ -291,36 +291,37 @@ impl Geometry {
 
     /// Channel-major images `[N, C, side, side]` as cells.
     fn cells_of(&self, images: &[f32]) -> Vec<f32> {
-        let mut cells = vec![0f32; images.len()];
-        let side = self.side;
-        for (row, pixels) in images.chunks_exact(side).enumerate() {
-            let (image, channel, y) = (
-                row / (self.channels * side),
-                row / side % self.channels,
-                row % side,
-            );
-            for (x, &value) in pixels.iter().enumerate() {
-                cells[self.cell_index(image, y, x, channel)] = value;
-            }
-        }
+        let mut cells = Vec::with_capacity(images.len());
+        self.for_each_cell_entry(|at| cells.push(images[at]));
         cells
     }
 
     /// [`Self::cells_of`] undone: cells back to channel-major images.
     fn images_of(&self, cells: &[f32]) -> Vec<f32> {
-        let side = self.side;
         let mut images = vec![0f32; cells.len()];
-        for (row, pixels) in images.chunks_exact_mut(side).enumerate() {
-            let (image, channel, y) = (
-                row / (self.channels * side),
-                row / side % self.channels,
-                row % side,
-            );
-            for (x, value) in pixels.iter_mut().enumerate() {
-                *value = cells[self.cell_index(image, y, x, channel)];
+        let mut next = cells.iter();
+        self.for_each_cell_entry(|at| images[at] = *next.next().expect("one value per entry"));
+        images
+    }
+
+    /// Calls `visit` with the channel-major image index of every cell entry, in the cells'
+    /// order (cell by cell; within a cell row, column, channel), without a division per entry.
+    fn for_each_cell_entry(&self, mut visit: impl FnMut(usize)) {
+        let (stride, grid, channels, side) = (self.stride, self.grid(), self.channels, self.side);
+        for image in 0..self.count {
+            let base = image * channels * side * side;
+            for cell_y in 0..grid {
+                for cell_x in 0..grid {
+                    for y in cell_y * stride..(cell_y + 1) * stride {
+                        for x in cell_x * stride..(cell_x + 1) * stride {
+                            for channel in 0..channels {
+                                visit(base + (channel * side + y) * side + x);
+                            }
+                        }
+                    }
+                }
             }
         }
-        images
     }
 
     /// Where element `index` of the weight `[O, C, K, K]` sits among the blocks `[B·B, S·S·C,
