@@ -8,7 +8,7 @@
 //!
 //! The numbers are those of [`super::forward`] to the bit: the same step, element by element.
 
-use super::cpu::{Kernel, KernelFloat, NARROW_WIDTH, StepShare, checkpoint_interval};
+use super::cpu::{Kernel, KernelFloat, StepShare, checkpoint_interval, with_fixed_width};
 use super::options::{Checkpoints, ForwardOutput, KernelConfig, Parameters};
 use super::threads::{chunks, split_rows, step_shares};
 
@@ -146,16 +146,7 @@ impl<F: KernelFloat> Recording<F> {
             )
             .collect();
         let position = (step, steps, self.output.checkpoints.interval);
-        if width == NARROW_WIDTH {
-            step_shares(
-                &kernel.with_width::<NARROW_WIDTH>(),
-                inputs,
-                position,
-                shares,
-            );
-        } else {
-            step_shares(&kernel, inputs, position, shares);
-        }
+        with_fixed_width!(kernel, fixed => step_shares(fixed, inputs, position, shares));
         std::mem::swap(&mut self.synaptic, &mut self.spare);
         self.output.packed[step * batch * units..(step + 1) * batch * units]
             .copy_from_slice(&self.hidden);

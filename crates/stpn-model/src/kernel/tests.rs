@@ -359,9 +359,16 @@ fn fused_matches_the_op_by_op_cell_for_every_option() {
                 for clamp in [None, Some(0.3)] {
                     for recurrent in [true, false] {
                         for activation in [Activation::Tanh, Activation::Sigmoid] {
-                            // Without recurrence, the second size runs the narrow kernel.
-                            for inputs in [3, cpu::NARROW_WIDTH] {
-                                seed += 1;
+                            // Without recurrence, the last two sizes run the fixed-width
+                            // kernels (the one-hot width on seeds of its own, so that the
+                            // others keep theirs).
+                            for inputs in [3, cpu::NARROW_WIDTH, cpu::ONE_HOT_WIDTH] {
+                                let seed = if inputs == cpu::ONE_HOT_WIDTH {
+                                    10_000 + seed
+                                } else {
+                                    seed += 1;
+                                    seed
+                                };
                                 check(
                                     normalisation,
                                     presynaptic,
@@ -501,8 +508,8 @@ fn fused_matches_the_op_by_op_stpn_f_for_every_option() {
         for per_synapse in [true, false] {
             for clamp in [None, Some(0.3)] {
                 for squash_state in [false, true] {
-                    // The second size runs the narrow kernel.
-                    for inputs in [5, cpu::NARROW_WIDTH] {
+                    // The last two sizes run the fixed-width kernels.
+                    for inputs in [5, cpu::NARROW_WIDTH, cpu::ONE_HOT_WIDTH] {
                         check_stpn_f(normalised, per_synapse, clamp, squash_state, inputs);
                     }
                 }

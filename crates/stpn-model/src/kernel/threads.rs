@@ -3,8 +3,9 @@
 //! states checkpointed every ⌈√T⌉ steps.
 
 use super::cpu::{
-    BackwardInputs, BackwardPart, BackwardShare, ForwardShare, Kernel, KernelFloat, NARROW_WIDTH,
+    BackwardInputs, BackwardPart, BackwardShare, ForwardShare, Kernel, KernelFloat,
     ParameterGradients, StepShare, backward_chunk, checkpoint_interval, forward_chunk, step_chunk,
+    with_fixed_width,
 };
 use super::options::{Checkpoints, ForwardOutput, Gradients, KernelConfig, Parameters, Sequence};
 
@@ -254,11 +255,7 @@ pub(super) fn forward_keeping<F: KernelFloat>(
             },
         )
         .collect();
-    let outputs = if width == NARROW_WIDTH {
-        forward_shares(&kernel.with_width::<NARROW_WIDTH>(), sequence, shares)
-    } else {
-        forward_shares(&kernel, sequence, shares)
-    };
+    let outputs = with_fixed_width!(kernel, fixed => forward_shares(fixed, sequence, shares));
     // Outputs are step-major: each thread's rows interleave with the others'.
     for (range, outputs) in ranges.iter().zip(outputs) {
         let count = range.len();
@@ -328,16 +325,7 @@ pub fn backward<F: KernelFloat>(
             grad_synaptic,
         })
         .collect();
-    let parts = if width == NARROW_WIDTH {
-        backward_shares(
-            &kernel.with_width::<NARROW_WIDTH>(),
-            sequence,
-            given,
-            shares,
-        )
-    } else {
-        backward_shares(&kernel, sequence, given, shares)
-    };
+    let parts = with_fixed_width!(kernel, fixed => backward_shares(fixed, sequence, given, shares));
     let mut total = ParameterGradients::zeros(&parameters);
     let mut gradients = Gradients {
         weight: Vec::new(),
