@@ -208,7 +208,8 @@ pub(super) struct BackwardScratch<F> {
 pub(super) const NARROW_WIDTH: usize = 4;
 
 /// Another: the feedforward cells of associative retrieval (STPNf, HebbFF) on its 37 one-hot
-/// symbols, rows of 4 AVX2 vectors and 5 numbers. Fixed, the 5 unroll: 15–18 % off an epoch.
+/// symbols, rows of 4 AVX2 vectors and 5 numbers. Fixed, the 5 unroll: 2–20 % off an STPNf
+/// epoch (docs/performance.md).
 pub(super) const ONE_HOT_WIDTH: usize = 37;
 
 /// `$run` with `$name` bound to the kernel `$kernel`, as the copy of its width fixed at compile
