@@ -29,9 +29,9 @@ pub(crate) use testing::{seeded_device_lock, test_support};
 /// step allocates and frees buffers of megabytes (synaptic states, their gradients); by default
 /// glibc maps and unmaps them each time, and the page faults of touching fresh pages took about a
 /// fifth of a fused STPN step. Blocks above 32 MiB (the largest threshold glibc accepts) would
-/// still be mapped each time, and Pong's PPO update allocates several per minibatch (the stacked
-/// frames, the encoder's patches: 30–120 MB), so no block is mapped at all: a 1 024-step PPO
-/// iteration then takes 8–14 times fewer page faults and 11–17 % less time (docs/performance.md).
+/// still be mapped each time, and Pong's PPO update allocates such blocks every iteration (a
+/// 1 024-step fragment's stacked frames are 115 MB), so no block is mapped at all: Pong's
+/// iterations then take 8–14 times fewer page faults and 17–39 % less time (docs/performance.md).
 /// The peak resident memory is unchanged.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

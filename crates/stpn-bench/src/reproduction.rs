@@ -646,11 +646,14 @@ fn maze_section(
         .map(|(batch, iterations, _)| (*batch, *iterations))
         .filter(|&paper| Some(paper) != setting)
         .max_by_key(|paper| paper.1);
+    let at_budget = |setting: Option<(u64, u64)>| {
+        setting
+            .is_some_and(|(batch, iterations)| batch >= MAZE_BATCH && iterations >= MAZE_ITERATIONS)
+    };
     let claim_at = |setting: Option<(u64, u64)>, claim: &str, cores: &[&str]| -> Claim {
         let stpn =
             setting.and_then(|(batch, iterations)| groups.get(&(batch, iterations, "stpn".into())));
         let (batch, iterations) = setting.unwrap_or((0, 0));
-        let at_budget = batch >= MAZE_BATCH && iterations >= MAZE_ITERATIONS;
         let present = setting.map_or(Vec::new(), |setting| in_setting(setting, cores));
         let (holds, ours) = above_all(stpn, &present, 2);
         let missing: Vec<&str> = cores
@@ -677,7 +680,7 @@ fn maze_section(
                     g.seeds_text()
                 ))
             ),
-            verdict: Verdict::of(holds, at_budget && missing.is_empty()),
+            verdict: Verdict::of(holds, at_budget(setting) && missing.is_empty()),
         }
     };
     let mut claims = vec![
@@ -699,8 +702,6 @@ fn maze_section(
             &baseline_cores,
         ));
     }
-    let at_budget = setting
-        .is_some_and(|(batch, iterations)| batch >= MAZE_BATCH && iterations >= MAZE_ITERATIONS);
     let compared: Vec<&Group> = setting.map_or(Vec::new(), |(b, i)| {
         groups
             .iter()
@@ -714,7 +715,7 @@ fn maze_section(
         claim: "maze (evaluation episodes)".into(),
         ours,
         budget: claims[0].budget.clone(),
-        verdict: Verdict::of(holds, at_budget),
+        verdict: Verdict::of(holds, at_budget(setting)),
     });
     writeln!(
         page,
