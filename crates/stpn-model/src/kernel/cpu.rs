@@ -113,8 +113,6 @@ pub(super) struct StepTrace<F> {
     pub(super) update_presynaptic: Vec<F>,
     /// `z_t = [x_t ; h_{t-1}]`.
     pub(super) presynaptic: Vec<F>,
-    /// `F'` before the clamp, `[H, P]`.
-    pub(super) unclamped: Vec<F>,
     /// The post-normalisation norm of `W + F''` per row (post mode).
     pub(super) post_norm: Vec<F>,
     /// `φ` of a row of `F_{t-1}` (with `squash_state`; not kept for the backward).
@@ -198,6 +196,8 @@ pub(super) struct BackwardScratch<F> {
     pub(super) grad_denominator: Vec<F>,
     /// The gradient reaching `F'` (after the clamp's mask) of one row.
     pub(super) grad_row: Vec<F>,
+    /// `F'` of one row, recomputed (with a clamp or the post-normalisation).
+    pub(super) unclamped: Vec<F>,
     /// `φ` of a row of `F_{t-1}` (with `squash_state`).
     pub(super) squashed: Vec<F>,
 }
@@ -312,10 +312,10 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         }
     }
 
-    /// Whether the backward needs `F'` before the clamp: for the clamp's mask and the
-    /// post-normalisation; otherwise `F'` is `F_t` itself and is not stored twice.
+    /// Whether a clamp or the post-normalisation lies between the update `F'` and `F_t`: the
+    /// backward then recomputes `F'` (for the clamp's mask and the norm) from `F_{t-1}`.
     #[inline(always)]
-    fn keeps_unclamped(&self) -> bool {
+    fn transforms_update(&self) -> bool {
         self.config.clamp.is_some() || self.config.normalisation == Normalisation::Post
     }
 
@@ -335,11 +335,6 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
             hidden: vec![F::zero(); units],
             update_presynaptic: vec![F::zero(); width],
             presynaptic: vec![F::zero(); width],
-            unclamped: if self.keeps_unclamped() {
-                vec![F::zero(); units * width]
-            } else {
-                Vec::new()
-            },
             post_norm: vec![F::one(); units],
             squashed: vec![F::zero(); if self.config.squash_state { width } else { 0 }],
         }
@@ -354,6 +349,7 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
             grad_presynaptic: vec![F::zero(); width],
             grad_denominator: vec![F::zero(); units],
             grad_row: vec![F::zero(); width],
+            unclamped: vec![F::zero(); width],
             squashed: vec![F::zero(); if self.config.squash_state { width } else { 0 }],
         }
     }
@@ -518,9 +514,6 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         let out = &mut synaptic[row.clone()];
         for j in 0..width {
             out[j] = lambda[j] * (previous[j] * inverse_scale) + gamma[j] * post * presynaptic[j];
-        }
-        if self.keeps_unclamped() {
-            trace.unclamped[row.clone()].copy_from_slice(out);
         }
         if let Some(limit) = limit {
             for value in out.iter_mut() {
@@ -702,10 +695,32 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         let limit = self.config.clamp.map(constant::<F>);
         let row = unit * width..(unit + 1) * width;
         let grad_out = &grad_synaptic[row.clone()];
+        let pre = self.scales_state();
+        let scale = if pre {
+            trace.denominator[unit]
+        } else {
+            F::one()
+        };
+        let inverse_scale = F::one() / scale;
+        // What the update decayed: F_{t-1}, or φ(F_{t-1}).
+        let decaying = self.decaying(&synaptic_prev[row.clone()], &mut scratch.squashed);
+        let decaying = &decaying[..width];
+        let (lambda, gamma) = self.rows(unit);
+        let (lambda, gamma) = (&lambda[..width], &gamma[..width]);
+        let post = trace.hidden[unit];
+        let presynaptic = &trace.update_presynaptic[..width];
         // The gradient reaching F': that of F_t itself unless a clamp or the
         // post-normalisation lies between them.
-        let grad_row: &[F] = if self.keeps_unclamped() {
-            let unclamped = &trace.unclamped[row.clone()];
+        let grad_row: &[F] = if self.transforms_update() {
+            // F' again, from F_{t-1} (the forward's expression, so the forward's numbers to the
+            // bit): recomputing a row here costs less than storing every step's F' and
+            // streaming it back.
+            let unclamped = &mut scratch.unclamped[..width];
+            for j in 0..width {
+                unclamped[j] =
+                    lambda[j] * (decaying[j] * inverse_scale) + gamma[j] * post * presynaptic[j];
+            }
+            let unclamped = &scratch.unclamped[..width];
             let grad_row = &mut scratch.grad_row;
             if self.config.normalisation == Normalisation::Post {
                 // F_t = F'' / (‖W + F''‖ + ε), F'' = clamp(F')
@@ -742,20 +757,6 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         } else {
             &grad_out[..width]
         };
-        let pre = self.scales_state();
-        let scale = if pre {
-            trace.denominator[unit]
-        } else {
-            F::one()
-        };
-        let inverse_scale = F::one() / scale;
-        // What the update decayed: F_{t-1}, or φ(F_{t-1}).
-        let decaying = self.decaying(&synaptic_prev[row.clone()], &mut scratch.squashed);
-        let decaying = &decaying[..width];
-        let (lambda, gamma) = self.rows(unit);
-        let (lambda, gamma) = (&lambda[..width], &gamma[..width]);
-        let post = trace.hidden[unit];
-        let presynaptic = &trace.update_presynaptic[..width];
         // Λ and Γ
         if !self.lambda_row.is_empty() {
             grads.lambda[0] = grads.lambda[0] + dot(grad_row, decaying) * inverse_scale;
@@ -1172,7 +1173,7 @@ struct ElementBackward<F> {
     /// Every step's trace of the current segment.
     traces: Vec<StepTrace<F>>,
     /// The states the segment's steps produce (`rebuilt[k]` after step `start + k`; the state
-    /// entering the first step is the checkpoint itself).
+    /// entering the first step is the checkpoint itself, and the last step's is not needed).
     rebuilt: Vec<Vec<F>>,
     grad_hidden: Vec<F>,
     grad_synaptic: Vec<F>,
@@ -1231,7 +1232,7 @@ pub(super) fn backward_chunk<F: KernelFloat, const W: usize>(
             local: 0,
             length: 0,
             traces: (0..interval).map(|_| kernel.trace()).collect(),
-            rebuilt: vec![vec![F::zero(); units * width]; interval],
+            rebuilt: vec![vec![F::zero(); units * width]; interval - 1],
             grad_hidden: vec![F::zero(); units],
             grad_synaptic: vec![F::zero(); units * width],
             grad_hidden_prev: vec![F::zero(); units],
@@ -1292,9 +1293,8 @@ pub(super) fn backward_chunk<F: KernelFloat, const W: usize>(
                     } else {
                         &record_at(slot.element, step - 1)[2 * units..3 * units]
                     };
-                    // F_t is needed as the next step's F_{t-1} within the segment, and for the
-                    // mask of the clamp and the post-normalisation (`unclamped`).
-                    let states = if offset + 1 < end - start || kernel.keeps_unclamped() {
+                    // F_t is needed as the next step's F_{t-1} within the segment.
+                    let states = if offset + 1 < end - start {
                         let (before, after) = slot.rebuilt.split_at_mut(offset);
                         let previous = state_entering(before, offset, synaptic_start);
                         Some((previous, &mut after[0][..]))
