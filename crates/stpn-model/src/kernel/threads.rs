@@ -28,23 +28,28 @@ pub(super) fn threads_for(batch: usize, work_per_element: usize) -> usize {
     cores().min(batch).min(worth).max(1)
 }
 
-/// Runs `work` on every share, each on a thread of its own; the results in order. A single
-/// share runs on the calling thread: starting a thread cost more than a whole step of a small
-/// cell (a rollout of one environment steps it thousands of times per iteration).
+/// Runs `work` on every share, the first on the calling thread and each other on a thread of
+/// its own; the results in order. The calling thread would otherwise only wait, and starting a
+/// thread costs more than a whole step of a small cell (a rollout of one environment steps it
+/// thousands of times per iteration).
 pub fn on_threads<S: Send, R: Send>(shares: Vec<S>, work: impl Fn(S) -> R + Sync) -> Vec<R> {
-    if shares.len() == 1 {
-        return shares.into_iter().map(work).collect();
-    }
+    let mut shares = shares.into_iter();
+    let Some(first) = shares.next() else {
+        return Vec::new();
+    };
     std::thread::scope(|scope| {
         let work = &work;
         let handles: Vec<_> = shares
-            .into_iter()
             .map(|share| scope.spawn(move || work(share)))
             .collect();
-        handles
-            .into_iter()
-            .map(|handle| handle.join().expect("kernel thread"))
-            .collect()
+        let mut results = Vec::with_capacity(handles.len() + 1);
+        results.push(work(first));
+        results.extend(
+            handles
+                .into_iter()
+                .map(|handle| handle.join().expect("kernel thread")),
+        );
+        results
     })
 }
 
