@@ -160,6 +160,27 @@ fn lanes_sum<F: Float>(a: &[F], b: &[F], c: &[F], term: impl Fn(F, F, F) -> F) -
     sum
 }
 
+/// A row of the plastic update before any clamp or post-normalisation,
+/// `F'_j = Λ_j·(s_j / scale) + Γ_j·h·p_j` (`s`: the decayed row, `F_{t-1}` or `φ(F_{t-1})`), into
+/// `out`. One function for the forward and the backward's recomputation, so that both give the
+/// same numbers to the bit.
+#[inline(always)]
+fn plastic_update<F: Float>(
+    out: &mut [F],
+    (lambda, gamma): (&[F], &[F]),
+    decaying: &[F],
+    inverse_scale: F,
+    post: F,
+    presynaptic: &[F],
+) {
+    let width = out.len();
+    let (lambda, gamma) = (&lambda[..width], &gamma[..width]);
+    let (decaying, presynaptic) = (&decaying[..width], &presynaptic[..width]);
+    for j in 0..width {
+        out[j] = lambda[j] * (decaying[j] * inverse_scale) + gamma[j] * post * presynaptic[j];
+    }
+}
+
 /// The drive `Σ (w + f)·z` over a row (see [`lanes_sum`]).
 #[inline(always)]
 pub(super) fn drive<F: Float>(weight: &[F], synaptic: &[F], presynaptic: &[F]) -> F {
@@ -509,12 +530,16 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         let (lambda, gamma) = self.rows(unit);
         let post = trace.hidden[unit];
         let previous = self.decaying(&synaptic_prev[row.clone()], &mut trace.squashed);
-        let (lambda, gamma) = (&lambda[..width], &gamma[..width]);
-        let presynaptic = &trace.update_presynaptic[..width];
+        let presynaptic = &trace.update_presynaptic;
         let out = &mut synaptic[row.clone()];
-        for j in 0..width {
-            out[j] = lambda[j] * (previous[j] * inverse_scale) + gamma[j] * post * presynaptic[j];
-        }
+        plastic_update(
+            out,
+            (lambda, gamma),
+            previous,
+            inverse_scale,
+            post,
+            presynaptic,
+        );
         if let Some(limit) = limit {
             for value in out.iter_mut() {
                 *value = value.max(-limit).min(limit);
@@ -712,14 +737,18 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         // The gradient reaching F': that of F_t itself unless a clamp or the
         // post-normalisation lies between them.
         let grad_row: &[F] = if self.transforms_update() {
-            // F' again, from F_{t-1} (the forward's expression, so the forward's numbers to the
+            // F' again, from F_{t-1} (the forward's function, so the forward's numbers to the
             // bit): recomputing a row here costs less than storing every step's F' and
             // streaming it back.
             let unclamped = &mut scratch.unclamped[..width];
-            for j in 0..width {
-                unclamped[j] =
-                    lambda[j] * (decaying[j] * inverse_scale) + gamma[j] * post * presynaptic[j];
-            }
+            plastic_update(
+                unclamped,
+                (lambda, gamma),
+                decaying,
+                inverse_scale,
+                post,
+                presynaptic,
+            );
             let unclamped = &scratch.unclamped[..width];
             let grad_row = &mut scratch.grad_row;
             if self.config.normalisation == Normalisation::Post {

@@ -84,7 +84,8 @@ pub(super) fn split_rows<'a, F>(
 /// DAZ bits of MXCSR), the thread's previous mode restored when it drops. A trained layer can
 /// drive gradients through saturated `tanh`s into the subnormal range (below 1.2e-38 in float32),
 /// where every operation on them takes the processor's slow path: without the flush, an epoch of
-/// associative retrieval's scalar STPNf took 1.7× longer on trained parameters than on fresh ones.
+/// associative retrieval's scalar STPNf took 2.1–2.4× longer on trained parameters than on fresh
+/// ones (docs/performance.md).
 /// Numbers that small are zero at any tolerance the kernel is held to.
 pub(super) struct FlushSubnormals {
     #[cfg(target_arch = "x86_64")]
