@@ -36,6 +36,26 @@ fn thinned(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
     kept
 }
 
+/// A tick label of the x axis: whole numbers without decimals, millions and thousands with `M`
+/// and `k` (`2.5M`, not `2500000.0`).
+fn axis_number(value: f64) -> String {
+    let magnitude = value.abs();
+    let (scaled, suffix) = if magnitude >= 1e6 {
+        (value / 1e6, "M")
+    } else if magnitude >= 1e4 {
+        (value / 1e3, "k")
+    } else {
+        (value, "")
+    };
+    let text = if scaled.fract() == 0.0 {
+        format!("{scaled:.0}")
+    } else {
+        let text = format!("{scaled:.2}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
+    format!("{text}{suffix}")
+}
+
 /// Lines of `(x, y)` points, one per named series, with a legend.
 pub fn plot_lines(
     series: &[(String, Vec<(f64, f64)>)],
@@ -60,6 +80,7 @@ pub fn plot_lines(
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
+        .x_label_formatter(&|x| axis_number(*x))
         .draw()?;
     for (index, (name, points)) in series.iter().enumerate() {
         let style = color(index).stroke_width(2);
@@ -80,7 +101,18 @@ pub fn plot_lines(
 
 #[cfg(test)]
 mod tests {
-    use super::thinned;
+    use super::{axis_number, thinned};
+
+    #[test]
+    fn axis_numbers_are_short() {
+        assert_eq!(axis_number(0.0), "0");
+        assert_eq!(axis_number(200.0), "200");
+        assert_eq!(axis_number(2.5), "2.5");
+        assert_eq!(axis_number(20_000.0), "20k");
+        assert_eq!(axis_number(2_000_000.0), "2M");
+        assert_eq!(axis_number(12_500_000.0), "12.5M");
+        assert_eq!(axis_number(-3_000_000.0), "-3M");
+    }
 
     #[test]
     fn long_curves_are_thinned_evenly_and_keep_their_ends() {

@@ -473,17 +473,34 @@ impl RlTask {
         }
     }
 
-    /// The plot's title and the range of returns.
-    fn plot(self) -> (&'static str, std::ops::Range<f64>) {
+    /// The plot's title, its x axis and the range of returns.
+    fn plot(self) -> (&'static str, &'static str, std::ops::Range<f64>) {
         match self {
             RlTask::Pendulum => (
                 "InvertedPendulum (PPO): mean return of the last 10 episodes",
+                "environment steps",
                 0.0..1050.0,
             ),
             RlTask::Pong => (
-                "Pong (A2C): mean return of the last 10 episodes",
+                "Pong (A2C, PPO): mean return of the last 10 episodes",
+                "emulator frames (DeepMind setting: 4 per agent step)",
                 -21.5..21.5,
             ),
+        }
+    }
+
+    /// What one of the run's environment steps is worth on the plot's x axis: Pong's agent steps
+    /// are plotted as emulator frames, so that runs with and without frame skipping compare.
+    fn x_per_step(self, folder: &Path) -> f64 {
+        match self {
+            RlTask::Pendulum => 1.0,
+            RlTask::Pong => {
+                let config: Option<serde_json::Value> = read_json(&folder.join("config.json")).ok();
+                let preprocessing = config
+                    .and_then(|config| serde_json::from_value(config["preprocessing"].clone()).ok())
+                    .unwrap_or(crate::experiments::pong::PongPreprocessing::Paper);
+                preprocessing.frame_skip() as f64
+            }
         }
     }
 }
@@ -590,12 +607,14 @@ pub fn report_rl(folders: &[PathBuf], out: &Path, task: RlTask) -> Result<String
         let evaluation: Option<Evaluation> = read_json(&folder.join("eval.json")).ok();
         let metrics = std::fs::read_to_string(folder.join("metrics.csv"))
             .with_context(|| format!("cannot read {}/metrics.csv", folder.display()))?;
+        let x_per_step = task.x_per_step(folder);
         let curve: Vec<(f64, f64)> = metrics
             .lines()
             .skip(1)
             .filter_map(|line| {
                 let fields: Vec<&str> = line.split(',').collect();
-                Some((fields.get(1)?.parse().ok()?, fields.get(3)?.parse().ok()?))
+                let steps: f64 = fields.get(1)?.parse().ok()?;
+                Some((steps * x_per_step, fields.get(3)?.parse().ok()?))
             })
             .collect();
         let (hidden, seed) = (number("hidden_size")?, number("seed")?);
@@ -632,11 +651,11 @@ pub fn report_rl(folders: &[PathBuf], out: &Path, task: RlTask) -> Result<String
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     std::fs::write(out.join(format!("{}.md", task.name())), &table)?;
-    let (title, range) = task.plot();
+    let (title, x_axis, range) = task.plot();
     plot_lines(
         &curves,
         title,
-        ("environment steps", "mean return of the last 10 episodes"),
+        (x_axis, "mean return of the last 10 episodes"),
         range,
         &out.join(format!("{}_return.svg", task.name())),
     )?;
