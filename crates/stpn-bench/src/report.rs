@@ -419,10 +419,12 @@ pub fn report_maze(folders: &[PathBuf], out: &Path) -> Result<String> {
             summary.iterations,
             summary.progress.env_steps,
             summary.progress.mean_return_last10,
-            evaluation.as_ref().map_or("—".into(), |e| format!(
-                "{:.2} ± {:.2}",
-                e.mean_return, e.std_return
-            )),
+            evaluation.as_ref().map_or("—".into(), |e| {
+                let at = e.checkpoint_iteration.map_or(String::new(), |iteration| {
+                    format!(" (iteration {iteration})")
+                });
+                format!("{:.2} ± {:.2}{at}", e.mean_return, e.std_return)
+            }),
             evaluation
                 .as_ref()
                 .map_or("—".into(), |e| format!("{:.2}", e.energy_per_step)),
@@ -635,7 +637,7 @@ pub fn report_rl(folders: &[PathBuf], out: &Path, task: RlTask) -> Result<String
                 "{:.1} ± {:.1} ({})",
                 e.mean_return,
                 e.std_return,
-                if e.greedy { "greedy" } else { "sampled" }
+                e.label()
             )),
             evaluation
                 .as_ref()

@@ -124,14 +124,20 @@ impl RunDir {
     }
 
     /// The model of the last checkpoint, loaded into `model` (a freshly built one of the run's
-    /// configuration): what evaluations start from.
-    pub fn load_last_model<M: burn::module::Module>(&self, model: M) -> Result<M> {
+    /// configuration), and the iteration it was saved at (`iteration` of the same checkpoint's
+    /// `state.json`; `None` if it has none): what evaluations start from.
+    pub fn load_last_model<M: burn::module::Module>(&self, model: M) -> Result<(M, Option<usize>)> {
         let folder = self
             .checkpoint("last")
             .with_context(|| format!("{} has no checkpoint to evaluate", self.path.display()))?;
-        model
+        let model = model
             .try_load_file(folder.join("model.bpk"))
-            .with_context(|| format!("cannot load the model of {}", folder.display()))
+            .with_context(|| format!("cannot load the model of {}", folder.display()))?;
+        let iteration = read_json::<serde_json::Value>(&folder.join("state.json"))
+            .ok()
+            .and_then(|state| state.get("iteration")?.as_u64())
+            .map(|iteration| iteration as usize);
+        Ok((model, iteration))
     }
 
     /// With `resume`, the model, optimiser and progress of the training checkpoint `last/` (if
@@ -184,6 +190,10 @@ pub struct Evaluation {
     #[serde(default)]
     pub energy_per_unit_per_step: f64,
     pub seed: u64,
+    /// The training iteration of the checkpoint evaluated (absent in evaluations made before it
+    /// was recorded): a run that trained on after its evaluation shows which model was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_iteration: Option<usize>,
     /// Pong: how much of the conv encoder is alive on frames of random play.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder: Option<stpn_rl::conv_encoder::EncoderActivity>,
@@ -203,7 +213,31 @@ impl Evaluation {
             energy_per_step: result.energy_per_step,
             energy_per_unit_per_step: result.energy_per_step / result.energy_units.max(1) as f64,
             seed,
+            checkpoint_iteration: None,
             encoder: None,
+        }
+    }
+
+    /// [`Self::of`] the checkpoint saved at `iteration`.
+    pub fn of_checkpoint(
+        result: &stpn_rl::evaluate::EvaluationResult,
+        greedy: bool,
+        seed: u64,
+        iteration: Option<usize>,
+    ) -> Self {
+        Self {
+            checkpoint_iteration: iteration,
+            ..Self::of(result, greedy, seed)
+        }
+    }
+
+    /// How the tables describe the evaluation's actions, and its checkpoint when recorded:
+    /// `sampled` or `greedy, iteration 725`.
+    pub fn label(&self) -> String {
+        let actions = if self.greedy { "greedy" } else { "sampled" };
+        match self.checkpoint_iteration {
+            Some(iteration) => format!("{actions}, iteration {iteration}"),
+            None => actions.to_string(),
         }
     }
 
@@ -220,7 +254,7 @@ impl Evaluation {
             "{}: {} episodes ({}), mean return {:.2} ± {:.2}, mean length {:.0}, energy per step {:.3}{encoder}  [{}]",
             run.path.display(),
             self.episodes,
-            if self.greedy { "greedy" } else { "sampled" },
+            self.label(),
             self.mean_return,
             self.std_return,
             self.mean_length,

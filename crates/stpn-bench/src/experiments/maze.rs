@@ -479,12 +479,12 @@ impl Evaluate for MazeExperiment {
             greedy,
             energy: true,
         };
-        let (rollout, energy_units) = with_agent!(&config, &device, |agent| {
-            let agent = run.load_last_model(agent)?;
+        let (rollout, energy_units, iteration) = with_agent!(&config, &device, |agent| {
+            let (agent, iteration) = run.load_last_model(agent)?;
             let units = agent.core.energy_units();
             let rollout =
                 maze_a2c::rollout(&agent, episodes, episode_seed, &mut rng, options, &device);
-            (rollout, units)
+            (rollout, units, iteration)
         });
         let returns: Vec<f64> = (0..episodes)
             .map(|episode| {
@@ -499,7 +499,7 @@ impl Evaluate for MazeExperiment {
             energy_per_step: rollout.energy_per_step.unwrap_or(f64::NAN),
             energy_units,
         };
-        let evaluation = Evaluation::of(&result, greedy, seed);
+        let evaluation = Evaluation::of_checkpoint(&result, greedy, seed, iteration);
         run.write_json("eval.json", &evaluation)?;
         Ok(evaluation)
     }
@@ -572,6 +572,8 @@ mod tests {
             MazeExperiment::evaluate(&straight_run, Backend::Flex, 5, true, 1).unwrap();
         assert_eq!(evaluation.episodes, 5);
         assert!(straight_run.file("eval.json").exists());
+        // eval.json names the checkpoint it measured: the last, after every iteration.
+        assert_eq!(evaluation.checkpoint_iteration, Some(config.iterations));
         // The authors' maze aggregation: the mean over the core's units (H for STPN).
         assert_eq!(
             evaluation.energy_per_unit_per_step,

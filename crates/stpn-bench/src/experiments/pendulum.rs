@@ -240,11 +240,13 @@ where
     let config: PendulumConfig = run.read_json("config.json")?;
     let device = backend.device()?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let result = with_agent!(&config, &env, &device, |agent| {
-        let agent = run.load_last_model(agent)?;
-        evaluate_continuous(&agent, &mut env, episodes, greedy, seed, &mut rng, &device)
+    let (result, iteration) = with_agent!(&config, &env, &device, |agent| {
+        let (agent, iteration) = run.load_last_model(agent)?;
+        let result =
+            evaluate_continuous(&agent, &mut env, episodes, greedy, seed, &mut rng, &device);
+        (result, iteration)
     });
-    let evaluation = Evaluation::of(&result, greedy, seed);
+    let evaluation = Evaluation::of_checkpoint(&result, greedy, seed, iteration);
     run.write_json("eval.json", &evaluation)?;
     Ok(evaluation)
 }

@@ -495,18 +495,18 @@ where
     let device = backend.device()?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let actions = env.action_space().size();
-    let (result, encoder) = with_agent!(&config, actions, &device, |agent| {
-        let agent = run.load_last_model(agent)?;
+    let (result, encoder, iteration) = with_agent!(&config, actions, &device, |agent| {
+        let (agent, iteration) = run.load_last_model(agent)?;
         let result = evaluate_discrete(&agent, &mut env, episodes, greedy, seed, &mut rng, &device);
         let encoder = agent
             .encoder
             .as_ref()
             .map(|encoder| encoder.activity(random_play_frames(&mut env, &mut rng, &device)));
-        (result, encoder)
+        (result, encoder, iteration)
     });
     let evaluation = Evaluation {
         encoder,
-        ..Evaluation::of(&result, greedy, seed)
+        ..Evaluation::of_checkpoint(&result, greedy, seed, iteration)
     };
     run.write_json("eval.json", &evaluation)?;
     Ok(evaluation)
