@@ -68,7 +68,8 @@ pub enum Command {
         /// Backends (default: every compiled CPU backend).
         #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
         backends: Vec<Backend>,
-        /// Paths: `fused` (the hand-written kernel) and `ops` (op by op, the reference).
+        /// Paths: `fused` (the hand-written kernel) and `ops` (op by op, the reference), and
+        /// on request `kernel` (the host kernel's forward and backward alone, without Burn).
         #[arg(long, value_delimiter = ',', default_value = "fused,ops")]
         paths: Vec<String>,
         /// Timed steps per measurement (default 20; 5 for the Pong core, 3 for the maze and whole iterations, 30 for the DeepMind-setting Pong A2C iterations).

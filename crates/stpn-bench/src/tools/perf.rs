@@ -90,6 +90,11 @@ pub struct Measurement {
     /// Environment steps per second of a whole-iteration case (none for a kernel case).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_steps_per_second: Option<f64>,
+    /// Path `kernel`: the medians of the forward and of the backward alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms_forward: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms_backward: Option<f64>,
 }
 
 fn machine() -> String {
@@ -121,8 +126,11 @@ fn peak_rss_mb() -> f64 {
 
 /// Runs one measurement in this process (the child side).
 pub fn measure(case: &Case, backend: Backend, path: &str, repeats: usize) -> Result<Measurement> {
+    if path == KERNEL_PATH {
+        return measure_kernel(case, backend, repeats);
+    }
     if path != "ops" && path != "fused" {
-        bail!("unknown path `{path}`; choose ops (op by op) or fused");
+        bail!("unknown path `{path}`; choose fused, ops or {KERNEL_PATH}");
     }
     let device = backend.device()?.autodiff();
     device.seed(0);
@@ -235,8 +243,89 @@ impl Measurement {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             machine: machine(),
             env_steps_per_second: None,
+            ms_forward: None,
+            ms_backward: None,
         }
     }
+}
+
+/// The path that times the host kernel alone ([`measure_kernel`]).
+pub const KERNEL_PATH: &str = "kernel";
+
+/// Path [`KERNEL_PATH`]: the fused path's host kernel alone, float32, without Burn: the
+/// sequence forward keeping its checkpoints, then the backward from a gradient of every output,
+/// with the options and parameters of the case's cell. What the kernel itself costs of a
+/// `fused` training step, to compare kernel changes without the noise of the work around it.
+fn measure_kernel(case: &Case, backend: Backend, repeats: usize) -> Result<Measurement> {
+    use stpn_model::kernel::{Parameters, Sequence};
+    use stpn_model::params::host_values;
+    let device = backend.device()?;
+    device.seed(0);
+    let cell = StpnRConfig::new(case.input, case.hidden)
+        .with_normalisation(case.normalisation)
+        .with_clamp(case.clamp)
+        .init(&device);
+    let config = cell.kernel_config();
+    let [weight, lambda, gamma] = [&cell.weight, &cell.lambda, &cell.gamma]
+        .map(|parameter| host_values::<f32, 2>(parameter.val()));
+    let bias = host_values::<f32, 1>(cell.bias.val());
+    let random = |shape: [usize; 3]| {
+        host_values::<f32, 3>(Tensor::random(
+            shape,
+            Distribution::Uniform(-1.0, 1.0),
+            &device,
+        ))
+    };
+    let inputs = random([case.steps, case.batch, case.input]);
+    let grad_outputs: Vec<f32> = random([case.steps, case.batch, case.hidden])
+        .into_iter()
+        .map(|gradient| gradient * 1e-2)
+        .collect();
+    let hidden = vec![0.0; case.batch * case.hidden];
+    let synaptic = vec![0.0; case.batch * case.hidden * config.presynaptic_size()];
+    let parameters = Parameters {
+        weight: &weight,
+        bias: &bias,
+        lambda: &lambda,
+        gamma: &gamma,
+    };
+    let sequence = Sequence {
+        steps: case.steps,
+        batch: case.batch,
+        inputs: &inputs,
+        hidden: &hidden,
+        synaptic: &synaptic,
+        lengths: &[],
+    };
+    let (mut forward_ms, mut backward_ms) = (Vec::new(), Vec::new());
+    let times = time_steps(repeats, (), |()| {
+        let started = Instant::now();
+        let output = stpn_model::kernel::forward(config, parameters, sequence, true);
+        let forward_done = Instant::now();
+        let gradients = stpn_model::kernel::backward(
+            config,
+            parameters,
+            sequence,
+            Some(&output.checkpoints),
+            &grad_outputs,
+            None,
+            None,
+        );
+        std::hint::black_box(gradients);
+        forward_ms.push((forward_done - started).as_secs_f64() * 1e3);
+        backward_ms.push(forward_done.elapsed().as_secs_f64() * 1e3);
+    });
+    // The first call is time_steps' warm-up.
+    let median = |times: &mut Vec<f64>| {
+        let mut timed = times.split_off(1);
+        timed.sort_by(f64::total_cmp);
+        timed[timed.len() / 2]
+    };
+    Ok(Measurement {
+        ms_forward: Some(median(&mut forward_ms)),
+        ms_backward: Some(median(&mut backward_ms)),
+        ..Measurement::of(case.name, backend, KERNEL_PATH, times, repeats)
+    })
 }
 
 /// The path name of the whole-iteration cases: each experiment's own training loop.
@@ -304,8 +393,12 @@ pub fn run(
             "pong_core" => 5,
             _ => 20,
         });
-        for backend in backends {
+        for (index, backend) in backends.iter().enumerate() {
             for path in paths {
+                // The host kernel is the same on every backend: measured once.
+                if path == KERNEL_PATH && index > 0 {
+                    continue;
+                }
                 // The op-by-op maze step stores every intermediate of 200 steps (docs/reference.md §7: on the
                 // order of 10 GB); it runs only when asked for by name.
                 if case.name == "maze" && path == "ops" && cases.is_empty() {
@@ -325,7 +418,7 @@ pub fn run(
     }
     if wanted(ENCODER_CASE) {
         for backend in backends {
-            for path in paths {
+            for path in paths.iter().filter(|path| *path != KERNEL_PATH) {
                 measure_in_child(
                     &executable,
                     ENCODER_CASE,
@@ -407,8 +500,15 @@ fn measure_in_child(
             .env_steps_per_second
             .map(|rate| format!("  {rate:.0} env steps/s"))
             .unwrap_or_default();
+        let split = measurement
+            .ms_forward
+            .zip(measurement.ms_backward)
+            .map(|(forward, backward)| {
+                format!("  forward {forward:.2} ms, backward {backward:.2} ms")
+            })
+            .unwrap_or_default();
         println!(
-            "{:<18} {:<8} {:<6} {:>12.2} {:>10.2} {:>14.0}  {}{throughput}",
+            "{:<18} {:<8} {:<6} {:>12.2} {:>10.2} {:>14.0}  {}{throughput}{split}",
             measurement.case,
             measurement.backend,
             measurement.path,
@@ -436,4 +536,31 @@ pub fn worker(case: &str, backend: Backend, path: &str, repeats: usize) -> Resul
     };
     println!("{}", serde_json::to_string(&measurement)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Path `kernel` times the host kernel of a case's cell alone and reports its forward and
+    /// backward apart; an unknown path is refused with the known ones.
+    #[test]
+    fn kernel_path_times_forward_and_backward() {
+        let _seeded = crate::seeded_device_lock();
+        let case = CASES.iter().find(|case| case.name == "art_h11").unwrap();
+        let measurement = measure(case, Backend::Flex, KERNEL_PATH, 2).unwrap();
+        assert_eq!(
+            (measurement.path.as_str(), measurement.repeats),
+            ("kernel", 2)
+        );
+        for ms in [
+            measurement.ms_per_step,
+            measurement.ms_forward.unwrap(),
+            measurement.ms_backward.unwrap(),
+        ] {
+            assert!(ms > 0.0 && ms.is_finite(), "{measurement:?}");
+        }
+        let error = measure(case, Backend::Flex, "fast", 1).err().unwrap();
+        assert!(error.to_string().contains("kernel"), "{error}");
+    }
 }
