@@ -11,6 +11,7 @@ use plotters::prelude::*;
 use crate::experiments::art::{ArtConfig, Summary};
 use crate::experiments::familiarity::plot_generalisation;
 use crate::experiments::name_of;
+use crate::experiments::pong::PongPreprocessing;
 use crate::plot::{color, plot_lines};
 use crate::run_dir::read_json;
 
@@ -496,13 +497,11 @@ impl RlTask {
     fn x_per_step(self, folder: &Path) -> f64 {
         match self {
             RlTask::Pendulum => 1.0,
-            RlTask::Pong => {
-                let config: Option<serde_json::Value> = read_json(&folder.join("config.json")).ok();
-                let preprocessing = config
-                    .and_then(|config| serde_json::from_value(config["preprocessing"].clone()).ok())
-                    .unwrap_or(crate::experiments::pong::PongPreprocessing::Paper);
-                preprocessing.frame_skip() as f64
-            }
+            RlTask::Pong => read_json::<serde_json::Value>(&folder.join("config.json"))
+                .map_or(PongPreprocessing::default(), |config| {
+                    pong_preprocessing(&config)
+                })
+                .frame_skip() as f64,
         }
     }
 }
@@ -545,6 +544,12 @@ pub(crate) fn rl_summary(folder: &Path) -> Result<serde_json::Value> {
     }))
 }
 
+/// The preprocessing a run's `config.json` names (the paper's when it names none: every Pong run
+/// before the DeepMind setting, and the other tasks).
+fn pong_preprocessing(config: &serde_json::Value) -> PongPreprocessing {
+    serde_json::from_value(config["preprocessing"].clone()).unwrap_or_default()
+}
+
 /// Which of Pong's settings a run used, for its labels: empty for the paper's, " DeepMind, N-step
 /// A2C|PPO, optimiser" for the DeepMind preprocessing (4 frames per step), whose A2C settings changed once
 /// (docs/rl.md), so that runs of both plot and average apart.
@@ -553,7 +558,7 @@ pub fn rl_setting(folder: &Path) -> String {
     let Some(config) = config else {
         return String::new();
     };
-    if config.get("preprocessing").and_then(|p| p.as_str()) != Some("deepmind") {
+    if pong_preprocessing(&config) != PongPreprocessing::DeepMind {
         return String::new();
     }
     match config

@@ -182,6 +182,11 @@ fn time_steps<S>(repeats: usize, mut state: S, mut step: impl FnMut(S) -> S) -> 
             times.push(started.elapsed().as_secs_f64() * 1e3);
         }
     }
+    median_and_min(times)
+}
+
+/// The median and the smallest of `times` (not empty).
+fn median_and_min(mut times: Vec<f64>) -> (f64, f64) {
     times.sort_by(f64::total_cmp);
     (times[times.len() / 2], times[0])
 }
@@ -316,14 +321,10 @@ fn measure_kernel(case: &Case, backend: Backend, repeats: usize) -> Result<Measu
         backward_ms.push(forward_done.elapsed().as_secs_f64() * 1e3);
     });
     // The first call is time_steps' warm-up.
-    let median = |times: &mut Vec<f64>| {
-        let mut timed = times.split_off(1);
-        timed.sort_by(f64::total_cmp);
-        timed[timed.len() / 2]
-    };
+    let median = |mut times: Vec<f64>| median_and_min(times.split_off(1)).0;
     Ok(Measurement {
-        ms_forward: Some(median(&mut forward_ms)),
-        ms_backward: Some(median(&mut backward_ms)),
+        ms_forward: Some(median(forward_ms)),
+        ms_backward: Some(median(backward_ms)),
         ..Measurement::of(case.name, backend, KERNEL_PATH, times, repeats)
     })
 }
