@@ -2,7 +2,9 @@
 //! hand-written backward, with the synaptic state checkpointed every `k ≈ √T` steps and rebuilt
 //! in between from each step's record (the drive, norm and output of every unit: elementwise
 //! updates, no reductions), so that backpropagation through time keeps states in `√T`, not `T`.
-//! Batch elements are independent and run on threads.
+//! Batch elements are independent and run on threads; for sequences of one length and the options
+//! with nothing between the plastic update and `F_t`, 8 of them step together in SIMD lanes
+//! ([`lanes`], the same numbers).
 //!
 //! The equations are those of the op-by-op `StpnR` (every option: per-synapse or scalar Λ Γ,
 //! normalisation off / pre / post, clamp, presynaptic term from `h_{t-1}` or `h_t`, tanh or
@@ -23,6 +25,7 @@
 //! |---|---|
 //! | [`options`] | the layer's options (normalisation, presynaptic term, activation, …) and the kernel's interface types |
 //! | [`cpu`] | the step and its backward, one thread's share of the batch |
+//! | [`lanes`] | the same with a group of batch elements side by side in SIMD lanes, for sequences of one length |
 //! | [`threads`] | the batch split over cores, SIMD dispatch, the sequence-level [`forward`] and [`backward`] |
 //! | [`recording`] | the forward driven one step at a time (a rollout), kept for the update's backward |
 //! | [`autodiff`] | the kernel as one node of Burn's autodiff graph, on any backend's host data |
@@ -36,6 +39,7 @@ pub mod cpu;
 pub mod cube;
 #[cfg(feature = "wgpu")]
 pub mod cube_node;
+pub mod lanes;
 pub mod lstm;
 pub mod options;
 pub mod recording;

@@ -140,6 +140,9 @@ pub struct Checkpoints<F> {
     pub(super) states: Vec<F>,
     /// `[B, T, record]`.
     pub(super) records: Vec<F>,
+    /// States and records are in the layout of `lanes` (batch elements in groups side by side,
+    /// `[groups, ...]`), not one element after another.
+    pub(super) lanes: bool,
 }
 
 impl<F> Checkpoints<F> {

@@ -89,6 +89,7 @@ impl<F: KernelFloat> Recording<F> {
                     interval,
                     states: vec![F::zero(); batch * steps.div_ceil(interval) * state_size],
                     records: vec![F::zero(); batch * steps * kernel.record_size()],
+                    lanes: false,
                 },
             },
         }
@@ -175,6 +176,7 @@ impl<F: KernelFloat> Recording<F> {
                 interval: 0,
                 states: Vec::new(),
                 records: Vec::new(),
+                lanes: false,
             },
         };
         let mut output = std::mem::replace(&mut self.output, empty);

@@ -662,3 +662,108 @@ fn a_batch_split_over_threads_matches_its_elements_one_by_one() {
         assert!(error < 1e-12, "parameter gradients differ by {error}");
     }
 }
+
+/// The batch-lane layout ([`super::lanes`]) against the kernel that steps one element at a time,
+/// for every option it covers, on a batch of one full and one padded group and a sequence
+/// whose last checkpoint segment is short: outputs, final state and the gradients of the
+/// inputs and the initial state to the bit, the parameters' (summed over the batch in another
+/// order) to float64 rounding; its backward from its own checkpoints and from a forward of its
+/// own alike.
+#[test]
+fn batch_lanes_match_the_element_kernel_for_every_option_they_cover() {
+    let (units, inputs, steps, batch) = (5, 3, 7, 11);
+    let mut seed = 100;
+    let mut cases = 0;
+    for normalisation in [Normalisation::Off, Normalisation::Pre] {
+        for presynaptic in [Presynaptic::PreviousHidden, Presynaptic::CurrentHidden] {
+            for recurrent in [true, false] {
+                for activation in [Activation::Tanh, Activation::Sigmoid] {
+                    // STPNr (the state scaled, the bias kept) and STPNf (neither).
+                    for stpn_r in [true, false] {
+                        for per_synapse in [true, false] {
+                            seed += 1;
+                            let config = KernelConfig {
+                                input_size: inputs,
+                                hidden_size: units,
+                                normalisation,
+                                presynaptic,
+                                clamp: None,
+                                recurrent,
+                                activation,
+                                normalise_state: stpn_r,
+                                normalised_bias: stpn_r,
+                                squash_state: false,
+                            };
+                            let width = config.presynaptic_size();
+                            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                            let mut case =
+                                RandomCase::draw(&mut rng, (units, width, inputs), (steps, batch));
+                            if !per_synapse {
+                                (case.lambda, case.gamma) = (vec![0.9], vec![0.7]);
+                            }
+                            let grad_outputs = random(&mut rng, steps * batch * units, 1.0);
+                            let grad_hidden = random(&mut rng, batch * units, 1.0);
+                            let grad_synaptic = random(&mut rng, batch * units * width, 1.0);
+                            let sequence = Sequence {
+                                steps,
+                                batch,
+                                inputs: &case.inputs,
+                                hidden: &case.hidden0,
+                                synaptic: &case.synaptic0,
+                                lengths: &[],
+                            };
+                            let label = format!("{config:?} per_synapse={per_synapse}");
+                            assert!(super::lanes::covers(&config, &sequence), "{label}");
+                            let interval = checkpoint_interval(steps);
+                            let parameters = case.parameters();
+                            let rows = super::threads::forward_rows(
+                                config, parameters, sequence, interval,
+                            );
+                            let in_lanes = forward_keeping(config, parameters, sequence, interval);
+                            assert!(in_lanes.checkpoints.lanes, "{label}");
+                            assert_eq!(in_lanes.packed, rows.packed, "{label}: forward");
+                            // A forward that keeps nothing (a rollout's).
+                            let alone =
+                                super::threads::forward_rows(config, parameters, sequence, 0);
+                            let kept_nothing = forward(config, parameters, sequence, false);
+                            assert!(kept_nothing.checkpoints.is_empty(), "{label}");
+                            assert_eq!(
+                                kept_nothing.packed, alone.packed,
+                                "{label}: no checkpoints"
+                            );
+                            let backward_from = |checkpoints| {
+                                backward(
+                                    config,
+                                    parameters,
+                                    sequence,
+                                    checkpoints,
+                                    &grad_outputs,
+                                    Some(&grad_hidden),
+                                    Some(&grad_synaptic),
+                                )
+                            };
+                            let expected = backward_from(Some(&rows.checkpoints));
+                            let ours = backward_from(Some(&in_lanes.checkpoints));
+                            assert_eq!(backward_from(None), ours, "{label}: own forward");
+                            assert_eq!(ours.inputs, expected.inputs, "{label}: inputs");
+                            assert_eq!(ours.hidden, expected.hidden, "{label}: h0");
+                            assert_eq!(ours.synaptic, expected.synaptic, "{label}: F0");
+                            for (what, ours, expected) in [
+                                ("weight", &ours.weight, &expected.weight),
+                                ("bias", &ours.bias, &expected.bias),
+                                ("lambda", &ours.lambda, &expected.lambda),
+                                ("gamma", &ours.gamma, &expected.gamma),
+                            ] {
+                                assert_eq!(ours.len(), expected.len(), "{label}: {what}");
+                                let error = max_relative_error(ours, expected);
+                                assert!(error < 1e-12, "{label}: {what} differs by {error:e}");
+                            }
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 64);
+}

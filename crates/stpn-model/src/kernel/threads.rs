@@ -7,6 +7,7 @@ use super::cpu::{
     ParameterGradients, StepShare, backward_chunk, checkpoint_interval, forward_chunk, step_chunk,
     with_fixed_width,
 };
+use super::lanes;
 use super::options::{Checkpoints, ForwardOutput, Gradients, KernelConfig, Parameters, Sequence};
 
 /// Element-steps (one row of `F` per unit) below which a share gets no thread of its own:
@@ -255,8 +256,23 @@ pub fn forward<F: KernelFloat>(
 }
 
 /// [`forward`], keeping the state entering every `interval`-th step and every step's record
-/// (`interval` 0: nothing kept).
+/// (`interval` 0: nothing kept): batch elements in SIMD lanes ([`lanes`]) where that layout
+/// covers the options and the sequence, else one element at a time.
 pub(super) fn forward_keeping<F: KernelFloat>(
+    config: KernelConfig,
+    parameters: Parameters<'_, F>,
+    sequence: Sequence<'_, F>,
+    interval: usize,
+) -> ForwardOutput<F> {
+    if lanes::covers(&config, &sequence) {
+        lanes::forward(config, parameters, sequence, interval)
+    } else {
+        forward_rows(config, parameters, sequence, interval)
+    }
+}
+
+/// [`forward_keeping`] one batch element at a time ([`super::cpu`]), whatever the options.
+pub(super) fn forward_rows<F: KernelFloat>(
     config: KernelConfig,
     parameters: Parameters<'_, F>,
     sequence: Sequence<'_, F>,
@@ -282,6 +298,7 @@ pub(super) fn forward_keeping<F: KernelFloat>(
             interval,
             states: vec![F::zero(); batch * per_element],
             records: vec![F::zero(); batch * per_element_records],
+            lanes: false,
         },
     };
     let (outputs_and_hidden, synaptic) = output.packed.split_at_mut(synaptic_start);
@@ -360,6 +377,16 @@ pub fn backward<F: KernelFloat>(
             &own
         }
     };
+    if checkpoints.lanes {
+        return lanes::backward(
+            config,
+            parameters,
+            sequence,
+            checkpoints,
+            grad_outputs,
+            (grad_final_hidden, grad_final_synaptic),
+        );
+    }
     let kernel = Kernel::new(config, parameters);
     let (units, width) = (config.hidden_size, config.presynaptic_size());
     let (steps, batch, inputs) = (sequence.steps, sequence.batch, config.input_size);
