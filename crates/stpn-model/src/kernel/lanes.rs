@@ -3,7 +3,7 @@
 //! [`super::cpu`] steps one batch element at a time: its loops run along a row of `P` synapses,
 //! each row's reductions (the drive, the norm, the backward's dot products) end in a horizontal
 //! sum, and rows of a few dozen numbers spend much of their time at the loops' edges. Here a
-//! group of [`LANES`] batch elements steps together: every per-element number of the step is a
+//! group of `LANES` (8) batch elements steps together: every per-element number of the step is a
 //! vector of `LANES` numbers, one per element (a group's synaptic state is `[H, P, LANES]`,
 //! its presynaptic vector `[P, LANES]`), a reduction along a row is `LANES` sums side by side,
 //! and each parameter is read once for the group.
@@ -16,7 +16,7 @@
 //! It covers sequences of one length and the options with nothing between the plastic update
 //! and `F_t` (no clamp, no post-normalisation, no squashed state): the associative-retrieval
 //! STPNr and STPNf, the maze and Pong ablations. [`super::threads`] chooses it for those
-//! ([`covers`]); the checkpoints it keeps are in its own layout ([`Checkpoints::lanes`]).
+//! (`covers`); the checkpoints it keeps are in its own layout (`Checkpoints::lanes`).
 
 use num_traits::Float;
 
