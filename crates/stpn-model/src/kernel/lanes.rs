@@ -25,7 +25,10 @@ use super::options::{
     Checkpoints, ForwardOutput, Gradients, KernelConfig, Normalisation, Parameters, Presynaptic,
     Sequence,
 };
-use super::threads::{FlushSubnormals, chunks, has_avx2, on_threads, split_rows};
+use super::threads::{
+    avx2_or_portable, chunks, gather_gradients, interleave_steps, on_kernel_threads, split_rows,
+    zeroed_output,
+};
 
 /// Batch elements per group: one AVX2 vector of float32.
 pub(super) const LANES: usize = 8;
@@ -740,33 +743,23 @@ pub(super) fn forward<F: KernelFloat>(
     } else {
         (0, 0)
     };
-    let (hidden_start, synaptic_start) = (steps * batch * units, (steps + 1) * batch * units);
-    let mut output = ForwardOutput {
-        packed: vec![F::zero(); synaptic_start + batch * units * width],
-        hidden_start,
-        synaptic_start,
-        checkpoints: Checkpoints {
-            interval,
-            states: vec![F::zero(); groups * per_group],
-            records: vec![F::zero(); groups * per_group_records],
-            lanes: true,
-        },
+    let checkpoints = Checkpoints {
+        interval,
+        states: vec![F::zero(); groups * per_group],
+        records: vec![F::zero(); groups * per_group_records],
+        lanes: true,
     };
-    let (outputs_and_hidden, synaptic) = output.packed.split_at_mut(synaptic_start);
-    let (all_outputs, hidden) = outputs_and_hidden.split_at_mut(hidden_start);
+    let mut output = zeroed_output(config, (steps, batch), checkpoints);
+    let (all_outputs, hidden, synaptic, checkpoints) = output.parts_mut();
     let shares: Vec<ForwardGroups<'_, F>> = ranges
         .iter()
         .zip(split_rows(&elements, units, hidden))
         .zip(split_rows(&elements, units * width, synaptic))
-        .zip(split_rows(
-            &ranges,
-            per_group,
-            &mut output.checkpoints.states,
-        ))
+        .zip(split_rows(&ranges, per_group, &mut checkpoints.states))
         .zip(split_rows(
             &ranges,
             per_group_records,
-            &mut output.checkpoints.records,
+            &mut checkpoints.records,
         ))
         .map(
             |((((groups, hidden), synaptic), states), records)| ForwardGroups {
@@ -778,27 +771,15 @@ pub(super) fn forward<F: KernelFloat>(
             },
         )
         .collect();
-    let wide = has_avx2();
     let kernel = &kernel;
-    let outputs = on_threads(shares, |share| {
-        let _flush = FlushSubnormals::new();
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
-            return unsafe { forward_groups_avx2(kernel, sequence, interval, share) };
-        }
-        let _ = wide;
-        forward_groups(kernel, sequence, interval, share)
+    let outputs = on_kernel_threads(shares, |share, wide| {
+        avx2_or_portable!(
+            wide,
+            forward_groups_avx2,
+            forward_groups(kernel, sequence, interval, share)
+        )
     });
-    for (range, outputs) in elements.iter().zip(outputs) {
-        let count = range.len();
-        for step in 0..steps {
-            let source = step * count * units;
-            let target = (step * batch + range.start) * units;
-            all_outputs[target..target + count * units]
-                .copy_from_slice(&outputs[source..source + count * units]);
-        }
-    }
+    interleave_steps(all_outputs, &elements, &outputs, (steps, batch, units));
     output
 }
 
@@ -1027,37 +1008,19 @@ pub(super) fn backward<F: KernelFloat>(
             grad_synaptic,
         })
         .collect();
-    let wide = has_avx2();
     let kernel = &kernel;
-    let parts = on_threads(shares, |share| {
-        let _flush = FlushSubnormals::new();
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
-            return unsafe { backward_groups_avx2(kernel, sequence, given, share) };
-        }
-        let _ = wide;
-        backward_groups(kernel, sequence, given, share)
+    let parts = on_kernel_threads(shares, |share, wide| {
+        avx2_or_portable!(
+            wide,
+            backward_groups_avx2,
+            backward_groups(kernel, sequence, given, share)
+        )
     });
-    let mut total = ParameterGradients::zeros(&parameters);
-    let mut grad_inputs_all = vec![F::zero(); steps * batch * inputs];
-    for (range, (grads, grad_inputs)) in elements.iter().zip(parts) {
-        total.add(&grads);
-        let count = range.len();
-        for step in 0..steps {
-            let source = step * count * inputs;
-            let target = (step * batch + range.start) * inputs;
-            grad_inputs_all[target..target + count * inputs]
-                .copy_from_slice(&grad_inputs[source..source + count * inputs]);
-        }
-    }
-    Gradients {
-        weight: total.weight,
-        bias: total.bias,
-        lambda: total.lambda,
-        gamma: total.gamma,
-        inputs: grad_inputs_all,
-        hidden: grad_hidden0,
-        synaptic: grad_synaptic0,
-    }
+    gather_gradients(
+        &parameters,
+        &elements,
+        parts,
+        (steps, batch, inputs),
+        (grad_hidden0, grad_synaptic0),
+    )
 }

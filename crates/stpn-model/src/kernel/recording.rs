@@ -10,7 +10,7 @@
 
 use super::cpu::{Kernel, KernelFloat, StepShare, checkpoint_interval, with_fixed_width};
 use super::options::{Checkpoints, ForwardOutput, KernelConfig, Parameters};
-use super::threads::{chunks, split_rows, step_shares};
+use super::threads::{chunks, split_rows, step_shares, zeroed_output};
 
 /// A forward in progress over `steps` steps of a batch, fed one step's inputs at a time
 /// ([`Self::step`]).
@@ -65,7 +65,12 @@ impl<F: KernelFloat> Recording<F> {
         let interval = checkpoint_interval(steps);
         let kernel = Kernel::new(config, parameters);
         let state_size = units + units * width;
-        let (hidden_start, synaptic_start) = (steps * batch * units, (steps + 1) * batch * units);
+        let checkpoints = Checkpoints {
+            interval,
+            states: vec![F::zero(); batch * steps.div_ceil(interval) * state_size],
+            records: vec![F::zero(); batch * steps * kernel.record_size()],
+            lanes: false,
+        };
         Self {
             config,
             weight: parameters.weight.to_vec(),
@@ -81,17 +86,7 @@ impl<F: KernelFloat> Recording<F> {
             spare: vec![F::zero(); initial_synaptic.len()],
             initial_hidden,
             initial_synaptic,
-            output: ForwardOutput {
-                packed: vec![F::zero(); synaptic_start + batch * units * width],
-                hidden_start,
-                synaptic_start,
-                checkpoints: Checkpoints {
-                    interval,
-                    states: vec![F::zero(); batch * steps.div_ceil(interval) * state_size],
-                    records: vec![F::zero(); batch * steps * kernel.record_size()],
-                    lanes: false,
-                },
-            },
+            output: zeroed_output(config, (steps, batch), checkpoints),
         }
     }
 

@@ -142,6 +142,35 @@ pub(super) fn has_avx2() -> bool {
     }
 }
 
+/// Runs `work` on every share on its thread ([`on_threads`]) with subnormal numbers flushed
+/// ([`FlushSubnormals`]), telling it whether the processor has AVX2 and FMA ([`has_avx2`]) for
+/// [`avx2_or_portable`].
+pub(super) fn on_kernel_threads<S: Send, R: Send>(
+    shares: Vec<S>,
+    work: impl Fn(S, bool) -> R + Sync,
+) -> Vec<R> {
+    let wide = has_avx2();
+    on_threads(shares, |share| {
+        let _flush = FlushSubnormals::new();
+        work(share, wide)
+    })
+}
+
+/// In an [`on_kernel_threads`] closure: returns `$avx2(args)`, a loop's AVX2 copy, where the
+/// processor has AVX2 and FMA (`$wide`), else `$portable(args)`.
+macro_rules! avx2_or_portable {
+    ($wide:expr, $avx2:ident, $portable:ident ($($arg:expr),* $(,)?)) => {{
+        #[cfg(target_arch = "x86_64")]
+        if $wide {
+            // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
+            return unsafe { $avx2($($arg),*) };
+        }
+        let _ = $wide;
+        $portable($($arg),*)
+    }};
+}
+pub(super) use avx2_or_portable;
+
 /// [`forward_chunk`] compiled for AVX2: the kernel's loops are written to vectorise, and the
 /// portable x86-64 baseline has 4-lane SSE only. Everything it calls in the kernel is
 /// `#[inline(always)]`, so it is compiled into this copy.
@@ -187,16 +216,12 @@ pub(super) fn step_shares<F: KernelFloat, const W: usize>(
     position: (usize, usize, usize),
     shares: Vec<StepShare<'_, F>>,
 ) {
-    let wide = has_avx2();
-    on_threads(shares, |share| {
-        let _flush = FlushSubnormals::new();
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
-            return unsafe { step_chunk_avx2(kernel, inputs, position, share) };
-        }
-        let _ = wide;
-        step_chunk(kernel, inputs, position, share)
+    on_kernel_threads(shares, |share, wide| {
+        avx2_or_portable!(
+            wide,
+            step_chunk_avx2,
+            step_chunk(kernel, inputs, position, share)
+        )
     });
 }
 
@@ -206,16 +231,12 @@ fn forward_shares<F: KernelFloat, const W: usize>(
     sequence: Sequence<'_, F>,
     shares: Vec<ForwardShare<'_, F>>,
 ) -> Vec<Vec<F>> {
-    let wide = has_avx2();
-    on_threads(shares, |share| {
-        let _flush = FlushSubnormals::new();
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
-            return unsafe { forward_chunk_avx2(kernel, sequence, share) };
-        }
-        let _ = wide;
-        forward_chunk(kernel, sequence, share)
+    on_kernel_threads(shares, |share, wide| {
+        avx2_or_portable!(
+            wide,
+            forward_chunk_avx2,
+            forward_chunk(kernel, sequence, share)
+        )
     })
 }
 
@@ -226,16 +247,12 @@ fn backward_shares<F: KernelFloat, const W: usize>(
     given: BackwardInputs<'_, F>,
     shares: Vec<BackwardShare<'_, F>>,
 ) -> Vec<BackwardPart<F>> {
-    let wide = has_avx2();
-    on_threads(shares, |share| {
-        let _flush = FlushSubnormals::new();
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: the processor has AVX2 and FMA (`has_avx2`).
-            return unsafe { backward_chunk_avx2(kernel, sequence, given, share) };
-        }
-        let _ = wide;
-        backward_chunk(kernel, sequence, given, share)
+    on_kernel_threads(shares, |share, wide| {
+        avx2_or_portable!(
+            wide,
+            backward_chunk_avx2,
+            backward_chunk(kernel, sequence, given, share)
+        )
     })
 }
 
@@ -289,34 +306,24 @@ pub(super) fn forward_rows<F: KernelFloat>(
     } else {
         (0, 0)
     };
-    let (hidden_start, synaptic_start) = (steps * batch * units, (steps + 1) * batch * units);
-    let mut output = ForwardOutput {
-        packed: vec![F::zero(); synaptic_start + batch * units * width],
-        hidden_start,
-        synaptic_start,
-        checkpoints: Checkpoints {
-            interval,
-            states: vec![F::zero(); batch * per_element],
-            records: vec![F::zero(); batch * per_element_records],
-            lanes: false,
-        },
+    let checkpoints = Checkpoints {
+        interval,
+        states: vec![F::zero(); batch * per_element],
+        records: vec![F::zero(); batch * per_element_records],
+        lanes: false,
     };
-    let (outputs_and_hidden, synaptic) = output.packed.split_at_mut(synaptic_start);
-    let (all_outputs, hidden) = outputs_and_hidden.split_at_mut(hidden_start);
+    let mut output = zeroed_output(config, (steps, batch), checkpoints);
+    let (all_outputs, hidden, synaptic, checkpoints) = output.parts_mut();
     let ranges = chunks(batch, steps * units * width);
     let shares: Vec<ForwardShare<'_, F>> = ranges
         .iter()
         .zip(split_rows(&ranges, units, hidden))
         .zip(split_rows(&ranges, units * width, synaptic))
-        .zip(split_rows(
-            &ranges,
-            per_element,
-            &mut output.checkpoints.states,
-        ))
+        .zip(split_rows(&ranges, per_element, &mut checkpoints.states))
         .zip(split_rows(
             &ranges,
             per_element_records,
-            &mut output.checkpoints.records,
+            &mut checkpoints.records,
         ))
         .map(
             |((((range, hidden), synaptic), states), records)| ForwardShare {
@@ -330,17 +337,81 @@ pub(super) fn forward_rows<F: KernelFloat>(
         )
         .collect();
     let outputs = with_fixed_width!(kernel, fixed => forward_shares(fixed, sequence, shares));
-    // Outputs are step-major: each thread's rows interleave with the others'.
-    for (range, outputs) in ranges.iter().zip(outputs) {
+    interleave_steps(all_outputs, &ranges, &outputs, (steps, batch, units));
+    output
+}
+
+/// The forward's output of a `(steps, batch)` sequence, zeroed, with its `checkpoints`.
+pub(super) fn zeroed_output<F: KernelFloat>(
+    config: KernelConfig,
+    (steps, batch): (usize, usize),
+    checkpoints: Checkpoints<F>,
+) -> ForwardOutput<F> {
+    let (units, width) = (config.hidden_size, config.presynaptic_size());
+    let (hidden_start, synaptic_start) = (steps * batch * units, (steps + 1) * batch * units);
+    ForwardOutput {
+        packed: vec![F::zero(); synaptic_start + batch * units * width],
+        hidden_start,
+        synaptic_start,
+        checkpoints,
+    }
+}
+
+impl<F> ForwardOutput<F> {
+    /// The outputs, final hidden state, final synaptic state and checkpoints, to write.
+    pub(super) fn parts_mut(&mut self) -> (&mut [F], &mut [F], &mut [F], &mut Checkpoints<F>) {
+        let (outputs_and_hidden, synaptic) = self.packed.split_at_mut(self.synaptic_start);
+        let (outputs, hidden) = outputs_and_hidden.split_at_mut(self.hidden_start);
+        (outputs, hidden, synaptic, &mut self.checkpoints)
+    }
+}
+
+/// Writes each thread's step-major rows, `[T, count, row]` for the batch elements `ranges[i]`,
+/// into their places in `target`, `[T, B, row]`: each thread's rows interleave with the others'.
+pub(super) fn interleave_steps<F: Copy>(
+    target: &mut [F],
+    ranges: &[std::ops::Range<usize>],
+    parts: &[Vec<F>],
+    (steps, batch, row): (usize, usize, usize),
+) {
+    for (range, part) in ranges.iter().zip(parts) {
         let count = range.len();
         for step in 0..steps {
-            let source = step * count * units;
-            let target = (step * batch + range.start) * units;
-            all_outputs[target..target + count * units]
-                .copy_from_slice(&outputs[source..source + count * units]);
+            let source = step * count * row;
+            let at = (step * batch + range.start) * row;
+            target[at..at + count * row].copy_from_slice(&part[source..source + count * row]);
         }
     }
-    output
+}
+
+/// The batch's gradients from each thread's part (its batch elements `ranges[i]`): the
+/// parameters' summed, the inputs' interleaved into `[T, B, I]`; with those of the initial state.
+pub(super) fn gather_gradients<F: KernelFloat>(
+    parameters: &Parameters<'_, F>,
+    ranges: &[std::ops::Range<usize>],
+    parts: Vec<BackwardPart<F>>,
+    (steps, batch, inputs): (usize, usize, usize),
+    (hidden, synaptic): (Vec<F>, Vec<F>),
+) -> Gradients<F> {
+    let mut total = ParameterGradients::zeros(parameters);
+    let mut grad_inputs = vec![F::zero(); steps * batch * inputs];
+    let (grads, input_parts): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+    grads.iter().for_each(|part| total.add(part));
+    interleave_steps(
+        &mut grad_inputs,
+        ranges,
+        &input_parts,
+        (steps, batch, inputs),
+    );
+    Gradients {
+        weight: total.weight,
+        bias: total.bias,
+        lambda: total.lambda,
+        gamma: total.gamma,
+        inputs: grad_inputs,
+        hidden,
+        synaptic,
+    }
 }
 
 /// Backpropagation through the whole sequence: the gradients of a loss with respect to the
@@ -410,31 +481,13 @@ pub fn backward<F: KernelFloat>(
         })
         .collect();
     let parts = with_fixed_width!(kernel, fixed => backward_shares(fixed, sequence, given, shares));
-    let mut total = ParameterGradients::zeros(&parameters);
-    let mut gradients = Gradients {
-        weight: Vec::new(),
-        bias: Vec::new(),
-        lambda: Vec::new(),
-        gamma: Vec::new(),
-        inputs: vec![F::zero(); steps * batch * inputs],
-        hidden: grad_hidden0,
-        synaptic: grad_synaptic0,
-    };
-    for (range, (grads, grad_inputs)) in ranges.iter().zip(parts) {
-        total.add(&grads);
-        let count = range.len();
-        for step in 0..steps {
-            let source = step * count * inputs;
-            let target = (step * batch + range.start) * inputs;
-            gradients.inputs[target..target + count * inputs]
-                .copy_from_slice(&grad_inputs[source..source + count * inputs]);
-        }
-    }
-    gradients.weight = total.weight;
-    gradients.bias = total.bias;
-    gradients.lambda = total.lambda;
-    gradients.gamma = total.gamma;
-    gradients
+    gather_gradients(
+        &parameters,
+        &ranges,
+        parts,
+        (steps, batch, inputs),
+        (grad_hidden0, grad_synaptic0),
+    )
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
