@@ -314,12 +314,6 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         (lambda, gamma)
     }
 
-    /// Whether the update divides `F_{t-1}` by the row's norm.
-    #[inline(always)]
-    fn scales_state(&self) -> bool {
-        self.config.normalisation == Normalisation::Pre && self.config.normalise_state
-    }
-
     /// The row that the update decays: `F_{t-1}` itself, or `φ(F_{t-1})` (the activation)
     /// written into `squashed`.
     #[inline(always)]
@@ -331,18 +325,6 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         } else {
             previous
         }
-    }
-
-    /// Whether a clamp or the post-normalisation lies between the update `F'` and `F_t`: the
-    /// backward then recomputes `F'` (for the clamp's mask and the norm) from `F_{t-1}`.
-    #[inline(always)]
-    fn transforms_update(&self) -> bool {
-        self.config.clamp.is_some() || self.config.normalisation == Normalisation::Post
-    }
-
-    #[inline(always)]
-    fn normalised(&self) -> bool {
-        self.config.normalisation != Normalisation::Off
     }
 
     /// A trace with room for one step, reused from step to step.
@@ -390,7 +372,7 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         let units = self.config.hidden_size;
         let epsilon = constant::<F>(super::options::NORM_EPSILON);
         self.fill_presynaptic(input, hidden_prev, trace);
-        if self.update_sees_drive_presynaptic() {
+        if self.config.update_sees_drive_presynaptic() {
             // Each row's update follows its drive while the row of F_{t-1} is still in the
             // L1 cache: one pass over the state from memory instead of two (the same numbers).
             trace.update_presynaptic.copy_from_slice(&trace.presynaptic);
@@ -419,16 +401,9 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         let row = unit * width..(unit + 1) * width;
         let (weight, previous) = (&self.parameters.weight[row.clone()], &synaptic_prev[row]);
         trace.drive[unit] = drive(weight, previous, &trace.presynaptic);
-        if self.normalised() {
+        if self.config.normalised() {
             trace.norm[unit] = efficacy_norm(weight, previous);
         }
-    }
-
-    /// Whether the update's presynaptic vector is the drive's `z_t` (not `[x_t ; h_t]`), so
-    /// that a row's update needs no other row's neuron.
-    #[inline(always)]
-    fn update_sees_drive_presynaptic(&self) -> bool {
-        !(self.config.recurrent && self.config.presynaptic == Presynaptic::CurrentHidden)
     }
 
     /// `z_t = [x_t ; h_{t-1}]` (`x_t` alone without recurrence) into `trace.presynaptic`.
@@ -464,7 +439,7 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
     #[inline(always)]
     fn preactivation(&self, trace: &mut StepTrace<F>, unit: usize, epsilon: F) -> F {
         let drive = trace.drive[unit];
-        if self.normalised() {
+        if self.config.normalised() {
             trace.denominator[unit] = trace.norm[unit] + epsilon;
             let bias = if self.config.normalised_bias {
                 self.parameters.bias[unit]
@@ -522,7 +497,7 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         let epsilon = constant::<F>(super::options::NORM_EPSILON);
         let limit = self.config.clamp.map(constant::<F>);
         let row = unit * width..(unit + 1) * width;
-        let inverse_scale = if self.scales_state() {
+        let inverse_scale = if self.config.scales_state() {
             F::one() / trace.denominator[unit]
         } else {
             F::one()
@@ -599,7 +574,7 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         trace.drive.copy_from_slice(&record[..units]);
         trace.norm.copy_from_slice(&record[units..2 * units]);
         trace.hidden.copy_from_slice(&record[2 * units..3 * units]);
-        if self.normalised() {
+        if self.config.normalised() {
             for unit in 0..units {
                 trace.denominator[unit] = trace.norm[unit] + epsilon;
             }
@@ -639,7 +614,7 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
             synaptic_prev,
             grad_synaptic,
         };
-        debug_assert!(!self.update_sees_drive_presynaptic());
+        debug_assert!(!self.config.update_sees_drive_presynaptic());
         for unit in 0..units {
             self.update_row_backward(unit, &rows, grad_synaptic_prev, grads, scratch);
         }
@@ -720,7 +695,7 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         let limit = self.config.clamp.map(constant::<F>);
         let row = unit * width..(unit + 1) * width;
         let grad_out = &grad_synaptic[row.clone()];
-        let pre = self.scales_state();
+        let pre = self.config.scales_state();
         let scale = if pre {
             trace.denominator[unit]
         } else {
@@ -736,7 +711,7 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         let presynaptic = &trace.update_presynaptic[..width];
         // The gradient reaching F': that of F_t itself unless a clamp or the
         // post-normalisation lies between them.
-        let grad_row: &[F] = if self.transforms_update() {
+        let grad_row: &[F] = if self.config.transforms_update() {
             // F' again, from F_{t-1} (the forward's function, so the forward's numbers to the
             // bit): recomputing a row here costs less than storing every step's F' and
             // streaming it back.
@@ -851,10 +826,10 @@ impl<'a, F: KernelFloat, const W: usize> Kernel<'a, F, W> {
         let hidden = trace.hidden[unit];
         let grad_preactivation =
             scratch.grad_hidden[unit] * self.config.activation.derivative(hidden);
-        if !self.normalised() || self.config.normalised_bias {
+        if !self.config.normalised() || self.config.normalised_bias {
             grads.bias[unit] = grads.bias[unit] + grad_preactivation;
         }
-        let (grad_drive, grad_norm) = if self.normalised() {
+        let (grad_drive, grad_norm) = if self.config.normalised() {
             let denominator = trace.denominator[unit];
             let grad_denominator = scratch.grad_denominator[unit]
                 - grad_preactivation * trace.drive[unit] / (denominator * denominator);
@@ -1252,7 +1227,7 @@ pub(super) fn backward_chunk<F: KernelFloat, const W: usize>(
     let per_element = steps.div_ceil(interval) * state_size;
     let record_size = kernel.record_size();
     let count = range.len();
-    let shared = kernel.update_sees_drive_presynaptic();
+    let shared = kernel.config.update_sees_drive_presynaptic();
     let mut grads = ParameterGradients::zeros(&parameters);
     let mut grad_inputs = vec![F::zero(); steps * count * inputs];
     let mut slots: Vec<ElementBackward<F>> = (0..BACKWARD_BLOCK.min(count))

@@ -49,7 +49,7 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::options::{Activation, KernelConfig, Normalisation, Presynaptic};
+use super::options::{Activation, KernelConfig, Normalisation};
 
 /// The options and sizes a kernel is compiled for (one compilation per distinct value).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -91,17 +91,16 @@ pub struct KernelShape {
 impl KernelShape {
     /// The shape of `config`'s kernels, with Λ and Γ scalar or not.
     pub fn new(config: &KernelConfig, scalar_lambda: bool, scalar_gamma: bool) -> Self {
-        let normalised = config.normalisation != Normalisation::Off;
+        let normalised = config.normalised();
         Self {
             inputs: config.input_size,
             units: config.hidden_size,
             width: config.presynaptic_size(),
             normalised,
             post: config.normalisation == Normalisation::Post,
-            scales_state: config.normalisation == Normalisation::Pre && config.normalise_state,
+            scales_state: config.scales_state(),
             bias_applies: !normalised || config.normalised_bias,
-            update_from_current: config.presynaptic == Presynaptic::CurrentHidden
-                && config.recurrent,
+            update_from_current: !config.update_sees_drive_presynaptic(),
             recurrent: config.recurrent,
             sigmoid: config.activation == Activation::Sigmoid,
             clamped: config.clamp.is_some(),

@@ -20,11 +20,8 @@
 
 use num_traits::Float;
 
-use super::cpu::{KernelFloat, ParameterGradients, constant};
-use super::options::{
-    Checkpoints, ForwardOutput, Gradients, KernelConfig, Normalisation, Parameters, Presynaptic,
-    Sequence,
-};
+use super::cpu::{BackwardInputs, BackwardPart, KernelFloat, ParameterGradients, constant};
+use super::options::{Checkpoints, ForwardOutput, Gradients, KernelConfig, Parameters, Sequence};
 use super::threads::{
     avx2_or_portable, chunks, gather_gradients, interleave_steps, on_kernel_threads, split_rows,
     zeroed_output,
@@ -48,8 +45,7 @@ const MAX_GROUP_STATE_BYTES: usize = 1 << 20;
 pub(super) fn covers<F>(config: &KernelConfig, sequence: &Sequence<'_, F>) -> bool {
     let width = config.presynaptic_size();
     let group_state = config.hidden_size * width * LANES * std::mem::size_of::<F>();
-    config.clamp.is_none()
-        && config.normalisation != Normalisation::Post
+    !config.transforms_update()
         && !config.squash_state
         && sequence.batch >= LANES
         && group_state <= MAX_GROUP_STATE_BYTES
@@ -152,19 +148,6 @@ impl<'a, F: KernelFloat> LaneKernel<'a, F> {
         }
     }
 
-    fn normalised(&self) -> bool {
-        self.config.normalisation != Normalisation::Off
-    }
-
-    fn scales_state(&self) -> bool {
-        self.config.normalisation == Normalisation::Pre && self.config.normalise_state
-    }
-
-    /// Whether the update's presynaptic vector is the drive's `z_t` (else `[x_t ; h_t]`).
-    fn update_sees_drive_presynaptic(&self) -> bool {
-        !(self.config.recurrent && self.config.presynaptic == Presynaptic::CurrentHidden)
-    }
-
     /// Numbers of one group's synaptic state, `H·P·LANES`.
     fn synaptic_size(&self) -> usize {
         self.units * self.width * LANES
@@ -243,7 +226,7 @@ impl<F: KernelFloat> LaneKernel<'_, F> {
     #[inline(always)]
     fn fill_update_presynaptic(&self, trace: &mut LaneTrace<F>) {
         let inputs = self.inputs * LANES;
-        if self.update_sees_drive_presynaptic() {
+        if self.config.update_sees_drive_presynaptic() {
             trace.update_presynaptic.copy_from_slice(&trace.presynaptic);
         } else {
             trace.update_presynaptic[..inputs].copy_from_slice(&trace.presynaptic[..inputs]);
@@ -266,7 +249,7 @@ impl<F: KernelFloat> LaneKernel<'_, F> {
                 per_lane!(|l| (weight[j] + f[l]) * z[l])
             });
             store(&mut trace.drive, unit, drive);
-            let preactivation = if self.normalised() {
+            let preactivation = if self.config.normalised() {
                 let squares = row_sum(width, |j| {
                     let f = lane(previous, j);
                     per_lane!(|l| {
@@ -302,7 +285,7 @@ impl<F: KernelFloat> LaneKernel<'_, F> {
         for unit in 0..self.units {
             let row = unit * width..(unit + 1) * width;
             let (lambda, gamma) = (&self.lambda[row.clone()], &self.gamma[row]);
-            let inverse_scale: Lane<F> = if self.scales_state() {
+            let inverse_scale: Lane<F> = if self.config.scales_state() {
                 let denominator = lane(&trace.denominator, unit);
                 per_lane!(|l| F::one() / denominator[l])
             } else {
@@ -338,7 +321,7 @@ impl<F: KernelFloat> LaneKernel<'_, F> {
         trace.drive.copy_from_slice(&record[..size]);
         trace.norm.copy_from_slice(&record[size..2 * size]);
         trace.hidden.copy_from_slice(&record[2 * size..3 * size]);
-        if self.normalised() {
+        if self.config.normalised() {
             for (denominator, norm) in trace.denominator.iter_mut().zip(&trace.norm) {
                 *denominator = *norm + epsilon;
             }
@@ -378,7 +361,7 @@ impl<F: KernelFloat> LaneKernel<'_, F> {
         let width = self.width;
         let row = unit * width..(unit + 1) * width;
         let span = unit * width * LANES..(unit + 1) * width * LANES;
-        let pre = self.scales_state();
+        let pre = self.config.scales_state();
         let inverse_scale: Lane<F> = if pre {
             let denominator = lane(&trace.denominator, unit);
             per_lane!(|l| F::one() / denominator[l])
@@ -460,7 +443,7 @@ impl<F: KernelFloat> LaneKernel<'_, F> {
         let activation = self.config.activation;
         let grad_preactivation: Lane<F> =
             per_lane!(|l| grad_hidden[l] * activation.derivative(hidden[l]));
-        if !self.normalised() || self.config.normalised_bias {
+        if !self.config.normalised() || self.config.normalised_bias {
             let grad_bias = lane(&grads.bias, unit);
             store(
                 &mut grads.bias,
@@ -468,7 +451,7 @@ impl<F: KernelFloat> LaneKernel<'_, F> {
                 per_lane!(|l| grad_bias[l] + grad_preactivation[l]),
             );
         }
-        let (grad_drive, grad_norm): (Lane<F>, Lane<F>) = if self.normalised() {
+        let (grad_drive, grad_norm): (Lane<F>, Lane<F>) = if self.config.normalised() {
             let (denominator, drive, norm) = (
                 lane(&trace.denominator, unit),
                 lane(&trace.drive, unit),
@@ -540,7 +523,7 @@ impl<F: KernelFloat> LaneKernel<'_, F> {
         scratch.grad_hidden.copy_from_slice(grad_hidden);
         scratch.grad_update_presynaptic.fill(F::zero());
         scratch.grad_denominator.fill(F::zero());
-        let shared = self.update_sees_drive_presynaptic();
+        let shared = self.config.update_sees_drive_presynaptic();
         let rows = (trace, synaptic_prev, grad_synaptic);
         if shared {
             for unit in 0..units {
@@ -790,15 +773,6 @@ struct BackwardGroups<'a, F> {
     grad_synaptic: &'a mut [F],
 }
 
-/// What every group's backward reads.
-#[derive(Clone, Copy)]
-struct BackwardGiven<'a, F> {
-    checkpoints: &'a Checkpoints<F>,
-    grad_outputs: &'a [F],
-    grad_final_hidden: Option<&'a [F]>,
-    grad_final_synaptic: Option<&'a [F]>,
-}
-
 /// The backward of one thread's groups: segment by segment from the last, the states between
 /// two checkpoints rebuilt from the records, then the steps in reverse. Returns the parameter
 /// gradients and the inputs' `[T, count, I]`.
@@ -806,9 +780,9 @@ struct BackwardGiven<'a, F> {
 fn backward_groups<F: KernelFloat>(
     kernel: &LaneKernel<'_, F>,
     sequence: Sequence<'_, F>,
-    given: BackwardGiven<'_, F>,
+    given: BackwardInputs<'_, F>,
     share: BackwardGroups<'_, F>,
-) -> (ParameterGradients<F>, Vec<F>) {
+) -> BackwardPart<F> {
     let (units, width, inputs) = (kernel.units, kernel.width, kernel.inputs);
     let (steps, batch) = (sequence.steps, sequence.batch);
     let interval = given.checkpoints.interval;
@@ -971,9 +945,9 @@ fn backward_groups<F: KernelFloat>(
 fn backward_groups_avx2<F: KernelFloat>(
     kernel: &LaneKernel<'_, F>,
     sequence: Sequence<'_, F>,
-    given: BackwardGiven<'_, F>,
+    given: BackwardInputs<'_, F>,
     share: BackwardGroups<'_, F>,
-) -> (ParameterGradients<F>, Vec<F>) {
+) -> BackwardPart<F> {
     backward_groups(kernel, sequence, given, share)
 }
 
@@ -990,7 +964,7 @@ pub(super) fn backward<F: KernelFloat>(
     let (units, width, inputs) = (kernel.units, kernel.width, kernel.inputs);
     let (steps, batch) = (sequence.steps, sequence.batch);
     let (ranges, elements) = group_ranges(&kernel, steps, batch);
-    let given = BackwardGiven {
+    let given = BackwardInputs {
         checkpoints,
         grad_outputs,
         grad_final_hidden,

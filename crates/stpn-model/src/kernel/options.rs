@@ -70,6 +70,32 @@ impl KernelConfig {
     pub fn presynaptic_size(&self) -> usize {
         self.input_size + if self.recurrent { self.hidden_size } else { 0 }
     }
+
+    /// Whether the rows of `W + F` are normalised in the forward pass.
+    #[inline(always)]
+    pub(super) fn normalised(&self) -> bool {
+        self.normalisation != Normalisation::Off
+    }
+
+    /// Whether the update divides `F_{t-1}` by the row's norm.
+    #[inline(always)]
+    pub(super) fn scales_state(&self) -> bool {
+        self.normalisation == Normalisation::Pre && self.normalise_state
+    }
+
+    /// Whether a clamp or the post-normalisation lies between the update `F'` and `F_t`: the
+    /// backward then recomputes `F'` (for the clamp's mask and the norm) from `F_{t-1}`.
+    #[inline(always)]
+    pub(super) fn transforms_update(&self) -> bool {
+        self.clamp.is_some() || self.normalisation == Normalisation::Post
+    }
+
+    /// Whether the update's presynaptic vector is the drive's `z_t` (not `[x_t ; h_t]`), so
+    /// that a row's update needs no other row's neuron.
+    #[inline(always)]
+    pub(super) fn update_sees_drive_presynaptic(&self) -> bool {
+        !(self.recurrent && self.presynaptic == Presynaptic::CurrentHidden)
+    }
 }
 
 /// The parameters, as host slices.
