@@ -141,7 +141,7 @@ pub enum ReportCommand {
         out: PathBuf,
     },
     /// Pong: a markdown table of the runs (return, evaluation, energy) and the return curves
-    /// (pong.md, pong_return.svg).
+    /// (pong.md, pong_return.svg, and pong_ppo_return.svg for the PPO runs).
     Pong {
         /// Run folders of `stpn-bench pong`.
         #[arg(required = true)]

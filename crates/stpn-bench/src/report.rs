@@ -580,18 +580,33 @@ pub fn rl_setting(folder: &Path) -> String {
     }
 }
 
-/// InvertedPendulum or Pong: a table of the runs (final return, evaluation if run, energy,
-/// throughput) into `<task>.md` and the return curves (mean of the last 10 episodes against
-/// environment steps) into `<task>_return.svg`.
+/// A training run's wall-clock time: minutes under an hour, hours above.
+fn wall_clock(seconds: f64) -> String {
+    if seconds < 3600.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3600.0)
+    }
+}
+
+/// InvertedPendulum or Pong: a table of the runs (final and best return, evaluation if run,
+/// energy, throughput, wall-clock) into `<task>.md` and the return curves (mean of the last 10
+/// episodes against environment steps, or emulator frames for Pong) into `<task>_return.svg`.
+/// Pong's PPO runs, the ones that learn on this machine (docs/rl.md), are plotted again alone
+/// into `pong_ppo_return.svg`.
 pub fn report_rl(folders: &[PathBuf], out: &Path, task: RlTask) -> Result<String> {
     use crate::run_dir::Evaluation;
+    let frames = matches!(task, RlTask::Pong);
+    let header = format!(
+        "| core | hidden | params | seed | env steps |{} episodes | return, last 10 episodes | best of that mean | eval return | eval episodes | energy per step | steps/s |{} wall-clock |",
+        if frames { " frames |" } else { "" },
+        if frames { " frames/s |" } else { "" },
+    );
     let mut table = String::new();
-    writeln!(
-        table,
-        "| core | hidden | params | seed | env steps | episodes | return, last 10 episodes | eval return | eval episodes | energy per step | steps/s |"
-    )?;
-    writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(table, "{header}")?;
+    writeln!(table, "|{}", "---|".repeat(header.matches('|').count() - 1))?;
     let mut curves = Vec::new();
+    let mut ppo_curves = Vec::new();
     for folder in folders {
         let summary = rl_summary(folder)
             .with_context(|| format!("{} is not a {} run", folder.display(), task.name()))?;
@@ -624,20 +639,44 @@ pub fn report_rl(folders: &[PathBuf], out: &Path, task: RlTask) -> Result<String
                 Some((steps * x_per_step, fields.get(3)?.parse().ok()?))
             })
             .collect();
+        // The best mean of 10 episodes once 10 have ended (before, the mean is over fewer).
+        let best = metrics
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(',').collect();
+                let episodes: f64 = fields.get(2)?.parse().ok()?;
+                let mean: f64 = fields.get(3)?.parse().ok()?;
+                (episodes >= 10.0 && mean.is_finite()).then_some(mean)
+            })
+            .fold(None, |best: Option<f64>, mean| {
+                Some(best.map_or(mean, |best| best.max(mean)))
+            });
         let (hidden, seed) = (number("hidden_size")?, number("seed")?);
         let status = if in_progress { ", in progress" } else { "" };
         let setting = rl_setting(folder);
-        curves.push((
-            format!("{core} h{hidden}{setting} (seed {seed}{status})"),
-            curve,
-        ));
+        let label = format!("{core} h{hidden}{setting} (seed {seed}{status})");
+        if setting.contains("PPO") {
+            ppo_curves.push((label.clone(), curve.clone()));
+        }
+        curves.push((label, curve));
+        let (env_steps, steps_per_second) = (number("env_steps")?, number("steps_per_second")?);
+        let frame_columns = if frames {
+            (
+                format!(" {} |", env_steps * x_per_step),
+                format!(" {:.0} |", steps_per_second * x_per_step),
+            )
+        } else {
+            (String::new(), String::new())
+        };
         writeln!(
             table,
-            "| {core}{setting}{status} | {hidden} | {} | {seed} | {} | {} | {:.1} | {} | {} | {} | {:.0} |",
+            "| {core}{setting}{status} | {hidden} | {} | {seed} | {env_steps} |{} {} | {:.1} | {} | {} | {} | {} | {steps_per_second:.0} |{} {} |",
             number("params").map_or("—".into(), |params| params.to_string()),
-            number("env_steps")?,
+            frame_columns.0,
             number("episodes")?,
             number("mean_return_last10")?,
+            best.map_or("—".into(), |best| format!("{best:.1}")),
             evaluation.as_ref().map_or("—".into(), |e| format!(
                 "{:.1} ± {:.1} ({})",
                 e.mean_return,
@@ -650,22 +689,44 @@ pub fn report_rl(folders: &[PathBuf], out: &Path, task: RlTask) -> Result<String
             evaluation
                 .as_ref()
                 .map_or("—".into(), |e| format!("{:.3}", e.energy_per_step)),
-            number("steps_per_second")?
+            frame_columns.1,
+            number("train_seconds").map_or("—".into(), wall_clock),
         )?;
     }
     if curves.is_empty() {
         bail!("no runs given");
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    std::fs::write(out.join(format!("{}.md", task.name())), &table)?;
     let (title, x_axis, range) = task.plot();
+    let y_axis = "mean return of the last 10 episodes";
     plot_lines(
         &curves,
         title,
-        (x_axis, "mean return of the last 10 episodes"),
-        range,
+        (x_axis, y_axis),
+        range.clone(),
         &out.join(format!("{}_return.svg", task.name())),
     )?;
+    if frames && !ppo_curves.is_empty() {
+        plot_lines(
+            &ppo_curves,
+            "Pong, DeepMind setting, PPO: mean return of the last 10 episodes",
+            ("emulator frames (4 per agent step)", y_axis),
+            range,
+            &out.join("pong_ppo_return.svg"),
+        )?;
+        writeln!(
+            table,
+            "\n![Pong, PPO runs](pong_ppo_return.svg)\n\n![Pong, every run](pong_return.svg)"
+        )?;
+    } else {
+        writeln!(
+            table,
+            "\n![{} return]({}_return.svg)",
+            task.name(),
+            task.name()
+        )?;
+    }
+    std::fs::write(out.join(format!("{}.md", task.name())), &table)?;
     Ok(table)
 }
 
@@ -718,5 +779,69 @@ mod figure_curve_tests {
         );
         assert!(out.join("familiarity_figure.svg").exists());
         std::fs::remove_dir_all(&out).ok();
+    }
+}
+
+#[cfg(test)]
+mod rl_report_tests {
+    use super::*;
+
+    /// A PPO run of Pong in the DeepMind setting, still training: its table row counts frames
+    /// (4 per agent step), its best mean only once 10 episodes have ended, and it gets the plot
+    /// of the PPO runs.
+    #[test]
+    fn pong_rows_count_frames_and_the_best_mean() {
+        let root = std::env::temp_dir().join(format!("stpn-rl-report-{}", std::process::id()));
+        let run = root.join("stpn-ppo");
+        std::fs::create_dir_all(&run).unwrap();
+        let config = serde_json::json!({
+            "core": "stpn", "hidden_size": 64, "seed": 0, "preprocessing": "deepmind",
+            "a2c": {"fragment_length": 128, "ppo_clip": 0.1, "optimizer": "adam"}
+        });
+        std::fs::write(run.join("config.json"), config.to_string()).unwrap();
+        // Iteration 1 has one episode scoring 20 (not a mean of 10); then 10 episodes.
+        std::fs::write(
+            run.join("metrics.csv"),
+            "iteration,env_steps,episodes,mean_return_last10,seconds\n\
+             1,1000,1,20.0,2.0\n2,2000,10,-15.5,2.0\n3,3000,12,-17.0,4.0\n",
+        )
+        .unwrap();
+        let out = root.join("report");
+        let table = report_rl(std::slice::from_ref(&run), &out, RlTask::Pong).unwrap();
+        let row = table
+            .lines()
+            .find(|line| line.starts_with("| stpn"))
+            .unwrap();
+        let lines: Vec<&str> = table.lines().collect();
+        let bars = |line: &str| line.matches('|').count();
+        assert_eq!(bars(lines[0]), bars(lines[1]), "{table}");
+        assert_eq!(bars(lines[0]), bars(row), "{table}");
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        // core, hidden, params, seed, env steps, frames, episodes, last 10, best, eval, eval
+        // episodes, energy, steps/s, frames/s, wall-clock.
+        assert_eq!(
+            &cells[1..16],
+            &[
+                "stpn DeepMind, 128-step PPO, Adam, in progress",
+                "64",
+                "—",
+                "0",
+                "3000",
+                "12000",
+                "12",
+                "-17.0",
+                "-15.5",
+                "—",
+                "—",
+                "—",
+                "375",
+                "1500",
+                "0 min"
+            ],
+            "{row}"
+        );
+        assert!(out.join("pong_ppo_return.svg").is_file());
+        assert!(out.join("pong_return.svg").is_file());
+        std::fs::remove_dir_all(&root).ok();
     }
 }

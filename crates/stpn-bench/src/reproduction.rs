@@ -829,7 +829,8 @@ fn pong_section(
     });
     writeln!(
         page,
-        "Table: [results/pong.md](results/pong.md).\n\n![Pong return](results/pong_return.svg)\n"
+        "Table: [results/pong.md](results/pong.md).\n\n![Pong, PPO runs](results/pong_ppo_return.svg)\n\n\
+         ![Pong return](results/pong_return.svg)\n"
     )?;
     summary.extend(claims.iter().map(|c| (c.claim.clone(), c.verdict, family)));
     Ok(())
