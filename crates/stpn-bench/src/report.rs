@@ -580,6 +580,23 @@ pub fn rl_setting(folder: &Path) -> String {
     }
 }
 
+/// A Pong or InvertedPendulum run's curve from its `metrics.csv`: the mean return of the last 10
+/// episodes against environment steps (emulator frames for Pong), one point per iteration.
+pub(crate) fn rl_curve(folder: &Path, task: RlTask) -> Result<Vec<(f64, f64)>> {
+    let metrics = std::fs::read_to_string(folder.join("metrics.csv"))
+        .with_context(|| format!("cannot read {}/metrics.csv", folder.display()))?;
+    let x_per_step = task.x_per_step(folder);
+    Ok(metrics
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let steps: f64 = fields.get(1)?.parse().ok()?;
+            Some((steps * x_per_step, fields.get(3)?.parse().ok()?))
+        })
+        .collect())
+}
+
 /// A training run's wall-clock time: minutes under an hour, hours above.
 fn wall_clock(seconds: f64) -> String {
     if seconds < 3600.0 {
@@ -630,15 +647,7 @@ pub fn report_rl(folders: &[PathBuf], out: &Path, task: RlTask) -> Result<String
         let metrics = std::fs::read_to_string(folder.join("metrics.csv"))
             .with_context(|| format!("cannot read {}/metrics.csv", folder.display()))?;
         let x_per_step = task.x_per_step(folder);
-        let curve: Vec<(f64, f64)> = metrics
-            .lines()
-            .skip(1)
-            .filter_map(|line| {
-                let fields: Vec<&str> = line.split(',').collect();
-                let steps: f64 = fields.get(1)?.parse().ok()?;
-                Some((steps * x_per_step, fields.get(3)?.parse().ok()?))
-            })
-            .collect();
+        let curve = rl_curve(folder, task)?;
         // The best mean of 10 episodes once 10 have ended (before, the mean is over fewer).
         let best = metrics
             .lines()
