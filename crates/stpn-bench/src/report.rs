@@ -515,17 +515,7 @@ pub(crate) fn rl_summary(folder: &Path) -> Result<serde_json::Value> {
         return read_json(&summary);
     }
     let config: serde_json::Value = read_json(&folder.join("config.json"))?;
-    let metrics = std::fs::read_to_string(folder.join("metrics.csv"))
-        .with_context(|| format!("cannot read {}/metrics.csv", folder.display()))?;
-    let rows: Vec<Vec<f64>> = metrics
-        .lines()
-        .skip(1)
-        .map(|line| {
-            line.split(',')
-                .map(|f| f.parse().unwrap_or(f64::NAN))
-                .collect()
-        })
-        .collect();
+    let rows = metrics_rows(folder)?;
     let Some(last) = rows.last().filter(|row| row.len() >= 4) else {
         bail!("{}/metrics.csv has no iteration yet", folder.display());
     };
@@ -580,21 +570,43 @@ pub fn rl_setting(folder: &Path) -> String {
     }
 }
 
-/// A Pong or InvertedPendulum run's curve from its `metrics.csv`: the mean return of the last 10
-/// episodes against environment steps (emulator frames for Pong), one point per iteration.
-pub(crate) fn rl_curve(folder: &Path, task: RlTask) -> Result<Vec<(f64, f64)>> {
+/// The rows of a Pong or InvertedPendulum run's `metrics.csv` after its header, every field as a
+/// number (NaN where it is not one). Columns: iteration, env_steps, episodes,
+/// mean_return_last10, …, seconds (last).
+fn metrics_rows(folder: &Path) -> Result<Vec<Vec<f64>>> {
     let metrics = std::fs::read_to_string(folder.join("metrics.csv"))
         .with_context(|| format!("cannot read {}/metrics.csv", folder.display()))?;
-    let x_per_step = task.x_per_step(folder);
     Ok(metrics
         .lines()
         .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(',').collect();
-            let steps: f64 = fields.get(1)?.parse().ok()?;
-            Some((steps * x_per_step, fields.get(3)?.parse().ok()?))
+        .map(|line| {
+            line.split(',')
+                .map(|f| f.parse().unwrap_or(f64::NAN))
+                .collect()
         })
         .collect())
+}
+
+/// The mean return of the last 10 episodes against environment steps times `x_per_step`, one
+/// point per row that has both numbers.
+fn return_curve(rows: &[Vec<f64>], x_per_step: f64) -> Vec<(f64, f64)> {
+    rows.iter()
+        .filter_map(|row| match (row.get(1), row.get(3)) {
+            (Some(steps), Some(mean)) if !steps.is_nan() && !mean.is_nan() => {
+                Some((steps * x_per_step, *mean))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A Pong or InvertedPendulum run's curve from its `metrics.csv`: the mean return of the last 10
+/// episodes against environment steps (emulator frames for Pong), one point per iteration.
+pub(crate) fn rl_curve(folder: &Path, task: RlTask) -> Result<Vec<(f64, f64)>> {
+    Ok(return_curve(
+        &metrics_rows(folder)?,
+        task.x_per_step(folder),
+    ))
 }
 
 /// A training run's wall-clock time: minutes under an hour, hours above.
@@ -644,18 +656,14 @@ pub fn report_rl(folders: &[PathBuf], out: &Path, task: RlTask) -> Result<String
         };
         let core = name_of(field("core")?);
         let evaluation: Option<Evaluation> = read_json(&folder.join("eval.json")).ok();
-        let metrics = std::fs::read_to_string(folder.join("metrics.csv"))
-            .with_context(|| format!("cannot read {}/metrics.csv", folder.display()))?;
+        let rows = metrics_rows(folder)?;
         let x_per_step = task.x_per_step(folder);
-        let curve = rl_curve(folder, task)?;
+        let curve = return_curve(&rows, x_per_step);
         // The best mean of 10 episodes once 10 have ended (before, the mean is over fewer).
-        let best = metrics
-            .lines()
-            .skip(1)
-            .filter_map(|line| {
-                let fields: Vec<&str> = line.split(',').collect();
-                let episodes: f64 = fields.get(2)?.parse().ok()?;
-                let mean: f64 = fields.get(3)?.parse().ok()?;
+        let best = rows
+            .iter()
+            .filter_map(|row| {
+                let (episodes, mean) = (*row.get(2)?, *row.get(3)?);
                 (episodes >= 10.0 && mean.is_finite()).then_some(mean)
             })
             .fold(None, |best: Option<f64>, mean| {
